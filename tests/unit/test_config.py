@@ -1,0 +1,258 @@
+"""Configuration: embedded defaults, merging, environment and strict validation with one-line
+errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.config import ConfigError, default_document, load, merge
+from exporter.durations import human_duration, parse_duration, promql_duration
+
+
+def write(tmp_path: Path, data: object, name: str = "config.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+def error_for(tmp_path: Path, data: object) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, data))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_are_the_nrp_settings() -> None:
+    config = load()
+    assert config.exporter.listen == ":29877"
+    assert config.exporter.interval == 30
+    assert config.exporter.min_tokens_per_second == 5
+    assert config.prometheus.window == 300
+    assert config.grid.default_region == "CAMX"
+    assert config.workload.default_preset == "agentic"
+    assert config.workload.presets["agentic"].input_tokens == 40000
+    nrp = config.baselines["nrp-envelope"]
+    assert (nrp.prefill.low, nrp.prefill.mid, nrp.prefill.high) == (1, 3, 10)
+    assert (nrp.decode.low, nrp.decode.mid, nrp.decode.high) == (0.5, 1.5, 3)
+    assert config.upstream.gpu_labels.pod == ["exported_pod", "pod"]
+    assert config.upstream.gpu_labels.node == ["Hostname", "hostname"]
+
+
+def test_file_merges_over_defaults_and_lists_replace(tmp_path: Path) -> None:
+    config = load(
+        write(
+            tmp_path,
+            {
+                "prometheus": {"url": "http://prom:9090/", "timeout": "3s"},
+                "grid": {"nodes": [{"pattern": "^gpu-", "region": "NYUP"}]},
+                "baselines": {"small": {"decode": {"low": 0.1, "mid": 0.2, "high": 0.3}}},
+            },
+        )
+    )
+    assert config.prometheus.url == "http://prom:9090"
+    assert config.prometheus.timeout == 3
+    assert config.prometheus.window == 300  # untouched default
+    assert [rule.region for rule in config.grid.nodes] == ["NYUP"]
+    assert config.baselines["small"].decode.mid == 0.2
+    assert config.baselines["small"].prefill.mid == 0.03  # merged, not replaced
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, {"prometheus": {"url": "http://from-file:9090"}})
+    assert load(path).prometheus.url == "http://from-file:9090"
+    env = {"PROMETHEUS_URL": "http://from-env:9090"}
+    assert load(path, environ=env).prometheus.url == "http://from-env:9090"
+    flags = {"prometheus.url": "http://from-flag:9090", "exporter.listen": None}
+    assert load(path, overrides=flags, environ=env).prometheus.url == "http://from-flag:9090"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"prometheus": {"timout": "3s"}}, "prometheus.timout: unknown key"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"prometheus": {"timeout": "soon"}}, "prometheus.timeout: invalid duration 'soon'"),
+        ({"prometheus": {"timeout": "-5s"}}, "prometheus.timeout: invalid duration '-5s'"),
+        ({"prometheus": {"window": 0}}, "prometheus.window: duration must be positive"),
+        ({"exporter": {"interval": True}}, "exporter.interval: invalid duration True"),
+        ({"exporter": {"min_tokens_per_second": -1}}, "exporter.min_tokens_per_second:"),
+        ({"exporter": {"max_models": 0}}, "exporter.max_models:"),
+        ({"exporter": {"max_models": "many"}}, "exporter.max_models:"),
+        ({"exporter": {"listen": "29877"}}, "exporter.listen: invalid listen address"),
+        ({"exporter": {"log_level": "loud"}}, "exporter.log_level:"),
+        ({"facility": {"pue": 0.9}}, "facility.pue:"),
+        ({"facility": {"pue": "high"}}, "facility.pue:"),
+        (
+            {"grid": {"nodes": [{"pattern": "([", "region": "CAMX"}]}},
+            "grid.nodes[0].pattern: invalid regular expression",
+        ),
+        (
+            {"grid": {"nodes": [{"pattern": "x", "region": "MARS"}]}},
+            "grid.nodes[0].region: unknown region 'MARS'",
+        ),
+        ({"grid": {"default_region": "MARS"}}, "grid.default_region: unknown region 'MARS'"),
+        (
+            {"grid": {"regions": {"SITE": {"market": 10}}}},
+            "grid.regions.SITE.location: required for a region not built in",
+        ),
+        ({"grid": {"regions": {"CAMX": {"market": -1}}}}, "grid.regions.CAMX.market:"),
+        ({"workload": {"default_preset": "chat"}}, "workload.default_preset: unknown preset"),
+        (
+            {"workload": {"presets": {"x": {"input_tokens": 0, "output_tokens": 1}}}},
+            "workload.presets.x.input_tokens:",
+        ),
+        (
+            {"baselines": {"small": {"prefill": {"low": 1, "mid": 0.5, "high": 2}}}},
+            "baselines.small.prefill: bounds must satisfy low <= mid <= high",
+        ),
+        ({"comparison": {"always": ["cloud"]}}, "comparison.always[0]: unknown baseline"),
+        (
+            {"catalog": {"models": [{"pattern": "x", "total_params_b": 1, "active_params_b": 2}]}},
+            "catalog.models[0]: active_params_b must not exceed total_params_b",
+        ),
+        ({"prometheus": {"url": "prom:9090"}}, "prometheus.url: invalid URL"),
+        (
+            {"prometheus": {"headers": {"Authorization": "Bearer x"}}},
+            "prometheus: headers: do not put Authorization here",
+        ),
+        ({"upstream": {"gpu_labels": {"pod": []}}}, "upstream.gpu_labels.pod:"),
+        (
+            {"upstream": {"gpu_labels": {"pod": ["bad-label"]}}},
+            "upstream.gpu_labels.pod[0]: invalid Prometheus label name",
+        ),
+        (
+            {"upstream": {"metrics": {"prompt_tokens": "1x"}}},
+            "upstream.metrics.prompt_tokens: invalid Prometheus metric name",
+        ),
+        ({"prometheus": []}, "prometheus:"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, data: dict, expected: str) -> None:
+    assert expected in error_for(tmp_path, data)
+
+
+def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
+    message = error_for(tmp_path, {"prometheus": {"url": "ftp://user:hunter2@prom"}})
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("prometheus: [unclosed", "YAML syntax error at line 1"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+        ("\xff\xfe", None),
+    ],
+)
+def test_unreadable_files(tmp_path: Path, text: str, expected: str | None) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load(str(path))
+    if expected:
+        assert expected in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load(str(tmp_path / "nope.yaml"))
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "")).grid.default_region == "CAMX"
+
+
+def test_merge_does_not_touch_its_inputs() -> None:
+    base = {"a": {"b": 1, "c": [1]}}
+    merged = merge(base, {"a": {"b": 2}})
+    assert merged == {"a": {"b": 2, "c": [1]}} and base == {"a": {"b": 1, "c": [1]}}
+
+
+def test_default_document_is_a_fresh_copy() -> None:
+    first = default_document()
+    first["exporter"]["interval"] = "1s"
+    assert default_document()["exporter"]["interval"] == "30s"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("7d", 604800),
+        ("500ms", 0.5),
+        ("2", 2),
+        (45, 45),
+        ("1w", 604800),
+    ],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "5x", "1h-5m", None, [], "-1s", "inf"])
+def test_bad_durations(text: object) -> None:
+    if text == "5":
+        assert parse_duration(text) == 5
+        return
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_duration_spellings() -> None:
+    assert promql_duration(300) == "300s"
+    assert human_duration(300) == "5m" and human_duration(604800) == "7d"
+    assert human_duration(45) == "45s"
+    with pytest.raises(ValueError):
+        promql_duration(0.2)
+
+
+# Generated documents: whatever the shape, a ConfigError or a valid config, never a crash.
+leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+)
+tree = st.recursive(
+    leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=8), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+keys = st.sampled_from(
+    [
+        "prometheus",
+        "exporter",
+        "grid",
+        "facility",
+        "workload",
+        "baselines",
+        "comparison",
+        "catalog",
+        "utilization",
+        "underutilized",
+        "upstream",
+    ]
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(keys, tree, max_size=3))
+def test_generated_documents_never_crash(document: dict) -> None:
+    from exporter.config import build
+
+    try:
+        build(merge(default_document(), document))
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc)
