@@ -1,0 +1,96 @@
+"""Built-in GPU and model tables, extended by config entries (tried first), matched by name
+pattern. Lookups are cached: the same few names recur every cycle."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import yaml
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    name: str
+    bf16_tflops: float
+    fp8_tflops: float | None = None
+    memory_bandwidth_tbps: float | None = None
+    max_power_w: float | None = None
+    idle_power_w: float | None = None
+
+    def peak_flops(self, precision: str) -> float:
+        """Peak dense FLOP/s for a serving precision: FP8 where both the checkpoint and the GPU
+        have it, else BF16/FP16 (weight-only INT4/FP4 kernels compute at 16 bit)."""
+        if precision == "fp8" and self.fp8_tflops:
+            return self.fp8_tflops * 1e12
+        return self.bf16_tflops * 1e12
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    total_params_b: float
+    active_params_b: float
+    precision: str = "bf16"
+
+
+_GPU_FIELDS = (
+    "name",
+    "bf16_tflops",
+    "fp8_tflops",
+    "memory_bandwidth_tbps",
+    "max_power_w",
+    "idle_power_w",
+)
+_MODEL_FIELDS = ("total_params_b", "active_params_b", "precision")
+
+
+def _load(filename: str) -> list[dict]:
+    text = resources.files("exporter").joinpath(f"data/{filename}").read_text("utf-8")
+    return yaml.safe_load(text)
+
+
+@cache
+def builtin_gpu_entries() -> tuple[dict, ...]:
+    return tuple(_load("gpus.yaml"))
+
+
+@cache
+def builtin_model_entries() -> tuple[dict, ...]:
+    return tuple(_load("models.yaml"))
+
+
+class _PatternTable:
+    def __init__(self, entries: Iterable[tuple[str, object]]) -> None:
+        self._entries = [(re.compile(p, re.IGNORECASE), value) for p, value in entries]
+        self._cache: dict[str, object | None] = {}
+
+    def find(self, name: str) -> object | None:
+        if name in self._cache:
+            return self._cache[name]
+        found = next((value for pattern, value in self._entries if pattern.search(name)), None)
+        if len(self._cache) < 100_000:
+            self._cache[name] = found
+        return found
+
+
+class Catalog:
+    """GPU and model lookups: configured entries first, then the built-in tables."""
+
+    def __init__(self, gpus: Sequence[dict], models: Sequence[dict]) -> None:
+        self._gpus = _PatternTable(
+            (e["pattern"], GpuSpec(**{k: e[k] for k in _GPU_FIELDS if e.get(k) is not None}))
+            for e in [*gpus, *builtin_gpu_entries()]
+        )
+        self._models = _PatternTable(
+            (e["pattern"], ModelSpec(**{k: e[k] for k in _MODEL_FIELDS if e.get(k) is not None}))
+            for e in [*models, *builtin_model_entries()]
+        )
+
+    def gpu(self, model_name: str) -> GpuSpec | None:
+        return self._gpus.find(model_name)  # type: ignore[return-value]
+
+    def model(self, served_name: str) -> ModelSpec | None:
+        return self._models.find(served_name)  # type: ignore[return-value]
