@@ -1,0 +1,59 @@
+"""What a source hands to the pipeline: per-pod observations over one window.
+
+Sources (Prometheus query API, direct scrape) differ in how they get these numbers, never in
+what the numbers mean: power is the mean GPU board power over the window, tokens are mean
+rates over the same window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+ENERGY_COUNTER = "energy_counter"
+POWER_GAUGE = "power_gauge"
+
+
+@dataclass(frozen=True)
+class PodGpus:
+    """The GPUs one pod holds on one node, as seen in DCGM."""
+
+    namespace: str
+    pod: str
+    node: str
+    gpu_model: str
+    gpus: int
+    power_w: float
+    power_source: str  # ENERGY_COUNTER or POWER_GAUGE
+    shared_gpus: int = 0  # GPUs this pod shares with other pods (MIG or time-slicing)
+    busy_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class PodTokens:
+    """Token rates of one served model in one pod (summed over engines)."""
+
+    namespace: str
+    pod: str
+    model: str
+    prompt_tps: float
+    generation_tps: float
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    """Look-back facts about one model, where the source has history."""
+
+    peak_tokens_per_second: float | None = None
+    idle_floor_w_per_gpu: float | None = None  # lowest window-mean W per GPU while inactive
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one cycle observed, at time `time` (Unix seconds)."""
+
+    time: float
+    gpus: tuple[PodGpus, ...]
+    tokens: tuple[PodTokens, ...]
+    history: Mapping[tuple[str, str], ModelHistory] = field(default_factory=dict)
+    problems: tuple[tuple[str, str], ...] = ()  # (reason, message) noticed but not fatal

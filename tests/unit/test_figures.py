@@ -1,0 +1,224 @@
+"""Per-model figures: joining pods to models and applying the methodology with its context."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.aggregation import join
+from exporter.config import load
+from exporter.figures import FigureSettings, ModelFigures, compute
+from exporter.observations import (
+    ENERGY_COUNTER,
+    POWER_GAUGE,
+    ModelHistory,
+    Observation,
+    PodGpus,
+    PodTokens,
+)
+
+SDSC, UNL = "gpu-a.sdsc.optiputer.net", "hcc-nrp-b.unl.edu"
+H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"
+
+
+def gpus(
+    pod: str,
+    node: str,
+    n: int,
+    watts: float,
+    product: str = H100,
+    ns: str = "llm",
+    source: str = ENERGY_COUNTER,
+    **kw: object,
+) -> PodGpus:
+    return PodGpus(ns, pod, node, product, n, watts, source, **kw)  # type: ignore[arg-type]
+
+
+def tokens(pod: str, model: str, prompt: float, generation: float, ns: str = "llm") -> PodTokens:
+    return PodTokens(ns, pod, model, prompt, generation)
+
+
+def figures_for(
+    gpu_rows: list[PodGpus], token_rows: list[PodTokens], settings=None, history: dict | None = None
+) -> dict[str, ModelFigures]:
+    settings = settings or FigureSettings.from_config(load())
+    observation = Observation(0.0, tuple(gpu_rows), tuple(token_rows))
+    return {s.model: compute(s, settings, (history or {}).get(s.key)) for s in join(observation)}
+
+
+def test_nrp_glm_and_kimi() -> None:
+    out = figures_for(
+        [gpus("glm", SDSC, 4, 1320), gpus("kimi", SDSC, 8, 928, product=H200)],
+        [
+            tokens("glm", "zai-org/GLM-4.7-FP8", 3000, 158),
+            tokens("kimi", "moonshotai/Kimi-K2.5", 150, 8),
+        ],
+    )
+    glm, kimi = out["zai-org/GLM-4.7-FP8"], out["moonshotai/Kimi-K2.5"]
+    assert round(glm.joules_per_token[("gpu", "amortized")], 2) == 0.42
+    assert round(kimi.joules_per_token[("gpu", "amortized")], 2) == 5.87
+    # Kimi: its GPUs' loaded-idle floor explains all of its draw; GLM: about a quarter.
+    assert kimi.underutilized is True and kimi.idle_power_ratio == 1.0
+    assert kimi.joules_per_token[("gpu", "marginal")] == 0.0
+    assert glm.underutilized is False and glm.idle_power_ratio == pytest.approx(340 / 1320)
+    assert glm.info_value("size_class") == "large-open"
+    assert kimi.info_value("size_class") == "frontier"
+    assert glm.info_value("idle_source") == "gpu_table"
+    assert glm.mfu == pytest.approx(3158 * 2 * 32e9 / (4 * 1979e12))
+    assert glm.info_value("mfu_basis") == "fp8"
+
+
+def test_replicas_in_two_regions_are_power_weighted() -> None:
+    out = figures_for(
+        [gpus("q-1", SDSC, 4, 700), gpus("q-2", UNL, 4, 535)],
+        [
+            tokens("q-1", "Qwen/Qwen3.5-397B-A17B", 1330, 70),
+            tokens("q-2", "Qwen/Qwen3.5-397B-A17B", 944, 48),
+        ],
+    )
+    f = out["Qwen/Qwen3.5-397B-A17B"]
+    camx, mrow = 428.464 * 0.45359237, 920.130 * 0.45359237
+    assert f.gpus == 8 and f.power_w["gpu"] == 1235
+    assert f.info_value("regions") == "CAMX,MROW"
+    assert f.grid_intensity["location"] == pytest.approx((700 * camx + 535 * mrow) / 1235, rel=1e-4)
+    assert f.co2_grams_per_token[("gpu", "location")] == pytest.approx(
+        (700 * camx + 535 * mrow) / 3.6e6 / 2392, rel=1e-4
+    )
+    factor = 1.2 * 1.4
+    assert f.power_w["facility"] == pytest.approx(1235 * factor)
+    assert f.co2_grams_per_token[("facility", "location")] == pytest.approx(
+        f.co2_grams_per_token[("gpu", "location")] * factor
+    )
+    assert f.co2_grams_per_hour[("gpu", "location")] == pytest.approx(
+        (700 * camx + 535 * mrow) / 1000, rel=1e-4
+    )
+
+
+def test_inactive_model_has_no_per_token_figures() -> None:
+    f = figures_for([gpus("idle", SDSC, 1, 78)], [tokens("idle", "some/model", 2, 1)])["some/model"]
+    assert not f.active
+    assert f.joules_per_token == {} and f.co2_grams_per_token == {}
+    assert f.prompt_token_ratio is None
+    assert {mix for _, _, mix in f.commercial} == {"preset"}
+    assert f.power_w["gpu"] == 78 and f.co2_grams_per_hour
+    assert f.underutilized is True  # drawing power, serving (next to) nothing
+    assert f.info_value("size_class") == "unknown"
+    assert f.info_value("mfu_basis") == "unknown_model" and f.mfu is None
+
+
+def test_missing_or_incomplete_power_gives_no_power_figures() -> None:
+    out = figures_for(
+        [gpus("a-1", SDSC, 1, 300)],
+        [
+            tokens("a-1", "m/a", 100, 10),
+            tokens("a-2", "m/a", 100, 10),
+            tokens("b-1", "m/b", 100, 10),
+        ],
+    )
+    for model, source in (("m/a", "incomplete"), ("m/b", "missing")):
+        f = out[model]
+        assert f.info_value("power_source") == source
+        assert f.power_w == {} and f.joules_per_token == {} and f.co2_grams_per_token == {}
+        assert f.underutilized is None
+        assert f.tokens_per_second["prompt"] == (200 if model == "m/a" else 100)
+
+
+def test_power_source_mixed_and_gauge() -> None:
+    out = figures_for(
+        [gpus("x-1", SDSC, 1, 300), gpus("x-2", UNL, 1, 300, source=POWER_GAUGE)],
+        [tokens("x-1", "m/x", 100, 10), tokens("x-2", "m/x", 100, 10)],
+    )
+    assert out["m/x"].info_value("power_source") == "mixed"
+
+
+def test_a_pod_serving_two_models_splits_power_by_tokens() -> None:
+    out = figures_for(
+        [gpus("p", SDSC, 2, 400)], [tokens("p", "m/a", 300, 0), tokens("p", "m/b", 100, 0)]
+    )
+    assert out["m/a"].power_w["gpu"] == pytest.approx(300)
+    assert out["m/b"].power_w["gpu"] == pytest.approx(100)
+    assert out["m/a"].info_value("attribution") == "shared_pod"
+
+
+def test_shared_gpus_are_flagged() -> None:
+    out = figures_for([gpus("p", SDSC, 1, 200, shared_gpus=1)], [tokens("p", "m/a", 100, 0)])
+    assert out["m/a"].info_value("attribution") == "shared_gpu"
+
+
+def test_same_model_in_two_namespaces_stays_apart() -> None:
+    observation = Observation(
+        0.0,
+        (gpus("p", SDSC, 1, 200, ns="a"), gpus("p", SDSC, 1, 100, ns="b")),
+        (tokens("p", "m", 10, 0, ns="a"), tokens("p", "m", 10, 0, ns="b")),
+    )
+    served = join(observation)
+    assert [(s.namespace, s.model, s.pods[0].power_w) for s in served] == [
+        ("a", "m", 200),
+        ("b", "m", 100),
+    ]
+
+
+def test_observed_history_takes_precedence() -> None:
+    out = figures_for(
+        [gpus("g", SDSC, 4, 1320)],
+        [tokens("g", "zai-org/GLM-4.7-FP8", 3000, 158)],
+        history={
+            ("llm", "zai-org/GLM-4.7-FP8"): ModelHistory(
+                peak_tokens_per_second=6316, idle_floor_w_per_gpu=100
+            )
+        },
+    )
+    f = out["zai-org/GLM-4.7-FP8"]
+    assert f.idle_power_w == 400 and f.info_value("idle_source") == "observed"
+    assert f.utilization == pytest.approx(0.5)
+    assert f.info_value("capacity_source") == "observed_peak"
+    assert f.joules_per_token[("gpu", "marginal")] == pytest.approx(920 / 3158)
+
+
+def test_configured_capacity_and_preset_and_market_basis() -> None:
+    config = load(
+        overrides={
+            "utilization.capacity": [{"pattern": "GLM", "tokens_per_second": 31580}],
+            "workload.models": [{"pattern": "GLM", "preset": "simple"}],
+            "grid.regions": {"CAMX": {"market": 100.0}},
+        }
+    )
+    settings = FigureSettings.from_config(config)
+    out = figures_for(
+        [gpus("g", SDSC, 4, 1320), gpus("q-1", SDSC, 1, 100), gpus("q-2", UNL, 1, 100)],
+        [
+            tokens("g", "zai-org/GLM-4.7-FP8", 3000, 158),
+            tokens("q-1", "m/q", 50, 0),
+            tokens("q-2", "m/q", 50, 0),
+        ],
+        settings=settings,
+    )
+    glm = out["zai-org/GLM-4.7-FP8"]
+    assert glm.utilization == pytest.approx(0.1) and glm.info_value("capacity_source") == (
+        "configured"
+    )
+    assert glm.info_value("preset") == "simple"
+    assert glm.commercial[("nrp-envelope", "mid", "preset")] == pytest.approx(0.5 * 3 + 0.5 * 1.5)
+    assert glm.grid_intensity["market"] == 100.0
+    assert glm.co2_grams_per_token[("gpu", "market")] == pytest.approx(1320 * 100 / 3.6e6 / 3158)
+    # A model also running where no market factor is configured gets no market series.
+    assert "market" not in out["m/q"].grid_intensity
+    assert all(basis == "location" for _, basis in out["m/q"].co2_grams_per_hour)
+
+
+def test_compared_baselines_are_nrp_frontier_and_scale_matched() -> None:
+    out = figures_for(
+        [gpus("g", SDSC, 4, 1320), gpus("k", SDSC, 8, 928, product=H200), gpus("u", SDSC, 1, 100)],
+        [
+            tokens("g", "zai-org/GLM-4.7-FP8", 3000, 158),
+            tokens("k", "moonshotai/Kimi-K2.5", 150, 8),
+            tokens("u", "my/unknown", 100, 0),
+        ],
+    )
+
+    def baselines(model: str) -> set[str]:
+        return {b for b, _, _ in out[model].commercial}
+
+    assert baselines("zai-org/GLM-4.7-FP8") == {"nrp-envelope", "frontier", "large-open"}
+    assert baselines("moonshotai/Kimi-K2.5") == {"nrp-envelope", "frontier"}
+    assert baselines("my/unknown") == {"nrp-envelope", "frontier"}
+    assert len(out["zai-org/GLM-4.7-FP8"].commercial) == 3 * 3 * 2
