@@ -1,0 +1,244 @@
+"""A small client for the Prometheus HTTP query API (Prometheus, Thanos, Mimir,
+VictoriaMetrics): authentication, TLS, timeouts, a response-size cap, and every failure
+classified into one `UpstreamError` reason. Secrets never reach messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import requests
+import urllib3
+
+from exporter.config import PrometheusSettings
+
+# Reasons, the values of llm_carbon_exporter_upstream_errors_total{reason}.
+CONNECT = "connect"
+TIMEOUT = "timeout"
+HTTP_STATUS = "http_status"
+QUERY_ERROR = "query_error"
+MALFORMED = "malformed_response"
+TOO_LARGE = "response_too_large"
+INVALID_VALUE = "invalid_value"
+MISSING_SERIES = "missing_series"
+AUTH_FILE = "credentials_file"
+REASONS = (
+    CONNECT,
+    TIMEOUT,
+    HTTP_STATUS,
+    QUERY_ERROR,
+    MALFORMED,
+    TOO_LARGE,
+    INVALID_VALUE,
+    MISSING_SERIES,
+    AUTH_FILE,
+)
+
+
+class UpstreamError(Exception):
+    """An upstream failure with a reason (a bounded label value) and a one-line message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: Mapping[str, str]
+    value: float
+
+
+def redact(text: str) -> str:
+    """Strip credentials that libraries may echo (user:pass@ in URLs)."""
+    return re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
+
+
+class PrometheusClient:
+    """Instant queries against one query API; one `requests.Session`, reused."""
+
+    def __init__(self, settings: PrometheusSettings) -> None:
+        if not settings.url:
+            raise ValueError("prometheus.url is not set")
+        self.settings = settings
+        self.url = settings.url
+        self._session = requests.Session()
+        self._session.headers.update(settings.headers)
+        self._session.headers["Accept"] = "application/json"
+        self._session.headers["User-Agent"] = "llm-carbon-exporter"
+        if settings.insecure_skip_verify:
+            self._session.verify = False
+        elif settings.ca_file:
+            self._session.verify = settings.ca_file
+        self.requests_made = 0
+        self._secrets: tuple[str, ...] = ()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _auth_headers(self) -> dict[str, str]:
+        """Credentials, read from their files on every request so rotated secrets work."""
+        s = self.settings
+        if s.bearer_token_file:
+            token = _read_secret(s.bearer_token_file).strip()
+            if not token or any(ch.isspace() or ord(ch) < 32 for ch in token):
+                raise UpstreamError(
+                    AUTH_FILE,
+                    f"bearer token file {s.bearer_token_file!r} is "
+                    "empty or has whitespace inside the token",
+                )
+            self._secrets = (token,)
+            return {"Authorization": f"Bearer {token}"}
+        if s.basic_auth:
+            password = _read_secret(s.basic_auth.password_file).rstrip("\r\n")
+            pair = f"{s.basic_auth.username}:{password}".encode()
+            encoded = base64.b64encode(pair).decode("ascii")
+            self._secrets = tuple(x for x in (password, encoded) if x)
+            return {"Authorization": f"Basic {encoded}"}
+        return {}
+
+    def _scrub(self, text: str) -> str:
+        """`text` without URL credentials, Authorization values or the current secrets: an
+        upstream may echo request headers in an error body."""
+        text = redact(text)
+        text = re.sub(r"(?i)\b(bearer|basic)\s+[^\s'\",]+", r"\1 <redacted>", text)
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def query(self, promql: str, at: float) -> list[Sample]:
+        """An instant vector query evaluated at `at` (Unix seconds)."""
+        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+        result_type = data.get("resultType")
+        if result_type != "vector":
+            raise UpstreamError(MALFORMED, f"expected a vector result, got {result_type!r}")
+        result = data.get("result")
+        if not isinstance(result, list):
+            raise UpstreamError(MALFORMED, "result is not a list")
+        samples = []
+        for item in result:
+            try:
+                labels = item["metric"]
+                _, raw = item["value"]
+                value = float(raw)
+            except (KeyError, TypeError, ValueError):
+                raise UpstreamError(MALFORMED, "a result item lacks metric or value") from None
+            if not isinstance(labels, dict):
+                raise UpstreamError(MALFORMED, "a result item's metric is not a mapping")
+            samples.append(Sample(labels, value))
+        return samples
+
+    def _get(self, path: str, params: Mapping[str, str]) -> dict:
+        self.requests_made += 1
+        settings = self.settings
+        url = redact(self.url)
+        headers = self._auth_headers()
+        deadline = time.monotonic() + settings.timeout
+        try:
+            response = self._session.get(
+                self.url + path,
+                params=params,
+                headers=headers,
+                timeout=settings.timeout,
+                stream=True,
+            )
+            with response:
+                body = _read_capped(response, settings.max_response_bytes, deadline)
+                status = response.status_code
+        except requests.exceptions.Timeout:
+            raise UpstreamError(
+                TIMEOUT, f"{url} did not answer within {settings.timeout:g}s"
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            raise UpstreamError(
+                CONNECT, self._scrub(f"TLS error talking to {url}: {_first_line(exc)}")
+            ) from None
+        except requests.exceptions.InvalidHeader:
+            raise UpstreamError(
+                AUTH_FILE, "a configured header or credential is not a valid HTTP header value"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+                raise UpstreamError(
+                    TIMEOUT, f"{url} stalled mid-response for {settings.timeout:g}s"
+                ) from None
+            raise UpstreamError(
+                CONNECT, self._scrub(f"cannot connect to {url}: {_first_line(exc)}")
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(
+                CONNECT, self._scrub(f"request to {url} failed: {_first_line(exc)}")
+            ) from None
+        payload = _decode(body)
+        if status >= 400 or (payload and payload.get("status") == "error"):
+            if payload and payload.get("status") == "error":
+                detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}".strip()
+                reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
+            else:
+                detail = _snippet(body)
+                reason = HTTP_STATUS
+            raise UpstreamError(reason, self._scrub(f"HTTP {status} from {url}{path}: {detail}"))
+        if payload is None:
+            raise UpstreamError(
+                MALFORMED, self._scrub(f"{url}{path} did not return JSON: {_snippet(body)}")
+            )
+        if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
+            raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
+        return payload["data"]
+
+
+def _read_secret(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UpstreamError(AUTH_FILE, f"cannot read credentials file {path!r}: {why}") from None
+
+
+def _read_capped(response: requests.Response, limit: int, deadline: float) -> bytes:
+    """The body, or UpstreamError past `limit` bytes or past the request's `deadline` (a
+    server dripping bytes would otherwise reset the per-read timeout forever)."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(chunk_size=65536):
+        if time.monotonic() > deadline:
+            raise UpstreamError(TIMEOUT, "response took longer than prometheus.timeout")
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(
+                TOO_LARGE, f"response larger than prometheus.max_response_bytes ({limit} bytes)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(body: bytes) -> dict | None:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:200].decode("utf-8", "replace")
+    return " ".join(text.split())[:120] or "(empty body)"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = redact(str(exc))
+    # requests wraps urllib3 errors in long reprs; keep the informative tail.
+    match = re.search(r"\[Errno[^\]]*\][^')\"]*", text)
+    if match:
+        return match.group(0).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def is_valid_value(value: float) -> bool:
+    """Finite and not negative: what a power or rate sample must be."""
+    return math.isfinite(value) and value >= 0

@@ -1,0 +1,316 @@
+"""The Prometheus-query source: a constant number of PromQL instant queries per cycle, each
+aggregated on the server to one row per pod, turned into an `Observation`.
+
+Label handling happens in PromQL: each canonical label (`lce_pod`, ...) is filled from the
+first configured upstream label that is present, so `exported_pod` (dcgm-exporter scraped with
+honorLabels false) wins over `pod`, and `Hostname` and `hostname` both work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from exporter.config import Config
+from exporter.durations import promql_duration
+from exporter.observations import (
+    ENERGY_COUNTER,
+    POWER_GAUGE,
+    ModelHistory,
+    Observation,
+    PodGpus,
+    PodTokens,
+)
+from exporter.sources.http_api import (
+    INVALID_VALUE,
+    MISSING_SERIES,
+    PrometheusClient,
+    Sample,
+    UpstreamError,
+    is_valid_value,
+)
+
+log = logging.getLogger(__name__)
+
+POD = ("lce_namespace", "lce_pod")
+GPU_ROW = (*POD, "lce_node", "lce_gpu_model")
+TOKEN_ROW = (*POD, "lce_model")
+MODEL = ("lce_namespace", "lce_model")
+
+
+def _by(labels: tuple[str, ...]) -> str:
+    return ", ".join(labels)
+
+
+def _normalize(expr: str, choices: Mapping[str, list[str]]) -> str:
+    """Wrap `expr` in label_replace calls so `lce_<key>` holds the first present label of
+    each `choices[key]` (the least preferred is applied first, the preferred last)."""
+    for key, labels in choices.items():
+        for label in reversed(labels):
+            expr = f'label_replace({expr}, "lce_{key}", "$1", "{label}", "(.+)")'
+    return expr
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Every PromQL expression the source runs, built once from the configuration."""
+
+    power_energy: str
+    power_gauge: str
+    gpu_count: str
+    shared_gpus: str
+    busy: str
+    prompt: str
+    generation: str
+    peak_tokens: str
+    idle_floor: str
+
+    @classmethod
+    def build(cls, config: Config) -> Queries:
+        names = config.upstream.metrics
+        window = promql_duration(config.prometheus.window)
+        lookback = promql_duration(config.utilization.lookback)
+        gpu_sel = config.prometheus.gpu_selector.strip().strip("{}")
+        tok_sel = config.prometheus.token_selector.strip().strip("{}")
+        gpu_labels = config.upstream.gpu_labels.model_dump()
+        tok_labels = config.upstream.token_labels.model_dump()
+
+        def gpu(fn: str, metric: str) -> str:
+            return _normalize(f"{fn}({metric}{{{gpu_sel}}}[{window}])", gpu_labels)
+
+        def tok(metric: str) -> str:
+            return _normalize(f"rate({metric}{{{tok_sel}}}[{window}])", tok_labels)
+
+        def per_gpu(agg: str, fn: str, metric: str, row: tuple[str, ...] = GPU_ROW) -> str:
+            # One value per physical GPU first (MIG instances repeat their GPU's energy and
+            # power), then aggregated per row.
+            inner = f"max by ({_by((*row, 'lce_gpu_id'))}) ({gpu(fn, metric)})"
+            return f"{agg} by ({_by(row)}) ({inner})"
+
+        def seen(row: tuple[str, ...]) -> str:
+            return " or ".join(
+                f"max by ({_by((*row, 'lce_gpu_id'))}) ({gpu('last_over_time', metric)})"
+                for metric in (names.gpu_power, names.gpu_energy)
+            )
+
+        pod_power = (
+            f"({per_gpu('sum', 'rate', names.gpu_energy, POD)} / 1000) "
+            f"or {per_gpu('sum', 'avg_over_time', names.gpu_power, POD)}"
+        )
+        pod_gpus = f"count by ({_by(POD)}) ({seen(POD)})"
+        pod_model = f"group by ({_by(TOKEN_ROW)}) ({tok(names.generation_tokens)})"
+        model_tps = (
+            f"sum by ({_by(MODEL)}) ({tok(names.prompt_tokens)}) "
+            f"+ sum by ({_by(MODEL)}) ({tok(names.generation_tokens)})"
+        )
+
+        def per_model(pod_expr: str) -> str:
+            return (
+                f"sum by ({_by(MODEL)}) (({pod_expr}) * on ({_by(POD)}) "
+                f"group_left(lce_model) {pod_model})"
+            )
+
+        min_tps = config.exporter.min_tokens_per_second
+        return cls(
+            power_energy=f"{per_gpu('sum', 'rate', names.gpu_energy)} / 1000",
+            power_gauge=per_gpu("sum", "avg_over_time", names.gpu_power),
+            gpu_count=f"count by ({_by(GPU_ROW)}) ({seen(GPU_ROW)})",
+            shared_gpus=(
+                f"count by ({_by(GPU_ROW)}) (({seen(GPU_ROW)}) and on (lce_node, lce_gpu_id) "
+                f"(count by (lce_node, lce_gpu_id) ({seen(GPU_ROW)}) > 1))"
+            ),
+            busy=(
+                f"{per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
+                f"or {per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
+            ),
+            prompt=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.prompt_tokens)})",
+            generation=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.generation_tokens)})",
+            peak_tokens=f"max_over_time(({model_tps})[{lookback}:{window}])",
+            idle_floor=(
+                f"min_over_time((({per_model(pod_power)}) / ({per_model(pod_gpus)}) "
+                f"unless on ({_by(MODEL)}) (({model_tps}) >= {min_tps:g}))[{lookback}:{window}])"
+            ),
+        )
+
+    def per_cycle(self) -> dict[str, str]:
+        return {
+            "power_energy": self.power_energy,
+            "power_gauge": self.power_gauge,
+            "gpu_count": self.gpu_count,
+            "shared_gpus": self.shared_gpus,
+            "busy": self.busy,
+            "prompt": self.prompt,
+            "generation": self.generation,
+        }
+
+    def lookback(self) -> dict[str, str]:
+        return {"peak_tokens": self.peak_tokens, "idle_floor": self.idle_floor}
+
+
+# Queries whose failure fails the cycle; the others degrade one figure.
+REQUIRED = ("gpu_count", "prompt", "generation")
+
+
+class PrometheusSource:
+    """Fetches one `Observation` per call from a Prometheus-compatible query API."""
+
+    name = "prometheus"
+
+    def __init__(
+        self,
+        config: Config,
+        client: PrometheusClient | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client or PrometheusClient(config.prometheus)
+        self.queries = Queries.build(config)
+        self.window = config.prometheus.window
+        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+        self._history: dict[tuple[str, str], ModelHistory] = {}
+        self._history_at: float | None = None
+
+    @property
+    def requests_made(self) -> int:
+        return self.client.requests_made
+
+    def close(self) -> None:
+        self.client.close()
+
+    def fetch(self) -> Observation:
+        at = self.clock()
+        problems: list[tuple[str, str]] = []
+        results: dict[str, list[Sample]] = {}
+        failed: dict[str, UpstreamError] = {}
+        for name, promql in self.queries.per_cycle().items():
+            try:
+                results[name] = self.client.query(promql, at)
+            except UpstreamError as exc:
+                if name in REQUIRED:
+                    raise
+                failed[name] = exc
+                problems.append((exc.reason, f"query {name}: {exc}"))
+                results[name] = []
+        if "power_energy" in failed and "power_gauge" in failed:
+            raise failed["power_gauge"]  # no power at all: nothing honest to compute
+        if not results["power_energy"] and not results["power_gauge"] and results["prompt"]:
+            problems.append(
+                (
+                    MISSING_SERIES,
+                    "no GPU power series (energy counter or power "
+                    "gauge) matched; check upstream.metrics and prometheus.gpu_selector",
+                )
+            )
+        self._refresh_history(at, problems)
+        return Observation(
+            time=at,
+            gpus=tuple(self._gpu_rows(results, problems)),
+            tokens=tuple(self._token_rows(results, problems)),
+            history=dict(self._history),
+            problems=tuple(problems),
+        )
+
+    # ---- per-cycle rows
+
+    def _gpu_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodGpus]:
+        def keyed(name: str, check: bool = True) -> dict[tuple[str, ...], float]:
+            rows: dict[tuple[str, ...], float] = {}
+            for sample in results.get(name, []):
+                key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
+                if not key[0] or not key[1]:
+                    continue  # a GPU no pod holds
+                if check and not is_valid_value(sample.value):
+                    problems.append(
+                        (
+                            INVALID_VALUE,
+                            f"query {name}: {sample.value!r} for pod "
+                            f"{key[0]}/{key[1]}; pod dropped this cycle",
+                        )
+                    )
+                    rows[key] = float("nan")
+                    continue
+                rows[key] = sample.value
+            return rows
+
+        energy = keyed("power_energy")
+        gauge = keyed("power_gauge")
+        count = keyed("gpu_count")
+        shared = keyed("shared_gpus", check=False)
+        busy = keyed("busy", check=False)
+        rows = []
+        for key, gpus in count.items():
+            if key in energy:
+                power, source = energy[key], ENERGY_COUNTER
+            elif key in gauge:
+                power, source = gauge[key], POWER_GAUGE
+            else:
+                continue
+            if power != power or gpus != gpus:  # NaN marks an invalid sample: drop the pod
+                continue
+            ratio = busy.get(key)
+            rows.append(
+                PodGpus(
+                    namespace=key[0],
+                    pod=key[1],
+                    node=key[2],
+                    gpu_model=key[3],
+                    gpus=int(gpus),
+                    power_w=power,
+                    power_source=source,
+                    shared_gpus=int(shared.get(key, 0)),
+                    busy_ratio=ratio if ratio is not None and is_valid_value(ratio) else None,
+                )
+            )
+        return rows
+
+    def _token_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodTokens]:
+        rates: dict[tuple[str, str, str], list[float]] = {}
+        for index, name in enumerate(("prompt", "generation")):
+            for sample in results[name]:
+                key = tuple(sample.labels.get(label, "") for label in TOKEN_ROW)
+                if not all(key):
+                    continue
+                if not is_valid_value(sample.value):
+                    problems.append(
+                        (
+                            INVALID_VALUE,
+                            f"query {name}: {sample.value!r} for "
+                            f"{key[0]}/{key[1]} model {key[2]!r}; pod dropped this cycle",
+                        )
+                    )
+                    rates.setdefault(key, [0.0, 0.0])[index] = float("nan")
+                    continue
+                rates.setdefault(key, [0.0, 0.0])[index] = sample.value
+        return [
+            PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
+            for (ns, pod, model), (p, g) in sorted(rates.items())
+            if p == p and g == g
+        ]
+
+    # ---- look-back history, refreshed every utilization.refresh
+
+    def _refresh_history(self, at: float, problems: list) -> None:
+        due = self._history_at is None or at - self._history_at >= self.config.utilization.refresh
+        if not due:
+            return
+        history: dict[tuple[str, str], dict[str, float]] = {}
+        for name, promql in self.queries.lookback().items():
+            try:
+                samples = self.client.query(promql, at)
+            except UpstreamError as exc:
+                problems.append((exc.reason, f"look-back query {name}: {exc}"))
+                return  # keep the previous history; try again next cycle
+            for sample in samples:
+                key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
+                if all(key) and is_valid_value(sample.value):
+                    history.setdefault(key, {})[name] = sample.value
+        self._history = {
+            key: ModelHistory(
+                peak_tokens_per_second=values.get("peak_tokens"),
+                idle_floor_w_per_gpu=values.get("idle_floor"),
+            )
+            for key, values in history.items()
+        }
+        self._history_at = at
