@@ -1,0 +1,197 @@
+"""Command line: serve, report, check-config (and demo). Bad flags or configuration end with
+one line naming the problem and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load
+from exporter.durations import parse_duration
+
+PROG = "llm-carbon-exporter"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad command line; str() is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _duration_flag(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Per-model energy and carbon metrics for LLM serving (vLLM + DCGM).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
+        sub.add_argument(
+            "--prometheus-url",
+            metavar="URL",
+            help="Prometheus-compatible query API (also PROMETHEUS_URL)",
+        )
+        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    serve = commands.add_parser("serve", help="run the exporter")
+    common(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (:29877)")
+    serve.add_argument(
+        "--interval", metavar="SECONDS", type=_duration_flag, help="seconds between cycles (30)"
+    )
+
+    report = commands.add_parser("report", help="run one cycle and print the per-model table")
+    common(report)
+    report.add_argument("--format", choices=("table", "json"), default="table")
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file", metavar="FILE")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "prometheus.url": getattr(args, "prometheus_url", None),
+        "exporter.listen": getattr(args, "listen", None),
+        "exporter.interval": getattr(args, "interval", None),
+        "exporter.log_level": getattr(args, "log_level", None),
+    }
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def _require_upstream(config: Config) -> None:
+    if not config.prometheus.url:
+        raise ConfigError(
+            "prometheus.url: not set (use --prometheus-url, PROMETHEUS_URL or a config file)"
+        )
+
+
+def _make_engine(config: Config):
+    from exporter.engine import Engine
+    from exporter.sources.prometheus import PrometheusSource
+
+    return Engine(config, PrometheusSource(config))
+
+
+def cmd_serve(config: Config) -> int:
+    from exporter import server
+
+    _require_upstream(config)
+    engine = _make_engine(config)
+    try:
+        http = server.start(engine, config.exporter.listen)
+    except OSError as exc:
+        print(f"{PROG}: cannot listen on {config.exporter.listen}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILURE
+    log = logging.getLogger("exporter")
+    host, port = http.server_address[:2]
+    log.info(
+        "listening on %s:%s (upstream %s, interval %gs)",
+        host,
+        port,
+        engine.source.name,
+        config.exporter.interval,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        engine.run_forever(stop)
+    finally:
+        http.shutdown()
+        http.server_close()
+        engine.source.close()
+    return EXIT_OK
+
+
+def cmd_report(config: Config, fmt: str) -> int:
+    from exporter import report
+
+    _require_upstream(config)
+    engine = _make_engine(config)
+    try:
+        ok = engine.run_cycle()
+    finally:
+        engine.source.close()
+    snapshot = engine.state.snapshot
+    if not ok or snapshot is None:
+        print(
+            f"{PROG}: no report: the upstream could not be read (see the log line above)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if fmt == "json":
+        print(json.dumps(report.to_dict(snapshot, engine.settings), indent=2, sort_keys=True))
+    else:
+        print(report.table(snapshot))
+    return EXIT_OK
+
+
+def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
+    config = load(path, environ=environ)
+    print(
+        f"{path}: OK (source {config.source}, window {config.prometheus.window:g}s, "
+        f"{len(config.grid.nodes)} node rules, default region {config.grid.default_region}, "
+        f"{len(config.baselines)} baselines, preset {config.workload.default_preset})"
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "check-config":
+            return cmd_check_config(args.file, environ)
+        config = load(args.config, overrides=_overrides(args), environ=environ)
+        setup_logging(config.exporter.log_level)
+        if args.command == "serve":
+            return cmd_serve(config)
+        return cmd_report(config, args.format)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

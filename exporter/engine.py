@@ -1,0 +1,229 @@
+"""The cycle: fetch an observation, compute every model's figures, integrate the energy and
+CO2 counters, and swap in a new immutable state. Scrapes only ever read `Engine.state`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from exporter import figures as fig
+from exporter.aggregation import join
+from exporter.config import Config
+from exporter.observations import Observation
+from exporter.sources.http_api import UpstreamError
+
+log = logging.getLogger("exporter")
+
+Key = tuple[str, str]
+TOTALS_TTL_SECONDS = 86400.0  # forget the counters of a model unseen this long
+
+
+class Source(Protocol):
+    name: str
+    window: float  # seconds over which power and token rates are means
+
+    @property
+    def requests_made(self) -> int: ...
+
+    def fetch(self) -> Observation: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One good cycle's results."""
+
+    taken_at: float
+    models: tuple[fig.ModelFigures, ...]
+    energy_joules_total: Mapping[Key, Mapping[str, float]]
+    co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]
+    last_seen: Mapping[Key, float]
+    unmapped_nodes: int = 0
+    pods_without_gpus: int = 0
+    models_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """What a scrape sees: the last good snapshot plus the exporter's own health."""
+
+    snapshot: Snapshot | None = None
+    last_attempt_at: float | None = None
+    last_success_at: float | None = None
+    last_cycle_ok: bool = False
+    cycle_duration_seconds: float | None = None
+    errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    requests_total: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        config: Config,
+        source: Source,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.settings = fig.FigureSettings.from_config(config)
+        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+        self.state = EngineState()
+        self._energy: dict[Key, dict[str, float]] = {}
+        self._co2: dict[Key, dict[tuple[str, str], float]] = {}
+        self._integrated_at: dict[Key, float] = {}
+        self._last_seen: dict[Key, float] = {}
+        self._last_problems: frozenset[str] = frozenset()
+        self._failures = 0
+        self.ready = threading.Event()
+
+    # ---- health, as scrapes see it
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """True when the last good cycle is older than `stale_after` intervals."""
+        state = self.state
+        if state.last_success_at is None:
+            return True
+        now = self.clock() if now is None else now
+        limit = self.config.exporter.stale_after * self.config.exporter.interval
+        return now - state.last_success_at > limit
+
+    # ---- one cycle
+
+    def run_cycle(self) -> bool:
+        """Fetch and compute once; True on success. Never raises for upstream trouble."""
+        started = time.monotonic()
+        attempt_at = self.clock()
+        errors = dict(self.state.errors_total)
+        upstream = self.source.name
+        try:
+            observation = self.source.fetch()
+        except UpstreamError as exc:
+            self._failures += 1
+            errors[(upstream, exc.reason)] = errors.get((upstream, exc.reason), 0) + 1
+            log.warning(
+                "upstream %s failed (reason=%s, %d in a row): %s",
+                upstream,
+                exc.reason,
+                self._failures,
+                exc,
+            )
+            self._publish(attempt_at, started, ok=False, errors=errors)
+            return False
+        for reason, _ in observation.problems:
+            errors[(upstream, reason)] = errors.get((upstream, reason), 0) + 1
+        problems = frozenset(message for _, message in observation.problems)
+        for message in sorted(problems - self._last_problems):
+            log.warning("upstream %s: %s", upstream, message)
+        self._last_problems = problems
+        if self._failures:
+            log.info("upstream %s recovered after %d failed cycle(s)", upstream, self._failures)
+            self._failures = 0
+
+        snapshot = self.compute(observation)
+        self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot)
+        self.ready.set()
+        return True
+
+    def compute(self, observation: Observation) -> Snapshot:
+        """Figures for every served model in `observation`, and the counters they advance."""
+        served = join(observation)
+        limit = self.config.exporter.max_models
+        dropped = 0
+        if len(served) > limit:
+            # Keep the models drawing the most power; say how many were dropped.
+            power = {s.key: sum(p.power_w for p in s.pods) for s in served}
+            keep = set(sorted(power, key=lambda k: (-power[k], k))[:limit])
+            dropped = len(served) - limit
+            served = [s for s in served if s.key in keep]
+            log.warning("%d models over exporter.max_models=%d were dropped", dropped, limit)
+        models = tuple(
+            fig.compute(s, self.settings, observation.history.get(s.key)) for s in served
+        )
+        self._integrate(models, observation.time)
+        nodes = {p.node for s in served for p in s.pods}
+        unmapped = sum(1 for node in nodes if not self.settings.node_regions.region_of(node)[1])
+        keys = {f.key for f in models}
+        return Snapshot(
+            taken_at=observation.time,
+            models=models,
+            energy_joules_total={k: dict(v) for k, v in self._energy.items() if k in keys},
+            co2_grams_total={k: dict(v) for k, v in self._co2.items() if k in keys},
+            last_seen={k: self._last_seen[k] for k in keys},
+            unmapped_nodes=unmapped,
+            pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
+            models_dropped=dropped,
+        )
+
+    def _integrate(self, models: tuple[fig.ModelFigures, ...], now: float) -> None:
+        """Advance the energy and CO2 counters by mean power x elapsed time. The elapsed time
+        is capped at the query window: power is only known as a mean over that window."""
+        window = self.source.window
+        for f in models:
+            key = f.key
+            self._last_seen[key] = now
+            energy = self._energy.setdefault(key, {scope: 0.0 for scope in fig.SCOPES})
+            co2 = self._co2.setdefault(key, {})
+            for scope_basis in f.co2_grams_per_hour:
+                co2.setdefault(scope_basis, 0.0)
+            if not f.power_w:
+                self._integrated_at.pop(key, None)
+                continue
+            previous = self._integrated_at.get(key)
+            self._integrated_at[key] = now
+            if previous is None or now <= previous:
+                continue
+            elapsed = min(now - previous, window)
+            for scope, watts in f.power_w.items():
+                energy[scope] += watts * elapsed
+            for scope_basis, grams_per_hour in f.co2_grams_per_hour.items():
+                co2[scope_basis] += grams_per_hour / 3600.0 * elapsed
+        for key in [k for k, seen in self._last_seen.items() if now - seen > TOTALS_TTL_SECONDS]:
+            for table in (self._energy, self._co2, self._integrated_at, self._last_seen):
+                table.pop(key, None)
+
+    def _publish(
+        self,
+        attempt_at: float,
+        started: float,
+        *,
+        ok: bool,
+        errors: dict,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        previous = self.state
+        self.state = replace(
+            previous,
+            snapshot=snapshot if snapshot is not None else previous.snapshot,
+            last_attempt_at=attempt_at,
+            last_success_at=attempt_at if ok else previous.last_success_at,
+            last_cycle_ok=ok,
+            cycle_duration_seconds=time.monotonic() - started,
+            errors_total=errors,
+            requests_total=self.source.requests_made,
+        )
+
+    # ---- the loop
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """One cycle every `exporter.interval` seconds until `stop` is set."""
+        interval = self.config.exporter.interval
+        next_start = time.monotonic()
+        while not stop.is_set():
+            try:
+                self.run_cycle()
+            except Exception:  # a bug must not kill the loop: say so and keep serving
+                log.exception("cycle failed unexpectedly")
+                errors = dict(self.state.errors_total)
+                key = (self.source.name, "internal_error")
+                errors[key] = errors.get(key, 0) + 1
+                self._publish(self.clock(), time.monotonic(), ok=False, errors=errors)
+            next_start += interval
+            now = time.monotonic()
+            if next_start < now:  # a slow cycle: skip the missed slots
+                next_start = now + interval - ((now - next_start) % interval)
+            stop.wait(next_start - now)

@@ -1,0 +1,158 @@
+"""Human and machine views of one snapshot: the table `report` prints (and the landing page
+shows), and the JSON document `report --format json` prints."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from exporter.engine import Snapshot
+from exporter.figures import FigureSettings, ModelFigures
+
+COLUMNS = (
+    ("namespace", "namespace"),
+    ("model", "model"),
+    ("gpus", "GPUs"),
+    ("power", "power W"),
+    ("tps", "tok/s"),
+    ("prompt", "prompt %"),
+    ("jpt", "J/tok"),
+    ("jpt_marginal", "J/tok marg."),
+    ("co2", "gCO2/tok"),
+    ("nrp_mid", "nrp mid"),
+    ("scale_mid", "scale mid"),
+    ("notes", "notes"),
+)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def scale_baseline(f: ModelFigures) -> str | None:
+    size = f.info_value("size_class")
+    return size if any(key[0] == size for key in f.commercial) else None
+
+
+def row(f: ModelFigures) -> dict[str, str]:
+    """One model as display strings, keyed by COLUMNS."""
+    notes = []
+    if not f.active:
+        notes.append("inactive")
+    if f.underutilized:
+        notes.append("underutilized")
+    if f.info_value("power_source") in ("missing", "incomplete"):
+        notes.append(f"power {f.info_value('power_source')}")
+    if f.info_value("attribution") != "exclusive":
+        notes.append(f.info_value("attribution"))
+    scale = scale_baseline(f)
+    return {
+        "namespace": f.namespace,
+        "model": f.model,
+        "gpus": str(f.gpus),
+        "power": _fmt(f.power_w.get("gpu"), ".0f"),
+        "tps": _fmt(f.total_tokens_per_second, ".0f"),
+        "prompt": _fmt(None if f.prompt_token_ratio is None else 100 * f.prompt_token_ratio, ".1f"),
+        "jpt": _fmt(f.joules_per_token.get(("gpu", "amortized")), ".2f"),
+        "jpt_marginal": _fmt(f.joules_per_token.get(("gpu", "marginal")), ".2f"),
+        "co2": _fmt(f.co2_grams_per_token.get(("gpu", "location")), ".2e"),
+        "nrp_mid": _fmt(f.commercial.get(("nrp-envelope", "mid", "preset")), ".2f"),
+        "scale_mid": _fmt(f.commercial.get((scale, "mid", "preset")) if scale else None, ".2f"),
+        "notes": ", ".join(notes),
+    }
+
+
+LEGEND = (
+    "J/tok: GPU power / (prompt + generation) tokens per second, idle included; marg.: above "
+    "the idle floor. gCO2/tok: GPU scope, location-based grid. nrp mid / scale mid: commercial "
+    "mid estimate (facility scope) of the nrp-envelope and of the size-matched baseline, at "
+    "the preset's prompt share."
+)
+
+
+def table(snapshot: Snapshot) -> str:
+    rows = [row(f) for f in snapshot.models]
+    headers = [title for _, title in COLUMNS]
+    widths = [max([len(title), *(len(r[key]) for r in rows)]) for (key, title) in COLUMNS]
+    numeric = {
+        "gpus",
+        "power",
+        "tps",
+        "prompt",
+        "jpt",
+        "jpt_marginal",
+        "co2",
+        "nrp_mid",
+        "scale_mid",
+    }
+
+    def line(cells: list[str]) -> str:
+        out = []
+        for (key, _), cell, width in zip(COLUMNS, cells, widths, strict=True):
+            out.append(cell.rjust(width) if key in numeric else cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    lines = [line(headers), line(["-" * w for w in widths])]
+    lines += [line([r[key] for key, _ in COLUMNS]) for r in rows]
+    if not rows:
+        lines.append("(no served models found upstream)")
+    lines += ["", LEGEND]
+    return "\n".join(lines)
+
+
+def html_table(snapshot: Snapshot | None) -> str:
+    if snapshot is None:
+        return "<p>No figures yet: waiting for the first successful cycle.</p>"
+    rows = [row(f) for f in snapshot.models]
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in COLUMNS)
+    body = (
+        "".join(
+            "<tr>" + "".join(f"<td>{html.escape(r[key])}</td>" for key, _ in COLUMNS) + "</tr>"
+            for r in rows
+        )
+        or f'<tr><td colspan="{len(COLUMNS)}">No served models found upstream.</td></tr>'
+    )
+    return (
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        f"<p class=legend>{html.escape(LEGEND)}</p>"
+    )
+
+
+def to_dict(snapshot: Snapshot, settings: FigureSettings) -> dict[str, Any]:
+    def pairs(mapping: Any) -> dict[str, float]:
+        return {"/".join(k) if isinstance(k, tuple) else k: v for k, v in mapping.items()}
+
+    return {
+        "taken_at": snapshot.taken_at,
+        "assumptions": {
+            "pue": settings.pue,
+            "host_overhead": settings.host_overhead,
+            "min_tokens_per_second": settings.min_tokens_per_second,
+            "default_region": settings.node_regions.default,
+            "default_preset": settings.default_preset,
+        },
+        "models": [
+            {
+                "namespace": f.namespace,
+                "model": f.model,
+                "info": dict(f.info),
+                "gpus": f.gpus,
+                "active": f.active,
+                "underutilized": f.underutilized,
+                "tokens_per_second": dict(f.tokens_per_second),
+                "prompt_token_ratio": f.prompt_token_ratio,
+                "power_watts": dict(f.power_w),
+                "energy_joules_per_token": pairs(f.joules_per_token),
+                "idle_power_watts": f.idle_power_w,
+                "idle_power_ratio": f.idle_power_ratio,
+                "utilization_ratio": f.utilization,
+                "model_flops_utilization_ratio": f.mfu,
+                "gpu_busy_ratio": f.gpu_busy,
+                "grid_intensity_grams_per_kwh": dict(f.grid_intensity),
+                "co2_grams_per_token": pairs(f.co2_grams_per_token),
+                "co2_grams_per_hour": pairs(f.co2_grams_per_hour),
+                "commercial_joules_per_token": pairs(f.commercial),
+            }
+            for f in snapshot.models
+        ],
+    }

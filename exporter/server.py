@@ -1,0 +1,161 @@
+"""HTTP endpoints: /metrics, /healthz, /readyz and a landing page at /.
+
+No endpoint changes state or triggers upstream work. The /metrics body is rendered once per
+engine state (and staleness, and format) and then served from memory, so concurrent scrapers
+cost a dictionary lookup, not a render.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collector import ExporterCollector
+from exporter.engine import Engine
+from exporter.report import html_table
+
+log = logging.getLogger("exporter.http")
+
+
+class MetricsCache:
+    """Rendered /metrics bodies keyed by (state, staleness, content type)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(engine))
+        self._lock = threading.Lock()
+        self._key: tuple[int, bool] | None = None
+        self._bodies: dict[str, tuple[bytes, bytes]] = {}
+
+    def body(self, accept: str) -> tuple[bytes, bytes, str]:
+        """(plain body, gzipped body, content type) for an Accept header."""
+        encoder, content_type = choose_encoder(accept)
+        key = (id(self.engine.state), self.engine.is_stale())
+        with self._lock:
+            if key != self._key:
+                self._key, self._bodies = key, {}
+            cached = self._bodies.get(content_type)
+            if cached is None:
+                plain = encoder(self.registry)
+                cached = (plain, gzip.compress(plain, compresslevel=5))
+                self._bodies[content_type] = cached
+        return cached[0], cached[1], content_type
+
+
+LANDING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>llm-carbon-exporter</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;max-width:80rem;color:#222}}
+table{{border-collapse:collapse;font-size:.9rem}}
+th,td{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}}
+th:nth-child(-n+2),td:nth-child(-n+2),td:last-child{{text-align:left}}
+.legend{{color:#555;font-size:.85rem;max-width:60rem}}
+</style></head><body>
+<h1>llm-carbon-exporter</h1>
+<p>Energy and carbon per served LLM, with the context that explains the numbers.
+Version {version}. Upstream: {upstream} ({status}).</p>
+<p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a> &middot;
+<a href="/readyz">/readyz</a> &middot; {docs}</p>
+{table}
+</body></html>
+"""
+
+
+def _docs_link(url: str) -> str:
+    if url:
+        return f'<a href="{html.escape(url)}">methodology</a>'
+    return "methodology: docs/methodology.md in the exporter's source"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExporterHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        engine = self.server.engine
+        if path == "/metrics":
+            plain, zipped, content_type = self.server.metrics.body(self.headers.get("Accept", ""))
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                self._send(200, zipped, content_type, {"Content-Encoding": "gzip"})
+            else:
+                self._send(200, plain, content_type)
+        elif path == "/healthz":
+            self._send(200, b"ok\n", "text/plain; charset=utf-8")
+        elif path == "/readyz":
+            if engine.ready.is_set():
+                self._send(200, b"ready\n", "text/plain; charset=utf-8")
+            else:
+                self._send(
+                    503, b"not ready: no successful cycle yet\n", "text/plain; charset=utf-8"
+                )
+        elif path == "/":
+            state = engine.state
+            stale = engine.is_stale()
+            page = LANDING.format(
+                version=html.escape(__version__),
+                upstream=html.escape(engine.source.name),
+                status="current" if state.last_cycle_ok and not stale else "not current",
+                docs=_docs_link(engine.config.exporter.docs_url),
+                table=html_table(None if stale else state.snapshot),
+            )
+            self._send(200, page.encode(), "text/html; charset=utf-8")
+        else:
+            self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:
+        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET"})
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class ExporterHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], engine: Engine) -> None:
+        if ":" in address[0]:
+            import socket
+
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+        self.engine = engine
+        self.metrics = MetricsCache(engine)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """':29877' -> ('0.0.0.0', 29877); '[::1]:9' -> ('::1', 9)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def start(engine: Engine, listen: str) -> ExporterHTTPServer:
+    """Serve in a daemon thread; returns the server (call .shutdown() to stop)."""
+    server = ExporterHTTPServer(parse_listen(listen), engine)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

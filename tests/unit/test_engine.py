@@ -1,0 +1,174 @@
+"""The cycle engine: counters, staleness, vanishing models, caps and error accounting, with
+time under freezegun's control."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+
+import pytest
+from freezegun import freeze_time
+
+from exporter.config import load
+from exporter.engine import Engine
+from exporter.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
+from exporter.sources.http_api import CONNECT, INVALID_VALUE, UpstreamError
+
+NODE = "gpu-a.sdsc.optiputer.net"  # CAMX
+CAMX = 428.464 * 0.45359237
+
+
+def observation(
+    now: float, models: Iterable[tuple[str, float, float]], problems: tuple = ()
+) -> Observation:
+    gpus, toks = [], []
+    for model, watts, tps in models:
+        pod = f"{model}-pod"
+        gpus.append(PodGpus("llm", pod, NODE, "NVIDIA H100 80GB HBM3", 1, watts, ENERGY_COUNTER))
+        toks.append(PodTokens("llm", pod, model, tps * 0.9, tps * 0.1))
+    return Observation(now, tuple(gpus), tuple(toks), problems=problems)
+
+
+class ScriptedSource:
+    """A source that replays scripted observations or failures (our own interface)."""
+
+    name = "prometheus"
+    window = 300.0
+
+    def __init__(self, frozen, script: list) -> None:
+        self.frozen, self.script, self.calls = frozen, list(script), 0
+
+    @property
+    def requests_made(self) -> int:
+        return self.calls
+
+    def fetch(self) -> Observation:
+        self.calls += 1
+        item = self.script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return observation(self.frozen().timestamp(), *item)
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(frozen, script: list, **overrides: object) -> Engine:
+    config = load(overrides={"exporter.interval": 30, "exporter.stale_after": 3, **overrides})
+    return Engine(config, ScriptedSource(lambda: frozen.time_to_freeze, script))
+
+
+def totals(engine: Engine, model: str) -> tuple[float, float]:
+    snapshot = engine.state.snapshot
+    key = ("llm", model)
+    return (
+        snapshot.energy_joules_total[key]["gpu"],
+        snapshot.co2_grams_total[key][("gpu", "location")],
+    )
+
+
+def test_counters_integrate_power_over_time_capped_at_the_window() -> None:
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(frozen, [([("m", 1000, 100)],)] * 3)
+        assert engine.run_cycle()
+        assert totals(engine, "m") == (0.0, 0.0)  # the first sighting starts the counter
+        frozen.tick(30)
+        engine.run_cycle()
+        energy, co2 = totals(engine, "m")
+        assert energy == pytest.approx(1000 * 30)
+        assert co2 == pytest.approx(1000 * 30 / 3.6e6 * CAMX)
+        assert engine.state.snapshot.energy_joules_total[("llm", "m")]["facility"] == (
+            pytest.approx(1000 * 30 * 1.2 * 1.4)
+        )
+        frozen.tick(3600)  # a long gap: only one window's worth is known
+        engine.run_cycle()
+        assert totals(engine, "m")[0] == pytest.approx(1000 * (30 + 300))
+
+
+def test_stale_snapshot_is_withdrawn_and_comes_back() -> None:
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        down = UpstreamError(CONNECT, "cannot connect")
+        engine = make_engine(
+            frozen, [([("m", 500, 100)],), down, down, down, down, ([("m", 500, 100)],)]
+        )
+        engine.run_cycle()
+        assert engine.ready.is_set() and not engine.is_stale()
+        for _ in range(3):
+            frozen.tick(30)
+            assert not engine.run_cycle()
+        # Last good cycle 90 s ago: exactly the limit, still current but upstream down.
+        assert not engine.state.last_cycle_ok and not engine.is_stale()
+        frozen.tick(30)
+        engine.run_cycle()
+        assert engine.is_stale()
+        assert engine.state.errors_total[("prometheus", CONNECT)] == 4
+        frozen.tick(30)
+        assert engine.run_cycle() and not engine.is_stale()
+
+
+def test_vanished_models_vanish_and_counters_never_decrease() -> None:
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(
+            frozen,
+            [
+                ([("a", 100, 50), ("b", 200, 50)],),
+                ([("a", 100, 50), ("b", 200, 50)],),
+                ([("a", 100, 50)],),
+                ([("a", 100, 50), ("b", 200, 50)],),
+            ],
+        )
+        engine.run_cycle()
+        frozen.tick(30)
+        engine.run_cycle()
+        before = totals(engine, "b")[0]
+        frozen.tick(30)
+        engine.run_cycle()
+        assert [f.model for f in engine.state.snapshot.models] == ["a"]
+        assert ("llm", "b") not in engine.state.snapshot.energy_joules_total
+        frozen.tick(30)
+        engine.run_cycle()
+        assert totals(engine, "b")[0] >= before
+
+
+def test_model_cap_keeps_the_biggest_and_counts_the_rest(caplog) -> None:
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(
+            frozen,
+            [([("a", 100, 50), ("b", 300, 50), ("c", 200, 50)],)],
+            **{"exporter.max_models": 2},
+        )
+        engine.run_cycle()
+        snapshot = engine.state.snapshot
+        assert sorted(f.model for f in snapshot.models) == ["b", "c"]
+        assert snapshot.models_dropped == 1
+        assert "over exporter.max_models=2" in caplog.text
+
+
+def test_problems_are_counted_every_time_and_logged_once(caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    problem = ((INVALID_VALUE, "query power_gauge: nan for pod llm/x"),)
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(frozen, [([("m", 1, 50)], problem)] * 2)
+        engine.run_cycle()
+        frozen.tick(30)
+        engine.run_cycle()
+    assert engine.state.errors_total[("prometheus", INVALID_VALUE)] == 2
+    assert caplog.text.count("nan for pod llm/x") == 1
+
+
+def test_the_loop_survives_unexpected_errors(caplog) -> None:
+    stop = threading.Event()
+
+    class Broken(ScriptedSource):
+        def fetch(self) -> Observation:
+            self.calls += 1
+            if self.calls >= 2:
+                stop.set()
+            raise RuntimeError("a bug")
+
+    config = load(overrides={"exporter.interval": 0.01})
+    engine = Engine(config, Broken(None, []))
+    engine.run_forever(stop)
+    assert engine.state.errors_total[("prometheus", "internal_error")] == 2
+    assert "cycle failed unexpectedly" in caplog.text
