@@ -1,0 +1,400 @@
+"""A simulated GPU cluster: vLLM and dcgm-exporter /metrics pages whose counters follow known
+power and token rates. The demo serves it; the integration tests scrape it with a real
+Prometheus and check the exporter's figures against the rates it was built from.
+
+Counters are exact integrals of the rates, so a rate over any window recovers them; with
+`wave` > 0 the load oscillates (for a livelier demo) and the integrals stay closed-form.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+Series = tuple[str, Mapping[str, str], float]
+
+GPU_PRODUCTS = {
+    "H100": "NVIDIA H100 80GB HBM3",
+    "H200": "NVIDIA H200",
+    "A100": "NVIDIA A100-SXM4-80GB",
+    "L40S": "NVIDIA L40S",
+}
+DRIVER = "570.124.06"
+EPOCH = 1_700_000_000.0  # counters count from here; far enough back for any test window
+
+
+@dataclass(frozen=True)
+class SimPod:
+    namespace: str
+    name: str
+    model: str
+    node: str
+    gpus: tuple[int, ...]  # GPU indices on the node
+    power_w: float  # total board power of the pod's GPUs
+    prompt_tps: float
+    generation_tps: float
+    engines: int = 1  # vLLM data-parallel engines (series carry engine="0", "1", ...)
+    wave: float = 0.0  # load oscillation amplitude, 0..1
+    period_s: float = 600.0
+    container: str = "vllm"
+
+    def load(self, t: float) -> float:
+        return 1.0 + self.wave * math.sin(2 * math.pi * (t - EPOCH) / self.period_s)
+
+    def load_integral(self, t: float) -> float:
+        """Integral of load from EPOCH to t (seconds at full load)."""
+        x = t - EPOCH
+        return x + self.wave * self.period_s / (2 * math.pi) * (
+            1 - math.cos(2 * math.pi * x / self.period_s)
+        )
+
+
+@dataclass(frozen=True)
+class SimNode:
+    hostname: str
+    product: str
+    gpu_count: int
+    idle_w: float = 70.0  # power of GPUs no pod holds
+    exported_labels: bool = True  # dcgm-exporter scraped with honorLabels false
+    hostname_label: str = "Hostname"  # "hostname" after dcgm-exporter#655
+    energy_counter: bool = True
+
+    def uuid(self, index: int) -> str:
+        digest = zlib.crc32(f"{self.hostname}/{index}".encode()) % 10**12
+        return f"GPU-{digest:012d}-{index:04d}"
+
+
+@dataclass(frozen=True)
+class SimCluster:
+    nodes: tuple[SimNode, ...]
+    pods: tuple[SimPod, ...]
+    dcgm_namespace: str = "gpu-operator"
+    idle_fraction: float = 0.6  # share of a pod's power that does not follow the load
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def node(self, hostname: str) -> SimNode:
+        return next(n for n in self.nodes if n.hostname == hostname)
+
+    def pods_on(self, hostname: str) -> list[SimPod]:
+        return [p for p in self.pods if p.node == hostname]
+
+    # ---- what each endpoint exposes
+
+    def vllm_series(self, pod: SimPod, t: float) -> list[Series]:
+        out: list[Series] = []
+        seconds = pod.load_integral(t)
+        for engine in range(pod.engines):
+            labels = {"engine": str(engine), "model_name": pod.model}
+            out.append(
+                (
+                    "vllm:prompt_tokens_total",
+                    labels,
+                    round(pod.prompt_tps * seconds / pod.engines, 3),
+                )
+            )
+            out.append(
+                (
+                    "vllm:generation_tokens_total",
+                    labels,
+                    round(pod.generation_tps * seconds / pod.engines, 3),
+                )
+            )
+            running = max(0, round((pod.prompt_tps + pod.generation_tps) / 400 * pod.load(t)))
+            out.append(("vllm:num_requests_running", labels, float(running)))
+        return out
+
+    def gpu_power(self, node: SimNode, index: int, t: float) -> tuple[float, float]:
+        """(power W at t, energy J since EPOCH) of one GPU."""
+        for pod in self.pods_on(node.hostname):
+            if index in pod.gpus:
+                per_gpu = pod.power_w / len(pod.gpus)
+                if pod.wave:
+                    fixed = per_gpu * self.idle_fraction
+                    dynamic = per_gpu - fixed
+                    power = fixed + dynamic * pod.load(t)
+                    energy = fixed * (t - EPOCH) + dynamic * pod.load_integral(t)
+                    return power, energy
+                return per_gpu, per_gpu * (t - EPOCH)
+        return node.idle_w, node.idle_w * (t - EPOCH)
+
+    def dcgm_series(self, node: SimNode, t: float) -> list[Series]:
+        owners = {i: p for p in self.pods_on(node.hostname) for i in p.gpus}
+        power_rows, energy_rows, util_rows = [], [], []
+        for index in range(node.gpu_count):
+            labels = {
+                "gpu": str(index),
+                "UUID": node.uuid(index),
+                "pci_bus_id": f"00000000:{0x18 + index:02X}:00.0",
+                "device": f"nvidia{index}",
+                "modelName": node.product,
+                node.hostname_label: node.hostname,
+                "DCGM_FI_DRIVER_VERSION": DRIVER,
+            }
+            pod = owners.get(index)
+            if pod is not None:
+                labels.update(container=pod.container, namespace=pod.namespace, pod=pod.name)
+            power, energy_j = self.gpu_power(node, index, t)
+            power_rows.append(("DCGM_FI_DEV_POWER_USAGE", labels, round(power, 6)))
+            if node.energy_counter:
+                energy_rows.append(
+                    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", labels, float(int(energy_j * 1000)))
+                )
+            busy = 0.0 if pod is None else min(100.0, 8.0 + 60.0 * pod.load(t))
+            util_rows.append(("DCGM_FI_DEV_GPU_UTIL", labels, float(int(busy))))
+        return power_rows + energy_rows + util_rows
+
+
+# ---- exposition
+
+HELP = {
+    "vllm:prompt_tokens_total": ("counter", "Number of prefill tokens processed."),
+    "vllm:generation_tokens_total": ("counter", "Number of generation tokens processed."),
+    "vllm:num_requests_running": ("gauge", "Number of requests in model execution batches."),
+    "DCGM_FI_DEV_POWER_USAGE": ("gauge", "Power draw (in W)."),
+    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": (
+        "counter",
+        "Total energy consumption since boot (in mJ).",
+    ),
+    "DCGM_FI_DEV_GPU_UTIL": ("gauge", "GPU utilization (in %)."),
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+
+
+def _value(value: float) -> str:
+    return str(int(value)) if value == int(value) and abs(value) > 1e6 else repr(float(value))
+
+
+def exposition(series: Iterable[Series]) -> str:
+    """Prometheus text format 0.0.4, families grouped, with HELP and TYPE."""
+    by_name: dict[str, list[Series]] = {}
+    for row in series:
+        by_name.setdefault(row[0], []).append(row)
+    lines = []
+    for name, rows in by_name.items():
+        kind, text = HELP.get(name, ("untyped", name))
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{{{_labels(labels)}}} {_value(value)}" for _, labels, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---- scrape targets, as a Prometheus would see and store them
+
+
+@dataclass(frozen=True)
+class Target:
+    """One scrape target: a page on the fixture server plus its target labels."""
+
+    job: str
+    path: str
+    labels: Mapping[str, str]
+    honor_labels: bool
+    kind: str  # vllm | dcgm
+    key: str  # pod name or node hostname
+
+    def stored(self, series: Iterable[Series], instance: str) -> Iterator[Series]:
+        """Series labels after the scrape: target labels attached, collisions renamed
+        `exported_*` unless honor_labels (Prometheus's rules)."""
+        target = {**self.labels, "job": self.job, "instance": instance}
+        for name, labels, value in series:
+            out = dict(labels)
+            for key, tval in target.items():
+                if key in out:
+                    if not self.honor_labels:
+                        out[f"exported_{key}"] = out.pop(key)
+                        out[key] = tval
+                else:
+                    out[key] = tval
+            yield name, out, value
+
+
+def targets(cluster: SimCluster) -> list[Target]:
+    out = []
+    for pod in cluster.pods:
+        out.append(
+            Target(
+                "vllm",
+                f"/vllm/{pod.name}/metrics",
+                {"namespace": pod.namespace, "pod": pod.name},
+                False,
+                "vllm",
+                pod.name,
+            )
+        )
+    for node in cluster.nodes:
+        exporter_pod = f"nvidia-dcgm-exporter-{zlib.crc32(node.hostname.encode()) % 10**5:05d}"
+        out.append(
+            Target(
+                "dcgm-exporter" if node.exported_labels else "dcgm-exporter-honor",
+                f"/dcgm/{node.hostname}/metrics",
+                {"namespace": cluster.dcgm_namespace, "pod": exporter_pod},
+                not node.exported_labels,
+                "dcgm",
+                node.hostname,
+            )
+        )
+    return out
+
+
+def page(cluster: SimCluster, target: Target, t: float) -> str:
+    return exposition(series_of(cluster, target, t))
+
+
+def series_of(cluster: SimCluster, target: Target, t: float) -> list[Series]:
+    if target.kind == "vllm":
+        return cluster.vllm_series(next(p for p in cluster.pods if p.name == target.key), t)
+    return cluster.dcgm_series(cluster.node(target.key), t)
+
+
+def openmetrics_history(
+    cluster: SimCluster, instance: str, start: float, end: float, step: float
+) -> str:
+    """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
+    `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types)."""
+    rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
+    steps = int((end - start) // step) + 1
+    for target in targets(cluster):
+        for i in range(steps):
+            t = start + i * step
+            for name, labels, value in target.stored(series_of(cluster, target, t), instance):
+                key = tuple(sorted(labels.items()))
+                rows.setdefault(name, {}).setdefault(key, []).append((t, value))
+    lines = []
+    for name, per_series in rows.items():
+        for key, points in per_series.items():
+            label_text = _labels(dict(key))
+            lines += [f"{name}{{{label_text}}} {_value(v)} {t:.3f}" for t, v in points]
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+# ---- the clusters used by the demo and the tests
+
+
+def nrp_cluster(wave: float = 0.0) -> SimCluster:
+    """The five models of the NRP review (power and tok/s as published), plus an idle model,
+    spread so that one model runs in two grid regions, one has two replicas, one has two
+    vLLM engines, dcgm-exporter labels come in both `exported_*` and plain forms, both
+    `Hostname` and `hostname`, and one node has no energy counter."""
+    a = SimNode("gpu-a.sdsc.optiputer.net", GPU_PRODUCTS["H100"], 8)
+    b = SimNode(
+        "hcc-nrp-b.unl.edu",
+        GPU_PRODUCTS["H100"],
+        8,
+        exported_labels=False,
+        hostname_label="hostname",
+    )
+    c = SimNode("nautilus-c.calit2.optiputer.net", GPU_PRODUCTS["H200"], 8)
+    d = SimNode(
+        "gpu-d.hsrn.nyu.edu",
+        GPU_PRODUCTS["H200"],
+        8,
+        exported_labels=False,
+        energy_counter=False,
+        idle_w=75.0,
+    )
+    pods = (
+        # GLM-4.7-FP8: 1320 W, 3158 tok/s, two data-parallel engines.
+        SimPod(
+            "nrp-llm",
+            "glm-4-7-fp8-6b9c7d-x2k4p",
+            "zai-org/GLM-4.7-FP8",
+            a.hostname,
+            (0, 1, 2, 3),
+            1320.0,
+            3000.0,
+            158.0,
+            engines=2,
+            wave=wave,
+        ),
+        # Qwen3.5-397B: 1235 W, 2392 tok/s, one replica in California, one in Nebraska.
+        SimPod(
+            "nrp-llm",
+            "qwen3-5-397b-7f8d9c-ab12c",
+            "Qwen/Qwen3.5-397B-A17B-FP8",
+            a.hostname,
+            (4, 5, 6, 7),
+            700.0,
+            1330.0,
+            70.0,
+            wave=wave,
+        ),
+        SimPod(
+            "nrp-llm",
+            "qwen3-5-397b-7f8d9c-zz98q",
+            "Qwen/Qwen3.5-397B-A17B-FP8",
+            b.hostname,
+            (0, 1, 2, 3),
+            535.0,
+            944.0,
+            48.0,
+            wave=wave,
+        ),
+        # GPT-OSS-120B: 597 W, 2937 tok/s, two replicas on one node.
+        SimPod(
+            "sdsc-llm",
+            "gpt-oss-120b-5c6d7e-aaa11",
+            "openai/gpt-oss-120b",
+            b.hostname,
+            (4,),
+            300.0,
+            1400.0,
+            70.0,
+            wave=wave,
+        ),
+        SimPod(
+            "sdsc-llm",
+            "gpt-oss-120b-5c6d7e-bbb22",
+            "openai/gpt-oss-120b",
+            b.hostname,
+            (5,),
+            297.0,
+            1397.0,
+            70.0,
+            wave=wave,
+        ),
+        # Kimi-K2.5: 928 W, 158 tok/s on 8 x H200.
+        SimPod(
+            "nrp-llm",
+            "kimi-k2-5-8a9b0c-kk77m",
+            "moonshotai/Kimi-K2.5",
+            c.hostname,
+            tuple(range(8)),
+            928.0,
+            150.0,
+            8.0,
+            wave=wave,
+        ),
+        # MiniMax-M2.5: 421 W, 246 tok/s, on a node whose exporter has no energy counter.
+        SimPod(
+            "nrp-llm",
+            "minimax-m2-5-1a2b3c-mm55n",
+            "MiniMaxAI/MiniMax-M2.5",
+            d.hostname,
+            (0, 1, 2, 3),
+            421.0,
+            230.0,
+            16.0,
+            wave=wave,
+        ),
+        # An idle model: GPU power, no tokens.
+        SimPod(
+            "nrp-llm",
+            "llama-3-1-8b-9d8c7b-ll33q",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            d.hostname,
+            (4,),
+            78.0,
+            0.0,
+            0.0,
+        ),
+    )
+    return SimCluster(nodes=(a, b, c, d), pods=pods)

@@ -1,0 +1,69 @@
+"""A simulated cluster, a real Prometheus scraping it (with 7 minutes of backfilled history so
+5-minute windows are full at once), and a factory for exporter processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.simulated_endpoints import SimulatedEndpoints
+from exporter.simulation import SimCluster, nrp_cluster, openmetrics_history, targets
+from tests.harness import ExporterProcess, PrometheusServer
+
+SCRAPE_SECONDS = 2
+HISTORY_SECONDS = 420
+
+
+@pytest.fixture(scope="module")
+def cluster() -> SimCluster:
+    return nrp_cluster()
+
+
+@pytest.fixture(scope="module")
+def endpoints(cluster: SimCluster) -> Iterator[SimulatedEndpoints]:
+    server = SimulatedEndpoints(cluster).start()
+    yield server
+    server.stop()
+
+
+def start_prometheus(
+    workdir: Path, endpoints: SimulatedEndpoints, cluster: SimCluster
+) -> PrometheusServer:
+    now = time.time()
+    start = now - HISTORY_SECONDS
+    history = openmetrics_history(
+        cluster, endpoints.address, start - start % SCRAPE_SECONDS, now - 1, SCRAPE_SECONDS
+    )
+    return PrometheusServer(
+        workdir,
+        endpoints.address,
+        targets(cluster),
+        backfill=history,
+        scrape_interval=SCRAPE_SECONDS,
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, endpoints: SimulatedEndpoints, cluster: SimCluster
+) -> Iterator[PrometheusServer]:
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), endpoints, cluster)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator:
+    started: list[ExporterProcess] = []
+
+    def make(config: dict, *args: str, wait_ready: bool = True) -> ExporterProcess:
+        process = ExporterProcess(tmp_path, config, args)
+        started.append(process)
+        return process.start(wait_ready=wait_ready)
+
+    yield make
+    for process in started:
+        process.stop()

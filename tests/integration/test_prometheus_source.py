@@ -1,0 +1,246 @@
+"""End to end against a real Prometheus: the simulated cluster's known power and token rates
+must come out of the exporter's /metrics within 1%."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+import requests
+
+from exporter.simulation import SimCluster
+from tests.harness import one, pick, wait_until
+from tests.integration.conftest import start_prometheus
+
+pytestmark = pytest.mark.integration
+
+# eGRID2023 rev2 CO2 rates (lb/MWh), converted here independently of the exporter's table.
+LB = 0.45359237
+NODE_INTENSITY = {
+    "gpu-a.sdsc.optiputer.net": 428.464 * LB,  # CAMX
+    "nautilus-c.calit2.optiputer.net": 428.464 * LB,  # CAMX
+    "hcc-nrp-b.unl.edu": 920.130 * LB,  # MROW
+    "gpu-d.hsrn.nyu.edu": 864.469 * LB,  # NYCW
+}
+
+
+def expected(cluster: SimCluster) -> dict[tuple[str, str], dict[str, float]]:
+    out: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for pod in cluster.pods:
+        row = out[(pod.namespace, pod.model)]
+        row["power"] += pod.power_w
+        row["prompt"] += pod.prompt_tps
+        row["generation"] += pod.generation_tps
+        row["gpus"] += len(pod.gpus)
+        row["grams_per_second"] += pod.power_w * NODE_INTENSITY[pod.node] / 3.6e6
+    for row in out.values():
+        row["tps"] = row["prompt"] + row["generation"]
+        row["intensity"] = row["grams_per_second"] * 3.6e6 / row["power"]
+    return out
+
+
+def config_for(url: str, **exporter: object) -> dict:
+    return {"prometheus": {"url": url}, "exporter": {"interval": "1s", **exporter}}
+
+
+def test_figures_match_what_the_fixture_implies(prometheus, cluster, exporter_factory) -> None:
+    exporter = exporter_factory(config_for(prometheus.url))
+    samples = exporter.samples()
+    want = expected(cluster)
+
+    found = {(lab["namespace"], lab["model"]) for lab, _ in pick(samples, "llm_carbon_model_info")}
+    assert found == set(want)
+    for (namespace, model), row in want.items():
+        key = {"namespace": namespace, "model": model}
+        assert one(samples, "llm_carbon_power_watts", scope="gpu", **key) == pytest.approx(
+            row["power"], rel=0.01
+        )
+        assert one(samples, "llm_carbon_gpus", **key) == row["gpus"]
+        assert one(samples, "llm_carbon_tokens_per_second", phase="prompt", **key) == pytest.approx(
+            row["prompt"], rel=0.01, abs=1e-9
+        )
+        assert one(
+            samples, "llm_carbon_grid_intensity_grams_per_kwh", basis="location", **key
+        ) == pytest.approx(row["intensity"], rel=0.01)
+        if row["tps"] == 0:  # the idle model: per-token series absent, not 0
+            assert one(samples, "llm_carbon_active", **key) == 0
+            for name in (
+                "llm_carbon_energy_joules_per_token",
+                "llm_carbon_co2_grams_per_token",
+                "llm_carbon_prompt_token_ratio",
+            ):
+                assert pick(samples, name, **key) == []
+            continue
+        assert one(samples, "llm_carbon_active", **key) == 1
+        assert one(
+            samples,
+            "llm_carbon_energy_joules_per_token",
+            scope="gpu",
+            accounting="amortized",
+            **key,
+        ) == pytest.approx(row["power"] / row["tps"], rel=0.01)
+        assert one(
+            samples, "llm_carbon_co2_grams_per_token", scope="gpu", basis="location", **key
+        ) == pytest.approx(row["grams_per_second"] / row["tps"], rel=0.01)
+        assert one(samples, "llm_carbon_prompt_token_ratio", **key) == pytest.approx(
+            row["prompt"] / row["tps"], rel=0.01
+        )
+
+
+def test_context_labels_and_self_metrics(prometheus, exporter_factory) -> None:
+    samples = exporter_factory(config_for(prometheus.url)).samples()
+
+    def info(model: str) -> dict[str, str]:
+        return pick(samples, "llm_carbon_model_info", model=model)[0][0]
+
+    # One replica in California, one in Nebraska: both regions, power-weighted intensity.
+    assert info("Qwen/Qwen3.5-397B-A17B-FP8")["regions"] == "CAMX,MROW"
+    assert info("Qwen/Qwen3.5-397B-A17B-FP8")["nodes"] == (
+        "gpu-a.sdsc.optiputer.net,hcc-nrp-b.unl.edu"
+    )
+    # The NYU node's dcgm-exporter has no energy counter: the power gauge stands in.
+    assert info("MiniMaxAI/MiniMax-M2.5")["power_source"] == "power_gauge"
+    assert info("zai-org/GLM-4.7-FP8")["power_source"] == "energy_counter"
+    assert info("moonshotai/Kimi-K2.5")["gpu_type"] == "H200 SXM"
+    assert info("MiniMaxAI/MiniMax-M2.5")["regions"] == "NYCW"
+
+    assert one(samples, "llm_carbon_exporter_upstream_up", upstream="prometheus") == 1
+    assert one(samples, "llm_carbon_exporter_models") == 6
+    assert one(samples, "llm_carbon_exporter_pods_without_gpu_series") == 0
+    assert one(samples, "llm_carbon_exporter_unmapped_nodes") == 0
+    # The NRP envelope at the agentic preset: 40000/42000 x 3 + 2000/42000 x 1.5 = 2.93.
+    mid = one(
+        samples,
+        "llm_carbon_commercial_joules_per_token",
+        model="zai-org/GLM-4.7-FP8",
+        baseline="nrp-envelope",
+        bound="mid",
+        mix="preset",
+    )
+    assert round(mid, 2) == 2.93
+    observed = one(
+        samples,
+        "llm_carbon_commercial_joules_per_token",
+        model="zai-org/GLM-4.7-FP8",
+        baseline="nrp-envelope",
+        bound="mid",
+        mix="observed",
+    )
+    share = one(samples, "llm_carbon_prompt_token_ratio", model="zai-org/GLM-4.7-FP8")
+    assert observed == pytest.approx(share * 3.0 + (1 - share) * 1.5)
+    assert one(samples, "llm_carbon_preset_prompt_token_ratio", preset="agentic") == pytest.approx(
+        40000 / 42000
+    )
+
+
+def test_report_prints_the_table_and_json(prometheus) -> None:
+    table = subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "--prometheus-url", prometheus.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "zai-org/GLM-4.7-FP8" in table and "J/tok" in table
+    glm_line = next(line for line in table.splitlines() if "GLM-4.7-FP8" in line)
+    assert " 0.42 " in glm_line and " 2.93 " in glm_line
+
+    document = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "report",
+                "--format",
+                "json",
+                "--prometheus-url",
+                prometheus.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    kimi = next(m for m in document["models"] if m["model"] == "moonshotai/Kimi-K2.5")
+    assert kimi["energy_joules_per_token"]["gpu/amortized"] == pytest.approx(928 / 158, rel=0.01)
+
+
+def test_report_fails_cleanly_when_upstream_is_down() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "--prometheus-url", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "reason=connect" in result.stderr
+
+
+def test_prometheus_stopped_mid_run_then_restarted(
+    tmp_path, endpoints, cluster, exporter_factory
+) -> None:
+    prometheus = start_prometheus(tmp_path / "prom", endpoints, cluster)
+    try:
+        exporter = exporter_factory(config_for(prometheus.url, stale_after=3))
+        assert len(pick(exporter.samples(), "llm_carbon_model_info")) == 6
+        energy_before = one(
+            exporter.samples(),
+            "llm_carbon_energy_joules_total",
+            scope="gpu",
+            model="zai-org/GLM-4.7-FP8",
+        )
+
+        prometheus.stop()
+        # Up goes to 0 at once, errors are counted by reason, and once the snapshot is stale
+        # the per-model series are withdrawn, while the exporter keeps serving.
+        wait_until(
+            lambda: (
+                one(exporter.samples(), "llm_carbon_exporter_upstream_up", upstream="prometheus")
+                == 0
+            ),
+            10,
+            "upstream_up 0",
+        )
+        wait_until(
+            lambda: not pick(exporter.samples(), "llm_carbon_model_info"),
+            15,
+            "per-model series to be withdrawn",
+        )
+        samples = exporter.samples()
+        assert (
+            one(
+                samples,
+                "llm_carbon_exporter_upstream_errors_total",
+                upstream="prometheus",
+                reason="connect",
+            )
+            >= 1
+        )
+        assert one(samples, "llm_carbon_exporter_models") == 0
+        assert pick(samples, "llm_carbon_energy_joules_total") == []
+        assert requests.get(f"{exporter.url}/healthz", timeout=5).status_code == 200
+        assert "upstream prometheus failed (reason=connect" in exporter.log()
+
+        prometheus.start()
+        wait_until(
+            lambda: len(pick(exporter.samples(), "llm_carbon_model_info")) == 6,
+            30,
+            "per-model series to come back",
+        )
+        samples = exporter.samples()
+        assert one(samples, "llm_carbon_exporter_upstream_up", upstream="prometheus") == 1
+        # Counters never go backwards within a process, across the outage too.
+        assert (
+            one(samples, "llm_carbon_energy_joules_total", scope="gpu", model="zai-org/GLM-4.7-FP8")
+            >= energy_before
+        )
+        assert "recovered after" in exporter.log()
+        assert exporter.process.poll() is None
+    finally:
+        prometheus.stop()
