@@ -60,6 +60,7 @@ class SimNode:
     exported_labels: bool = True  # dcgm-exporter scraped with honorLabels false
     hostname_label: str = "Hostname"  # "hostname" after dcgm-exporter#655
     energy_counter: bool = True
+    profiling: bool = False  # DCGM_FI_PROF_GR_ENGINE_ACTIVE collected (needs SYS_ADMIN)
 
     def uuid(self, index: int) -> str:
         digest = zlib.crc32(f"{self.hostname}/{index}".encode()) % 10**12
@@ -121,7 +122,7 @@ class SimCluster:
 
     def dcgm_series(self, node: SimNode, t: float) -> list[Series]:
         owners = {i: p for p in self.pods_on(node.hostname) for i in p.gpus}
-        power_rows, energy_rows, util_rows = [], [], []
+        power_rows, energy_rows, util_rows, active_rows = [], [], [], []
         for index in range(node.gpu_count):
             labels = {
                 "gpu": str(index),
@@ -143,7 +144,10 @@ class SimCluster:
                 )
             busy = 0.0 if pod is None else min(100.0, 8.0 + 60.0 * pod.load(t))
             util_rows.append(("DCGM_FI_DEV_GPU_UTIL", labels, float(int(busy))))
-        return power_rows + energy_rows + util_rows
+            if node.profiling:  # the graphics engine is busy less of the time than GPU_UTIL says
+                active_rows.append(("DCGM_FI_PROF_GR_ENGINE_ACTIVE", labels,
+                                    round(busy / 100 * 0.8, 6)))
+        return power_rows + energy_rows + util_rows + active_rows
 
 
 # ---- exposition
@@ -158,6 +162,7 @@ HELP = {
         "Total energy consumption since boot (in mJ).",
     ),
     "DCGM_FI_DEV_GPU_UTIL": ("gauge", "GPU utilization (in %)."),
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": ("gauge", "Ratio of time the graphics engine is active."),
 }
 
 
@@ -283,7 +288,7 @@ def nrp_cluster(wave: float = 0.0) -> SimCluster:
     """The five models of the NRP review (power and tok/s as published), plus an idle model,
     spread so that one model runs in two grid regions, one has two replicas, one has two
     vLLM engines, dcgm-exporter labels come in both `exported_*` and plain forms, both
-    `Hostname` and `hostname`, and one node has no energy counter."""
+    `Hostname` and `hostname`, one node has no energy counter and one has profiling."""
     a = SimNode("gpu-a.sdsc.optiputer.net", GPU_PRODUCTS["H100"], 8)
     b = SimNode(
         "hcc-nrp-b.unl.edu",
@@ -292,7 +297,7 @@ def nrp_cluster(wave: float = 0.0) -> SimCluster:
         exported_labels=False,
         hostname_label="hostname",
     )
-    c = SimNode("nautilus-c.calit2.optiputer.net", GPU_PRODUCTS["H200"], 8)
+    c = SimNode("nautilus-c.calit2.optiputer.net", GPU_PRODUCTS["H200"], 8, profiling=True)
     d = SimNode(
         "gpu-d.hsrn.nyu.edu",
         GPU_PRODUCTS["H200"],
