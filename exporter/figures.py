@@ -215,8 +215,9 @@ def compute(
     # ---- idle floor: observed per GPU when history allows, else the GPU table
     idle_w: float | None = None
     idle_source = "unknown"
-    if gpus and history.idle_floor_w_per_gpu is not None:
-        idle_w, idle_source = history.idle_floor_w_per_gpu * gpus, "observed"
+    attributed_gpus = sum(p.gpus * p.share for p in served.pods)
+    if attributed_gpus and history.idle_floor_w_per_gpu is not None:
+        idle_w, idle_source = history.idle_floor_w_per_gpu * attributed_gpus, "observed"
     elif served.pods and all(
         gpu_specs[p.gpu_model] and gpu_specs[p.gpu_model].idle_power_w for p in served.pods
     ):
@@ -250,7 +251,9 @@ def compute(
     elif not served.pods or any(gpu_specs[p.gpu_model] is None for p in served.pods):
         mfu_basis = "unknown_gpu"
     else:
-        mfu_basis = "fp8" if spec.precision == "fp8" else "bf16"
+        fp8 = spec.precision == "fp8" and all(gpu_specs[p.gpu_model].fp8_tflops
+                                               for p in served.pods)
+        mfu_basis = "fp8" if fp8 else "bf16"
         peak = sum(
             p.gpus * p.share * gpu_specs[p.gpu_model].peak_flops(spec.precision)
             for p in served.pods

@@ -11,7 +11,7 @@ import pytest
 
 from exporter.simulated_endpoints import SimulatedEndpoints
 from exporter.simulation import SimCluster, nrp_cluster, openmetrics_history, targets
-from tests.harness import ExporterProcess, PrometheusServer
+from tests.harness import ExporterProcess, PrometheusServer, wait_until
 
 SCRAPE_SECONDS = 2
 HISTORY_SECONDS = 420
