@@ -10,12 +10,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load
 from exporter.durations import parse_duration
+
+if TYPE_CHECKING:
+    from exporter.engine import Engine
 
 PROG = "llm-carbon-exporter"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -54,6 +58,25 @@ def build_parser() -> Parser:
             help="Prometheus-compatible query API (also PROMETHEUS_URL)",
         )
         sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+        direct = sub.add_argument_group(
+            "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
+        )
+        direct.add_argument(
+            "--vllm-url",
+            metavar="URL",
+            action="append",
+            help="inference server /metrics of this pod (repeatable)",
+        )
+        direct.add_argument(
+            "--dcgm-url",
+            metavar="URL",
+            action="append",
+            help="dcgm-exporter /metrics of this node (repeatable)",
+        )
+        direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
+        direct.add_argument(
+            "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
+        )
 
     serve = commands.add_parser("serve", help="run the exporter")
     common(serve)
@@ -68,16 +91,36 @@ def build_parser() -> Parser:
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", metavar="FILE")
+
+    demo = commands.add_parser(
+        "demo", help="run a simulated cluster and the exporter reading it, to look around"
+    )
+    demo.add_argument(
+        "--listen", metavar="HOST:PORT", default=":29877", help="address of the exporter (:29877)"
+    )
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    overrides: dict[str, Any] = {
         "prometheus.url": getattr(args, "prometheus_url", None),
         "exporter.listen": getattr(args, "listen", None),
         "exporter.interval": getattr(args, "interval", None),
         "exporter.log_level": getattr(args, "log_level", None),
     }
+    vllm, dcgm = getattr(args, "vllm_url", None), getattr(args, "dcgm_url", None)
+    if vllm or dcgm:
+        overrides["source"] = "direct"
+        if vllm:
+            overrides["direct.pods"] = [
+                {"vllm_urls": vllm, "pod": args.pod, "namespace": args.namespace}
+            ]
+        overrides["direct.dcgm_urls"] = dcgm
+    elif getattr(args, "pod", None) or getattr(args, "namespace", None):
+        raise UsageError(
+            "--pod and --namespace belong to direct mode: add --vllm-url and --dcgm-url"
+        )
+    return overrides
 
 
 def setup_logging(level: str) -> None:
@@ -90,14 +133,19 @@ def setup_logging(level: str) -> None:
 
 
 def _require_upstream(config: Config) -> None:
-    if not config.prometheus.url:
+    if config.source == "prometheus" and not config.prometheus.url:
         raise ConfigError(
             "prometheus.url: not set (use --prometheus-url, PROMETHEUS_URL or a config file)"
         )
 
 
-def _make_engine(config: Config):
-    from exporter.engine import Engine
+def _make_engine(config: Config) -> Engine:
+    from exporter.engine import Engine  # imports kept lazy: --help stays fast
+
+    if config.source == "direct":
+        from exporter.sources.direct import DirectSource
+
+        return Engine(config, DirectSource(config))
     from exporter.sources.prometheus import PrometheusSource
 
     return Engine(config, PrometheusSource(config))
@@ -116,20 +164,13 @@ def cmd_serve(config: Config) -> int:
     log = logging.getLogger("exporter")
     host, port = http.server_address[:2]
     log.info(
-        "listening on %s:%s (upstream %s, interval %gs)",
+        "listening on %s:%s (source %s, interval %gs)",
         host,
         port,
         engine.source.name,
         config.exporter.interval,
     )
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    stop = stop_on_signals(log)
     try:
         engine.run_forever(stop)
     finally:
@@ -139,6 +180,19 @@ def cmd_serve(config: Config) -> int:
     return EXIT_OK
 
 
+def stop_on_signals(log: logging.Logger) -> threading.Event:
+    """An event set by SIGTERM or SIGINT."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return stop
+
+
 def cmd_report(config: Config, fmt: str) -> int:
     from exporter import report
 
@@ -146,6 +200,9 @@ def cmd_report(config: Config, fmt: str) -> int:
     engine = _make_engine(config)
     try:
         ok = engine.run_cycle()
+        if ok and config.source == "direct":  # rates need a second sample
+            time.sleep(min(config.exporter.interval, 5.0))
+            ok = engine.run_cycle()
     finally:
         engine.source.close()
     snapshot = engine.state.snapshot
@@ -178,6 +235,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         args = build_parser().parse_args(argv)
         if args.command == "check-config":
             return cmd_check_config(args.file, environ)
+        if args.command == "demo":
+            from exporter.demo import run_demo
+
+            setup_logging("warning")
+            return run_demo(args.listen)
         config = load(args.config, overrides=_overrides(args), environ=environ)
         setup_logging(config.exporter.log_level)
         if args.command == "serve":

@@ -373,19 +373,22 @@ def render(state: EngineState, stale: bool, engine: Engine) -> Families:
         1,
     )
 
-    upstream = engine.source.name
     out.add("llm_carbon_exporter_build_info", (__version__,), 1)
-    up = state.last_cycle_ok and not stale
-    out.add("llm_carbon_exporter_upstream_up", (upstream,), 1 if up else 0)
+    upstreams = engine.source.upstreams
+    for upstream in upstreams:
+        up = state.up.get(upstream, False) and not stale
+        out.add("llm_carbon_exporter_upstream_up", (upstream,), 1 if up else 0)
     if state.last_success_at is not None:
         out.add("llm_carbon_exporter_last_success_timestamp_seconds", (), state.last_success_at)
     if state.cycle_duration_seconds is not None:
         out.add("llm_carbon_exporter_cycle_duration_seconds", (), state.cycle_duration_seconds)
-    errors = dict.fromkeys(((upstream, reason) for reason in REASONS), 0)
+    errors = {(u, reason): 0 for u in upstreams for reason in REASONS}
     errors.update(state.errors_total)
     for (source, reason), count in sorted(errors.items()):
         out.add("llm_carbon_exporter_upstream_errors_total", (source, reason), count)
-    out.add("llm_carbon_exporter_upstream_requests_total", (upstream,), state.requests_total)
+    out.add(
+        "llm_carbon_exporter_upstream_requests_total", (engine.source.name,), state.requests_total
+    )
     out.add("llm_carbon_exporter_models", (), len(snapshot.models) if snapshot else 0)
     out.add("llm_carbon_exporter_models_dropped", (), snapshot.models_dropped if snapshot else 0)
     out.add(

@@ -42,7 +42,7 @@ def _check_regex(value: str) -> str:
 
 def _check_listen(value: str) -> str:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"invalid listen address {value!r} (use HOST:PORT or :PORT)")
     if host.startswith("[") != host.endswith("]"):
         raise ValueError(f"invalid listen address {value!r} (bracket IPv6 hosts: [::1]:29877)")
@@ -149,6 +149,26 @@ class UpstreamSettings(Strict):
     metrics: UpstreamMetrics
     gpu_labels: GpuLabels
     token_labels: TokenLabels
+    default_model: str = ""  # for token series without a model label (TGI)
+
+
+Url = Annotated[str, AfterValidator(_check_url)]
+
+
+class DirectPod(Strict):
+    vllm_urls: Annotated[list[Url], Field(min_length=1)]
+    pod: str | None = None
+    namespace: str | None = None
+    gpu_uuids: list[str] = []
+
+
+class DirectSettings(Strict):
+    dcgm_urls: list[Url] = []
+    pods: list[DirectPod] = []
+    node: str | None = None
+    window: Duration = 300.0
+    timeout: Duration = 5.0
+    max_response_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
 
 
 class ExporterSettings(Strict):
@@ -277,8 +297,9 @@ class UnderutilizedSettings(Strict):
 
 
 class Config(Strict):
-    source: Literal["prometheus"] = "prometheus"
+    source: Literal["prometheus", "direct"] = "prometheus"
     prometheus: PrometheusSettings = PrometheusSettings()
+    direct: DirectSettings = DirectSettings()
     upstream: UpstreamSettings
     exporter: ExporterSettings = ExporterSettings()
     grid: GridSettings
@@ -293,6 +314,24 @@ class Config(Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         from exporter.grid import builtin_regions  # the built-in table is data, not config
+
+        if self.source == "direct":
+            if not self.direct.pods:
+                raise _Ref(
+                    "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
+                )
+            if not self.direct.dcgm_urls:
+                raise _Ref(
+                    "direct.dcgm_urls",
+                    "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)",
+                )
+            for i, pod in enumerate(self.direct.pods):
+                if not pod.pod or not pod.namespace:
+                    raise _Ref(
+                        f"direct.pods[{i}]",
+                        "pod and namespace are required (--pod, "
+                        "--namespace, or POD_NAME and POD_NAMESPACE)",
+                    )
 
         known_regions = set(builtin_regions()) | set(self.grid.regions)
         for name, region in self.grid.regions.items():
@@ -408,7 +447,25 @@ def load(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_path(document, dotted, value)
+    _pod_identity(document, env)
     return build(document)
+
+
+def _pod_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
+    """In direct mode, fill a pod's missing name and namespace from the downward API
+    environment (POD_NAME, POD_NAMESPACE; HOSTNAME is the pod name in Kubernetes) and the
+    node from NODE_NAME."""
+    direct = document.get("direct")
+    if document.get("source") != "direct" or not isinstance(direct, dict):
+        return
+    if not direct.get("node") and env.get("NODE_NAME"):
+        direct["node"] = env["NODE_NAME"]
+    for pod in direct.get("pods") or []:
+        if isinstance(pod, dict):
+            if not pod.get("pod"):
+                pod["pod"] = env.get("POD_NAME") or env.get("HOSTNAME")
+            if not pod.get("namespace"):
+                pod["namespace"] = env.get("POD_NAMESPACE") or "default"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -24,6 +24,7 @@ TOTALS_TTL_SECONDS = 86400.0  # forget the counters of a model unseen this long
 
 class Source(Protocol):
     name: str
+    upstreams: tuple[str, ...]  # values of the `upstream` label
     window: float  # seconds over which power and token rates are means
 
     @property
@@ -56,6 +57,7 @@ class EngineState:
     last_attempt_at: float | None = None
     last_success_at: float | None = None
     last_cycle_ok: bool = False
+    up: Mapping[str, bool] = field(default_factory=dict)  # per upstream, as of the last cycle
     cycle_duration_seconds: float | None = None
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
     requests_total: int = 0
@@ -99,10 +101,10 @@ class Engine:
         started = time.monotonic()
         attempt_at = self.clock()
         errors = dict(self.state.errors_total)
-        upstream = self.source.name
         try:
             observation = self.source.fetch()
         except UpstreamError as exc:
+            upstream = exc.upstream or self.source.upstreams[0]
             self._failures += 1
             errors[(upstream, exc.reason)] = errors.get((upstream, exc.reason), 0) + 1
             log.warning(
@@ -112,20 +114,26 @@ class Engine:
                 self._failures,
                 exc,
             )
-            self._publish(attempt_at, started, ok=False, errors=errors)
+            up = {**self.state.up, upstream: False}
+            self._publish(attempt_at, started, ok=False, errors=errors, up=up)
             return False
-        for reason, _ in observation.problems:
+        for upstream, reason, _ in observation.problems:
             errors[(upstream, reason)] = errors.get((upstream, reason), 0) + 1
-        problems = frozenset(message for _, message in observation.problems)
+        problems = frozenset(f"upstream {u}: {message}" for u, _, message in observation.problems)
         for message in sorted(problems - self._last_problems):
-            log.warning("upstream %s: %s", upstream, message)
+            log.warning("%s", message)
         self._last_problems = problems
         if self._failures:
-            log.info("upstream %s recovered after %d failed cycle(s)", upstream, self._failures)
+            log.info(
+                "upstream %s recovered after %d failed cycle(s)",
+                ",".join(self.source.upstreams),
+                self._failures,
+            )
             self._failures = 0
 
         snapshot = self.compute(observation)
-        self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot)
+        up = dict.fromkeys(self.source.upstreams, True)
+        self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot, up=up)
         self.ready.set()
         return True
 
@@ -194,6 +202,7 @@ class Engine:
         ok: bool,
         errors: dict,
         snapshot: Snapshot | None = None,
+        up: Mapping[str, bool] | None = None,
     ) -> None:
         previous = self.state
         self.state = replace(
@@ -202,6 +211,7 @@ class Engine:
             last_attempt_at=attempt_at,
             last_success_at=attempt_at if ok else previous.last_success_at,
             last_cycle_ok=ok,
+            up=previous.up if up is None else up,
             cycle_duration_seconds=time.monotonic() - started,
             errors_total=errors,
             requests_total=self.source.requests_made,
@@ -219,7 +229,7 @@ class Engine:
             except Exception:  # a bug must not kill the loop: say so and keep serving
                 log.exception("cycle failed unexpectedly")
                 errors = dict(self.state.errors_total)
-                key = (self.source.name, "internal_error")
+                key = (self.source.upstreams[0], "internal_error")
                 errors[key] = errors.get(key, 0) + 1
                 self._publish(self.clock(), time.monotonic(), ok=False, errors=errors)
             next_start += interval

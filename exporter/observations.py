@@ -56,4 +56,4 @@ class Observation:
     gpus: tuple[PodGpus, ...]
     tokens: tuple[PodTokens, ...]
     history: Mapping[tuple[str, str], ModelHistory] = field(default_factory=dict)
-    problems: tuple[tuple[str, str], ...] = ()  # (reason, message) noticed but not fatal
+    problems: tuple[tuple[str, str, str], ...] = ()  # (upstream, reason, message), not fatal

@@ -41,10 +41,10 @@ class SimulatedEndpoints(ThreadingHTTPServer):
         cluster: SimCluster,
         host: str = "127.0.0.1",
         port: int = 0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__((host, port), _Handler)
-        self.clock = clock
+        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
         self.set_cluster(cluster)
         self._thread: threading.Thread | None = None
 

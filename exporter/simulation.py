@@ -39,6 +39,7 @@ class SimPod:
     wave: float = 0.0  # load oscillation amplitude, 0..1
     period_s: float = 600.0
     container: str = "vllm"
+    started_at: float = EPOCH  # vLLM counters count from here (a later value = a restart)
 
     def load(self, t: float) -> float:
         return 1.0 + self.wave * math.sin(2 * math.pi * (t - EPOCH) / self.period_s)
@@ -61,6 +62,8 @@ class SimNode:
     hostname_label: str = "Hostname"  # "hostname" after dcgm-exporter#655
     energy_counter: bool = True
     profiling: bool = False  # DCGM_FI_PROF_GR_ENGINE_ACTIVE collected (needs SYS_ADMIN)
+    driver_loaded_at: float = EPOCH  # the energy counter counts from here (later = a reload)
+    mig_instances: int = 0  # > 0: every GPU is split into this many MIG instances
 
     def uuid(self, index: int) -> str:
         digest = zlib.crc32(f"{self.hostname}/{index}".encode()) % 10**12
@@ -85,7 +88,7 @@ class SimCluster:
 
     def vllm_series(self, pod: SimPod, t: float) -> list[Series]:
         out: list[Series] = []
-        seconds = pod.load_integral(t)
+        seconds = max(0.0, pod.load_integral(t) - pod.load_integral(pod.started_at))
         for engine in range(pod.engines):
             labels = {"engine": str(engine), "model_name": pod.model}
             out.append(
@@ -107,24 +110,26 @@ class SimCluster:
         return out
 
     def gpu_power(self, node: SimNode, index: int, t: float) -> tuple[float, float]:
-        """(power W at t, energy J since EPOCH) of one GPU."""
-        for pod in self.pods_on(node.hostname):
-            if index in pod.gpus:
-                per_gpu = pod.power_w / len(pod.gpus)
-                if pod.wave:
-                    fixed = per_gpu * self.idle_fraction
-                    dynamic = per_gpu - fixed
-                    power = fixed + dynamic * pod.load(t)
-                    energy = fixed * (t - EPOCH) + dynamic * pod.load_integral(t)
-                    return power, energy
-                return per_gpu, per_gpu * (t - EPOCH)
-        return node.idle_w, node.idle_w * (t - EPOCH)
+        """(power W at t, energy J since EPOCH) of one GPU; a GPU several pods share draws
+        the sum of their per-GPU power."""
+        power = energy = 0.0
+        holders = [p for p in self.pods_on(node.hostname) if index in p.gpus]
+        for pod in holders:
+            per_gpu = pod.power_w / len(pod.gpus)
+            fixed = per_gpu * self.idle_fraction if pod.wave else per_gpu
+            dynamic = per_gpu - fixed
+            power += fixed + dynamic * pod.load(t)
+            energy += fixed * (t - EPOCH) + dynamic * pod.load_integral(t)
+        if not holders:
+            return node.idle_w, node.idle_w * (t - EPOCH)
+        return power, energy
 
     def dcgm_series(self, node: SimNode, t: float) -> list[Series]:
-        owners = {i: p for p in self.pods_on(node.hostname) for i in p.gpus}
+        """One series per GPU and field; a MIG GPU repeats its whole-GPU readings on every
+        instance, and a time-sliced GPU (KUBERNETES_VIRTUAL_GPUS) on a copy per pod."""
         power_rows, energy_rows, util_rows, active_rows = [], [], [], []
         for index in range(node.gpu_count):
-            labels = {
+            base = {
                 "gpu": str(index),
                 "UUID": node.uuid(index),
                 "pci_bus_id": f"00000000:{0x18 + index:02X}:00.0",
@@ -133,20 +138,35 @@ class SimCluster:
                 node.hostname_label: node.hostname,
                 "DCGM_FI_DRIVER_VERSION": DRIVER,
             }
-            pod = owners.get(index)
-            if pod is not None:
-                labels.update(container=pod.container, namespace=pod.namespace, pod=pod.name)
+            holders = [p for p in self.pods_on(node.hostname) if index in p.gpus]
             power, energy_j = self.gpu_power(node, index, t)
-            power_rows.append(("DCGM_FI_DEV_POWER_USAGE", labels, round(power, 6)))
-            if node.energy_counter:
-                energy_rows.append(
-                    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", labels, float(int(energy_j * 1000)))
-                )
-            busy = 0.0 if pod is None else min(100.0, 8.0 + 60.0 * pod.load(t))
-            util_rows.append(("DCGM_FI_DEV_GPU_UTIL", labels, float(int(busy))))
-            if node.profiling:  # the graphics engine is busy less of the time than GPU_UTIL says
-                active_rows.append(("DCGM_FI_PROF_GR_ENGINE_ACTIVE", labels,
-                                    round(busy / 100 * 0.8, 6)))
+            energy_j -= self.gpu_power(node, index, node.driver_loaded_at)[1]
+            copies: list[tuple[dict[str, str], SimPod | None]] = []
+            if node.mig_instances:
+                for instance in range(node.mig_instances):
+                    pod = holders[instance % len(holders)] if holders else None
+                    labels = {**base, "GPU_I_ID": str(instance), "GPU_I_PROFILE": "1g.10gb"}
+                    copies.append((labels, pod))
+            else:
+                copies = [(dict(base), pod) for pod in holders] or [(dict(base), None)]
+            for labels, pod in copies:
+                if pod is not None:
+                    labels.update(container=pod.container, namespace=pod.namespace, pod=pod.name)
+                power_rows.append(("DCGM_FI_DEV_POWER_USAGE", labels, round(power, 6)))
+                if node.energy_counter:
+                    energy_rows.append(
+                        (
+                            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+                            labels,
+                            float(int(energy_j * 1000)),
+                        )
+                    )
+                busy = 0.0 if pod is None else min(100.0, 8.0 + 60.0 * pod.load(t))
+                util_rows.append(("DCGM_FI_DEV_GPU_UTIL", labels, float(int(busy))))
+                if node.profiling:  # the graphics engine is busy less often than GPU_UTIL says
+                    active_rows.append(
+                        ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", labels, round(busy / 100 * 0.8, 6))
+                    )
         return power_rows + energy_rows + util_rows + active_rows
 
 

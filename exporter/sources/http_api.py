@@ -1,6 +1,7 @@
-"""A small client for the Prometheus HTTP query API (Prometheus, Thanos, Mimir,
-VictoriaMetrics): authentication, TLS, timeouts, a response-size cap, and every failure
-classified into one `UpstreamError` reason. Secrets never reach messages."""
+"""HTTP access to upstreams: `HttpFetcher` (authentication, TLS, a total timeout, a
+response-size cap, every failure classified into one `UpstreamError` reason, secrets never in
+messages) and, on top of it, `PrometheusClient` for the Prometheus HTTP query API
+(Prometheus, Thanos, Mimir, VictoriaMetrics)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 import urllib3
@@ -43,9 +44,10 @@ REASONS = (
 class UpstreamError(Exception):
     """An upstream failure with a reason (a bounded label value) and a one-line message."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, upstream: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.upstream = upstream  # which upstream failed, where a source has several
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,34 @@ def redact(text: str) -> str:
     return re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
 
 
-class PrometheusClient:
-    """Instant queries against one query API; one `requests.Session`, reused."""
+@dataclass(frozen=True)
+class HttpOptions:
+    """How to reach one kind of upstream; `setting` names its config section in messages."""
 
-    def __init__(self, settings: PrometheusSettings) -> None:
-        if not settings.url:
-            raise ValueError("prometheus.url is not set")
-        self.settings = settings
-        self.url = settings.url
+    timeout: float
+    max_response_bytes: int
+    setting: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    bearer_token_file: str | None = None
+    basic_auth: tuple[str, str] | None = None  # (username, password file)
+    ca_file: str | None = None
+    insecure_skip_verify: bool = False
+    accept: str = "*/*"
+
+
+class HttpFetcher:
+    """GET requests through one reused `requests.Session`."""
+
+    def __init__(self, options: HttpOptions) -> None:
+        self.options = options
         self._session = requests.Session()
-        self._session.headers.update(settings.headers)
-        self._session.headers["Accept"] = "application/json"
+        self._session.headers.update(options.headers)
+        self._session.headers["Accept"] = options.accept
         self._session.headers["User-Agent"] = "llm-carbon-exporter"
-        if settings.insecure_skip_verify:
+        if options.insecure_skip_verify:
             self._session.verify = False
-        elif settings.ca_file:
-            self._session.verify = settings.ca_file
+        elif options.ca_file:
+            self._session.verify = options.ca_file
         self.requests_made = 0
         self._secrets: tuple[str, ...] = ()
 
@@ -83,26 +97,26 @@ class PrometheusClient:
 
     def _auth_headers(self) -> dict[str, str]:
         """Credentials, read from their files on every request so rotated secrets work."""
-        s = self.settings
-        if s.bearer_token_file:
-            token = _read_secret(s.bearer_token_file).strip()
+        o = self.options
+        if o.bearer_token_file:
+            token = _read_secret(o.bearer_token_file).strip()
             if not token or any(ch.isspace() or ord(ch) < 32 for ch in token):
                 raise UpstreamError(
                     AUTH_FILE,
-                    f"bearer token file {s.bearer_token_file!r} is "
+                    f"bearer token file {o.bearer_token_file!r} is "
                     "empty or has whitespace inside the token",
                 )
             self._secrets = (token,)
             return {"Authorization": f"Bearer {token}"}
-        if s.basic_auth:
-            password = _read_secret(s.basic_auth.password_file).rstrip("\r\n")
-            pair = f"{s.basic_auth.username}:{password}".encode()
-            encoded = base64.b64encode(pair).decode("ascii")
+        if o.basic_auth:
+            username, password_file = o.basic_auth
+            password = _read_secret(password_file).rstrip("\r\n")
+            encoded = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._secrets = tuple(x for x in (password, encoded) if x)
             return {"Authorization": f"Basic {encoded}"}
         return {}
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
         """`text` without URL credentials, Authorization values or the current secrets: an
         upstream may echo request headers in an error body."""
         text = redact(text)
@@ -110,6 +124,95 @@ class PrometheusClient:
         for secret in self._secrets:
             text = text.replace(secret, "<redacted>")
         return text
+
+    def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """(status, body) of a GET; transport failures raise UpstreamError."""
+        self.requests_made += 1
+        options = self.options
+        shown = redact(url)
+        headers = self._auth_headers()
+        deadline = time.monotonic() + options.timeout
+        try:
+            response = self._session.get(
+                url, params=params, headers=headers, timeout=options.timeout, stream=True
+            )
+            with response:
+                body = self._read_capped(response, deadline)
+                return response.status_code, body
+        except requests.exceptions.Timeout:
+            raise UpstreamError(
+                TIMEOUT, f"{shown} did not answer within {options.timeout:g}s"
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            raise UpstreamError(
+                CONNECT, self.scrub(f"TLS error talking to {shown}: {_first_line(exc)}")
+            ) from None
+        except requests.exceptions.InvalidHeader:
+            raise UpstreamError(
+                AUTH_FILE, "a configured header or credential is not a valid HTTP header value"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+                raise UpstreamError(
+                    TIMEOUT, f"{shown} stalled mid-response for {options.timeout:g}s"
+                ) from None
+            raise UpstreamError(
+                CONNECT, self.scrub(f"cannot connect to {shown}: {_first_line(exc)}")
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(
+                CONNECT, self.scrub(f"request to {shown} failed: {_first_line(exc)}")
+            ) from None
+
+    def _read_capped(self, response: requests.Response, deadline: float) -> bytes:
+        """The body, or UpstreamError past the size cap or past the request's deadline (a
+        server dripping bytes would otherwise reset the per-read timeout forever)."""
+        limit, setting = self.options.max_response_bytes, self.options.setting
+        chunks, size = [], 0
+        for chunk in response.iter_content(chunk_size=65536):
+            if time.monotonic() > deadline:
+                raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError(
+                    TOO_LARGE,
+                    f"response larger than {setting}.max_response_bytes ({limit} bytes)",
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+class PrometheusClient:
+    """Instant queries against one Prometheus-compatible query API."""
+
+    def __init__(self, settings: PrometheusSettings) -> None:
+        if not settings.url:
+            raise ValueError("prometheus.url is not set")
+        self.url = settings.url
+        self.http = HttpFetcher(
+            HttpOptions(
+                timeout=settings.timeout,
+                max_response_bytes=settings.max_response_bytes,
+                setting="prometheus",
+                headers=dict(settings.headers),
+                bearer_token_file=settings.bearer_token_file,
+                basic_auth=(
+                    (settings.basic_auth.username, settings.basic_auth.password_file)
+                    if settings.basic_auth
+                    else None
+                ),
+                ca_file=settings.ca_file,
+                insecure_skip_verify=settings.insecure_skip_verify,
+                accept="application/json",
+            )
+        )
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    def close(self) -> None:
+        self.http.close()
 
     def query(self, promql: str, at: float) -> list[Sample]:
         """An instant vector query evaluated at `at` (Unix seconds)."""
@@ -134,58 +237,20 @@ class PrometheusClient:
         return samples
 
     def _get(self, path: str, params: Mapping[str, str]) -> dict:
-        self.requests_made += 1
-        settings = self.settings
-        url = redact(self.url)
-        headers = self._auth_headers()
-        deadline = time.monotonic() + settings.timeout
-        try:
-            response = self._session.get(
-                self.url + path,
-                params=params,
-                headers=headers,
-                timeout=settings.timeout,
-                stream=True,
-            )
-            with response:
-                body = _read_capped(response, settings.max_response_bytes, deadline)
-                status = response.status_code
-        except requests.exceptions.Timeout:
-            raise UpstreamError(
-                TIMEOUT, f"{url} did not answer within {settings.timeout:g}s"
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise UpstreamError(
-                CONNECT, self._scrub(f"TLS error talking to {url}: {_first_line(exc)}")
-            ) from None
-        except requests.exceptions.InvalidHeader:
-            raise UpstreamError(
-                AUTH_FILE, "a configured header or credential is not a valid HTTP header value"
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
-                raise UpstreamError(
-                    TIMEOUT, f"{url} stalled mid-response for {settings.timeout:g}s"
-                ) from None
-            raise UpstreamError(
-                CONNECT, self._scrub(f"cannot connect to {url}: {_first_line(exc)}")
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise UpstreamError(
-                CONNECT, self._scrub(f"request to {url} failed: {_first_line(exc)}")
-            ) from None
+        status, body = self.http.get(self.url + path, params)
+        url, scrub = redact(self.url), self.http.scrub
         payload = _decode(body)
         if status >= 400 or (payload and payload.get("status") == "error"):
             if payload and payload.get("status") == "error":
                 detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}".strip()
                 reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
             else:
-                detail = _snippet(body)
+                detail = snippet(body)
                 reason = HTTP_STATUS
-            raise UpstreamError(reason, self._scrub(f"HTTP {status} from {url}{path}: {detail}"))
+            raise UpstreamError(reason, scrub(f"HTTP {status} from {url}{path}: {detail}"))
         if payload is None:
             raise UpstreamError(
-                MALFORMED, self._scrub(f"{url}{path} did not return JSON: {_snippet(body)}")
+                MALFORMED, scrub(f"{url}{path} did not return JSON: {snippet(body)}")
             )
         if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
             raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
@@ -201,22 +266,6 @@ def _read_secret(path: str) -> str:
         raise UpstreamError(AUTH_FILE, f"cannot read credentials file {path!r}: {why}") from None
 
 
-def _read_capped(response: requests.Response, limit: int, deadline: float) -> bytes:
-    """The body, or UpstreamError past `limit` bytes or past the request's `deadline` (a
-    server dripping bytes would otherwise reset the per-read timeout forever)."""
-    chunks, size = [], 0
-    for chunk in response.iter_content(chunk_size=65536):
-        if time.monotonic() > deadline:
-            raise UpstreamError(TIMEOUT, "response took longer than prometheus.timeout")
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError(
-                TOO_LARGE, f"response larger than prometheus.max_response_bytes ({limit} bytes)"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _decode(body: bytes) -> dict | None:
     try:
         payload = json.loads(body)
@@ -225,7 +274,8 @@ def _decode(body: bytes) -> dict | None:
     return payload if isinstance(payload, dict) else None
 
 
-def _snippet(body: bytes) -> str:
+def snippet(body: bytes) -> str:
+    """The start of a body on one line, for messages."""
     text = body[:200].decode("utf-8", "replace")
     return " ".join(text.split())[:120] or "(empty body)"
 

@@ -34,6 +34,7 @@ from exporter.sources.http_api import (
 
 log = logging.getLogger(__name__)
 
+UPSTREAM = "prometheus"
 POD = ("lce_namespace", "lce_pod")
 GPU_ROW = (*POD, "lce_node", "lce_gpu_model")
 TOKEN_ROW = (*POD, "lce_model")
@@ -157,6 +158,7 @@ class PrometheusSource:
     """Fetches one `Observation` per call from a Prometheus-compatible query API."""
 
     name = "prometheus"
+    upstreams = ("prometheus",)
 
     def __init__(
         self,
@@ -181,7 +183,7 @@ class PrometheusSource:
 
     def fetch(self) -> Observation:
         at = self.clock()
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str, str]] = []
         results: dict[str, list[Sample]] = {}
         failed: dict[str, UpstreamError] = {}
         for name, promql in self.queries.per_cycle().items():
@@ -191,13 +193,14 @@ class PrometheusSource:
                 if name in REQUIRED:
                     raise
                 failed[name] = exc
-                problems.append((exc.reason, f"query {name}: {exc}"))
+                problems.append((UPSTREAM, exc.reason, f"query {name}: {exc}"))
                 results[name] = []
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
         if not results["power_energy"] and not results["power_gauge"] and results["prompt"]:
             problems.append(
                 (
+                    UPSTREAM,
                     MISSING_SERIES,
                     "no GPU power series (energy counter or power "
                     "gauge) matched; check upstream.metrics and prometheus.gpu_selector",
@@ -224,6 +227,7 @@ class PrometheusSource:
                 if check and not is_valid_value(sample.value):
                     problems.append(
                         (
+                            UPSTREAM,
                             INVALID_VALUE,
                             f"query {name}: {sample.value!r} for pod "
                             f"{key[0]}/{key[1]}; pod dropped this cycle",
@@ -275,6 +279,7 @@ class PrometheusSource:
                 if not is_valid_value(sample.value):
                     problems.append(
                         (
+                            UPSTREAM,
                             INVALID_VALUE,
                             f"query {name}: {sample.value!r} for "
                             f"{key[0]}/{key[1]} model {key[2]!r}; pod dropped this cycle",
@@ -300,7 +305,7 @@ class PrometheusSource:
             try:
                 samples = self.client.query(promql, at)
             except UpstreamError as exc:
-                problems.append((exc.reason, f"look-back query {name}: {exc}"))
+                problems.append((UPSTREAM, exc.reason, f"look-back query {name}: {exc}"))
                 return  # keep the previous history; try again next cycle
             for sample in samples:
                 key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))

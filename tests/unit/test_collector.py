@@ -28,6 +28,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 class FixedSource:
     name = "prometheus"
+    upstreams = ("prometheus",)
     window = 300.0
     requests_made = 7
 

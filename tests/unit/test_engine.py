@@ -34,6 +34,7 @@ class ScriptedSource:
     """A source that replays scripted observations or failures (our own interface)."""
 
     name = "prometheus"
+    upstreams = ("prometheus",)
     window = 300.0
 
     def __init__(self, frozen, script: list) -> None:
@@ -147,7 +148,7 @@ def test_model_cap_keeps_the_biggest_and_counts_the_rest(caplog) -> None:
 
 def test_problems_are_counted_every_time_and_logged_once(caplog) -> None:
     caplog.set_level(logging.WARNING)
-    problem = ((INVALID_VALUE, "query power_gauge: nan for pod llm/x"),)
+    problem = (("prometheus", INVALID_VALUE, "query power_gauge: nan for pod llm/x"),)
     with freeze_time("2026-11-26 12:00:00") as frozen:
         engine = make_engine(frozen, [([("m", 1, 50)], problem)] * 2)
         engine.run_cycle()

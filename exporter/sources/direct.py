@@ -1,0 +1,304 @@
+"""The direct-scrape source (sidecar mode, and the demo): reads inference-server and
+dcgm-exporter /metrics pages itself, keeps per-series history, and computes windowed rates
+and means, so no Prometheus query API is needed.
+
+Only each configured pod's own GPUs count: DCGM series whose pod labels name the pod, or
+whose GPU id is configured for it. A GPU that other pods also hold (MIG instances, time-sliced
+copies) is counted once, at its whole power, and flagged (attribution="shared_gpu").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from exporter import methodology
+from exporter.config import Config, DirectPod
+from exporter.lookback import LookbackTracker
+from exporter.observations import (
+    ENERGY_COUNTER,
+    POWER_GAUGE,
+    Observation,
+    PodGpus,
+    PodTokens,
+)
+from exporter.rates import SeriesWindow
+from exporter.sources.exposition import Row, base_name, parse
+from exporter.sources.http_api import (
+    HTTP_STATUS,
+    INVALID_VALUE,
+    MALFORMED,
+    MISSING_SERIES,
+    HttpFetcher,
+    HttpOptions,
+    UpstreamError,
+    is_valid_value,
+    redact,
+    snippet,
+)
+
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (page, name, labels)
+
+
+def _first(labels: Mapping[str, str], choices: Iterable[str]) -> str:
+    return next((labels[c] for c in choices if labels.get(c)), "")
+
+
+@dataclass(frozen=True)
+class _Gpu:
+    page: str
+    gpu_id: str
+    node: str
+    product: str
+
+
+class DirectSource:
+    name = "direct"
+    upstreams = ("vllm", "dcgm")
+
+    def __init__(
+        self,
+        config: Config,
+        fetcher: HttpFetcher | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.config = config
+        settings = config.direct
+        self.window = settings.window
+        self.http = fetcher or HttpFetcher(
+            HttpOptions(
+                timeout=settings.timeout,
+                max_response_bytes=settings.max_response_bytes,
+                setting="direct",
+                accept="text/plain; version=0.0.4",
+            )
+        )
+        self.clock = clock or (lambda: time.time())
+        names = config.upstream.metrics
+        self._gpu_names = (
+            names.gpu_energy,
+            names.gpu_power,
+            names.gpu_util,
+            names.gpu_engine_active,
+        )
+        self._token_names = (names.prompt_tokens, names.generation_tokens)
+        self._series: dict[SeriesKey, SeriesWindow] = {}
+        self._lookback = LookbackTracker(config.utilization.lookback)
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ---- fetching
+
+    def _page(self, url: str, upstream: str, names: Iterable[str]) -> list[Row]:
+        try:
+            status, body = self.http.get(url)
+        except UpstreamError as exc:
+            raise UpstreamError(exc.reason, f"{upstream} {exc}", upstream) from None
+        if status >= 400:
+            raise UpstreamError(
+                HTTP_STATUS,
+                self.http.scrub(f"{upstream} HTTP {status} from {redact(url)}: {snippet(body)}"),
+                upstream,
+            )
+        try:
+            return list(parse(body.decode("utf-8", "replace"), names))
+        except ValueError as exc:
+            raise UpstreamError(
+                MALFORMED,
+                f"{upstream} page {redact(url)} is not Prometheus "
+                f"text exposition: {str(exc)[:120]}",
+                upstream,
+            ) from None
+
+    def _record(self, page: str, rows: list[Row], now: float, seen: set[SeriesKey]) -> None:
+        for name, labels, value in rows:
+            key = (page, name, tuple(sorted(labels.items())))
+            window = self._series.get(key)
+            if window is None:
+                window = self._series[key] = SeriesWindow(self.window)
+            window.add(now, value)
+            seen.add(key)
+
+    def fetch(self) -> Observation:
+        now = self.clock()
+        settings = self.config.direct
+        problems: list[tuple[str, str, str]] = []
+        dcgm: dict[str, list[Row]] = {}
+        for url in settings.dcgm_urls:
+            dcgm[url] = self._page(url, "dcgm", self._gpu_names)
+        tokens: dict[str, list[Row]] = {}
+        for pod in settings.pods:
+            for url in pod.vllm_urls:
+                tokens[url] = self._page(url, "vllm", self._token_names)
+        seen: set[SeriesKey] = set()
+        for page, rows in (*dcgm.items(), *tokens.items()):
+            self._record(page, rows, now, seen)
+        for key in [k for k in self._series if k not in seen]:
+            del self._series[key]  # a series gone from its page no longer counts
+
+        gpu_rows, token_rows = [], []
+        for pod in settings.pods:
+            gpus = self._pod_gpus(pod, dcgm, problems)
+            if gpus is not None:
+                gpu_rows.append(gpus)
+            token_rows.extend(self._pod_tokens(pod, tokens, problems))
+        self._track(now, gpu_rows, token_rows)
+        return Observation(
+            time=now,
+            gpus=tuple(gpu_rows),
+            tokens=tuple(token_rows),
+            history={
+                key: self._lookback.history(key)
+                for key in {(t.namespace, t.model) for t in token_rows}
+            },
+            problems=tuple(problems),
+        )
+
+    # ---- one pod's tokens
+
+    def _pod_tokens(
+        self, pod: DirectPod, pages: Mapping[str, list[Row]], problems: list
+    ) -> list[PodTokens]:
+        names = self.config.upstream.metrics
+        model_labels = self.config.upstream.token_labels.model
+        default_model = self.config.upstream.default_model
+        rates: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        incomplete: set[str] = set()
+        for url in pod.vllm_urls:
+            for name, labels, value in pages[url]:
+                model = _first(labels, model_labels) or default_model
+                if not model:
+                    continue
+                phase = 0 if name == base_name(names.prompt_tokens) else 1
+                rate = self._series[(url, name, tuple(sorted(labels.items())))].counter_rate()
+                if rate is None:
+                    incomplete.add(model)  # one sample so far: a rate needs two
+                elif not is_valid_value(rate) or not is_valid_value(value):
+                    problems.append(("vllm", INVALID_VALUE, f"{name} for {model!r} is {value!r}"))
+                    incomplete.add(model)
+                else:
+                    rates[model][phase] += rate
+        return [
+            PodTokens(pod.namespace or "", pod.pod or "", model, prompt, generation)
+            for model, (prompt, generation) in sorted(rates.items())
+            if model not in incomplete
+        ]
+
+    # ---- one pod's GPUs
+
+    def _pod_gpus(
+        self, pod: DirectPod, pages: Mapping[str, list[Row]], problems: list
+    ) -> PodGpus | None:
+        labels_cfg = self.config.upstream.gpu_labels
+        names = self.config.upstream.metrics
+        wanted_ids = set(pod.gpu_uuids)
+        mine: dict[_Gpu, dict[str, list[float]]] = {}
+        holders: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for page, rows in pages.items():
+            for name, labels, _ in rows:
+                gpu_id = _first(labels, labels_cfg.gpu_id)
+                owner = (_first(labels, labels_cfg.namespace), _first(labels, labels_cfg.pod))
+                if owner[1]:
+                    holders[(page, gpu_id)].add(owner)
+                if not (owner == (pod.namespace, pod.pod) or gpu_id in wanted_ids):
+                    continue
+                gpu = _Gpu(
+                    page,
+                    gpu_id,
+                    _first(labels, labels_cfg.node),
+                    _first(labels, labels_cfg.gpu_model),
+                )
+                window = self._series[(page, name, tuple(sorted(labels.items())))]
+                value = (
+                    window.counter_rate()
+                    if name == base_name(names.gpu_energy)
+                    else (window.mean())
+                )
+                if value is not None:
+                    # MIG instances repeat their GPU's readings: one value per GPU and field.
+                    fields = mine.setdefault(gpu, {})
+                    fields[name] = [*fields.get(name, []), value]
+        if not mine:
+            problems.append(
+                (
+                    "dcgm",
+                    MISSING_SERIES,
+                    f"no GPU series for pod "
+                    f"{pod.namespace}/{pod.pod} (pod labels or direct.pods[].gpu_uuids)",
+                )
+            )
+            return None
+
+        energy, power = base_name(names.gpu_energy), base_name(names.gpu_power)
+        if all(energy in f for f in mine.values()):
+            watts = [max(f[energy]) / 1000 for f in mine.values()]  # mJ/s -> W
+            source = ENERGY_COUNTER
+        elif all(power in f for f in mine.values()):
+            watts = [max(f[power]) for f in mine.values()]
+            source = POWER_GAUGE
+        else:
+            problems.append(
+                (
+                    "dcgm",
+                    MISSING_SERIES,
+                    f"no power reading yet for every GPU of {pod.namespace}/{pod.pod}",
+                )
+            )
+            return None
+        if not all(is_valid_value(w) for w in watts):
+            problems.append(
+                (
+                    "dcgm",
+                    INVALID_VALUE,
+                    f"power {watts!r} for {pod.namespace}/{pod.pod}; pod dropped this cycle",
+                )
+            )
+            return None
+
+        busy = []
+        for f in mine.values():
+            if base_name(names.gpu_engine_active) in f:
+                busy.append(max(f[base_name(names.gpu_engine_active)]))
+            elif base_name(names.gpu_util) in f:
+                busy.append(max(f[base_name(names.gpu_util)]) / 100)
+        shared = sum(
+            1
+            for g in mine
+            if len(holders.get((g.page, g.gpu_id), set()) | {(pod.namespace, pod.pod)}) > 1
+        )
+        first = next(iter(mine))
+        return PodGpus(
+            namespace=pod.namespace or "",
+            pod=pod.pod or "",
+            node=first.node or self.config.direct.node or "",
+            gpu_model=first.product,
+            gpus=len(mine),
+            power_w=sum(watts),
+            power_source=source,
+            shared_gpus=shared,
+            busy_ratio=sum(busy) / len(busy) if len(busy) == len(mine) else None,
+        )
+
+    def _track(self, now: float, gpus: list[PodGpus], tokens: list[PodTokens]) -> None:
+        power: dict[tuple[str, str], tuple[float, int]] = {}
+        by_pod = {(g.namespace, g.pod): g for g in gpus}
+        totals: dict[tuple[str, str], float] = defaultdict(float)
+        for t in tokens:
+            totals[(t.namespace, t.model)] += t.prompt_tps + t.generation_tps
+            g = by_pod.get((t.namespace, t.pod))
+            if g is not None:
+                watts, count = power.get((t.namespace, t.model), (0.0, 0))
+                power[(t.namespace, t.model)] = (watts + g.power_w, count + g.gpus)
+        threshold = self.config.exporter.min_tokens_per_second
+        for key, tps in totals.items():
+            watts, count = power.get(key, (None, 0))
+            self._lookback.observe(
+                key, now, tps, methodology.is_active(tps, threshold), watts, count
+            )

@@ -1,0 +1,287 @@
+"""Direct-scrape (sidecar) mode against fixture endpoints over real HTTP: own-pod GPU
+filtering, windows and counter resets under freezegun, MIG and shared GPUs, other inference
+servers, upstream failures, the CLI and the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from freezegun import freeze_time
+
+from exporter.config import build, default_document, load, merge
+from exporter.demo import demo_config
+from exporter.engine import Engine
+from exporter.simulated_endpoints import SimulatedEndpoints
+from exporter.simulation import EPOCH, SimCluster, SimNode, SimPod, nrp_cluster, targets
+from exporter.sources.direct import DirectSource
+from tests.harness import free_port, one, parse_samples, pick, stop_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+GLM = "zai-org/GLM-4.7-FP8"
+START = "2026-11-26 12:00:00"
+
+
+@pytest.fixture
+def endpoints() -> Iterator[SimulatedEndpoints]:
+    server = SimulatedEndpoints(nrp_cluster()).start()
+    yield server
+    server.stop()
+
+
+def sidecar_config(endpoints: SimulatedEndpoints, pod: str, **extra: object) -> dict:
+    """A sidecar for one simulated pod: its vLLM page and its node's DCGM page."""
+    cluster = endpoints.cluster
+    sim = next(p for p in cluster.pods if p.name == pod)
+    pages = {t.key: f"http://{endpoints.address}{t.path}" for t in targets(cluster)}
+    return merge(default_document(), {
+        "source": "direct",
+        "direct": {"dcgm_urls": [pages[sim.node]],
+                   "pods": [{"namespace": sim.namespace, "pod": pod,
+                             "vllm_urls": [pages[pod]]}], **extra},
+    })
+
+
+def cycles(engine: Engine, frozen, count: int, step: float = 30) -> None:
+    for _ in range(count):
+        assert engine.run_cycle(), engine.state.errors_total
+        frozen.tick(step)
+
+
+def figures(engine: Engine, model: str):
+    return next(f for f in engine.state.snapshot.models if f.model == model)
+
+
+def test_sidecar_counts_only_its_own_pods_gpus(endpoints) -> None:
+    glm_pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
+    with freeze_time(START) as frozen:
+        engine = Engine(build(sidecar_config(endpoints, glm_pod.name)),
+                        DirectSource(build(sidecar_config(endpoints, glm_pod.name))))
+        assert engine.run_cycle()
+        assert engine.state.snapshot.models == ()  # one sample: no rate yet, no figures
+        frozen.tick(30)
+        cycles(engine, frozen, 1)
+        f = figures(engine, GLM)
+    # Node A also holds Qwen's four GPUs; only GLM's four count.
+    assert f.gpus == 4 and f.info_value("power_source") == "energy_counter"
+    assert f.power_w["gpu"] == pytest.approx(1320, rel=1e-6)
+    assert f.tokens_per_second["prompt"] == pytest.approx(3000, rel=1e-6)
+    assert f.joules_per_token[("gpu", "amortized")] == pytest.approx(1320 / 3158, rel=1e-6)
+    assert f.gpu_busy == pytest.approx(0.68)
+    assert f.info_value("regions") == "CAMX" and f.info_value("attribution") == "exclusive"
+
+
+def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> None:
+    cluster = endpoints.cluster
+    glm_pod = next(p for p in cluster.pods if p.model == GLM)
+    config = build(sidecar_config(endpoints, glm_pod.name, window="60s"))
+    with freeze_time(START) as frozen:
+        engine = Engine(config, DirectSource(config))
+        cycles(engine, frozen, 3)
+        # vLLM restarts 10 s before the next cycle: its counters start again from 0, and
+        # tokens served between the last sample and the restart are lost to every observer.
+        now = frozen.time_to_freeze.timestamp()
+        restarted = dataclasses.replace(glm_pod, started_at=now - 20)
+        reloaded = dataclasses.replace(cluster.node(glm_pod.node), driver_loaded_at=now - 20)
+        endpoints.set_cluster(dataclasses.replace(
+            cluster,
+            pods=tuple(restarted if p.name == glm_pod.name else p for p in cluster.pods),
+            nodes=tuple(reloaded if n.hostname == glm_pod.node else n for n in cluster.nodes),
+        ))
+        frozen.tick(0)
+        assert engine.run_cycle()
+        f = figures(engine, GLM)
+        # Window [now-60, now]: 30 s before the restart were counted (as 3000 tok/s), then
+        # the reset, then 20 s counted again: (3000 x 30 + 3000 x 20) / 60.
+        assert f.tokens_per_second["prompt"] == pytest.approx(3000 * 50 / 60, rel=1e-6)
+        assert f.power_w["gpu"] == pytest.approx(1320 * 50 / 60, rel=1e-4)
+        assert f.joules_per_token[("gpu", "amortized")] == pytest.approx(1320 / 3158, rel=1e-4)
+        frozen.tick(30)
+        cycles(engine, frozen, 3)
+        f = figures(engine, GLM)
+        assert f.tokens_per_second["prompt"] == pytest.approx(3000, rel=1e-6)
+    total = engine.state.snapshot.energy_joules_total[("nrp-llm", GLM)]["gpu"]
+    assert total > 0  # the exporter's own counter never went backwards through the reset
+
+
+def shared_cluster(mig: int = 0) -> SimCluster:
+    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
+    pods = (
+        SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
+        SimPod("ns", "b", "m/b", node.hostname, (0,), 100.0, 50.0, 5.0),
+        SimPod("ns", "c", "m/c", node.hostname, (1,), 150.0, 80.0, 8.0),
+    )
+    return SimCluster(nodes=(node,), pods=pods)
+
+
+@pytest.mark.parametrize("mig", [0, 3])
+def test_shared_and_mig_gpus_are_counted_once_and_flagged(mig: int) -> None:
+    endpoints = SimulatedEndpoints(shared_cluster(mig)).start()
+    try:
+        config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            cycles(engine, frozen, 2)
+            a, c = figures(engine, "m/a"), figures(engine, "m/c")
+    finally:
+        endpoints.stop()
+    # GPU 0 is shared by pods a and b (time-sliced copies, or two MIG instances each):
+    # each is charged the whole GPU once (an upper bound) and says so.
+    assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
+    assert a.info_value("attribution") == "shared_gpu"
+    # GPU 1 is pod c's alone; with MIG its three instances repeat one GPU's power.
+    assert c.gpus == 1 and c.power_w["gpu"] == pytest.approx(150)
+    assert c.info_value("attribution") == "exclusive"
+
+
+class StaticPages(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, pages: dict[str, str]) -> None:
+        self.pages = pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:
+                body = self.pages.get(handler.path, "").encode()
+                handler.send_response(200 if body else 404)
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(handler, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def dcgm_page(watts_mj: float) -> str:
+    labels = (
+        'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",'
+        'namespace="ns"'
+    )
+    return (f"# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+            f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{labels}}} {watts_mj:.0f}\n")
+
+
+@pytest.mark.parametrize(
+    ("server", "overrides", "page"),
+    [
+        ("sglang", {"upstream": {"metrics": {
+            "prompt_tokens": "sglang:prompt_tokens_total",
+            "generation_tokens": "sglang:generation_tokens_total"}}},
+         lambda s: ("# TYPE sglang:prompt_tokens_total counter\n"
+                    f'sglang:prompt_tokens_total{{model_name="qwen"}} {900 * s}\n'
+                    "# TYPE sglang:generation_tokens_total counter\n"
+                    f'sglang:generation_tokens_total{{model_name="qwen"}} {100 * s}\n')),
+        ("tgi", {"upstream": {"metrics": {"prompt_tokens": "tgi_request_input_length_sum",
+                                          "generation_tokens": "tgi_request_generated_tokens_sum"},
+                              "default_model": "qwen"}},
+         lambda s: ("# TYPE tgi_request_input_length histogram\n"
+                    f"tgi_request_input_length_sum {900 * s}\n"
+                    f"tgi_request_input_length_count {s}\n"
+                    "# TYPE tgi_request_generated_tokens histogram\n"
+                    f"tgi_request_generated_tokens_sum {100 * s}\n")),
+    ],
+)
+def test_other_inference_servers_through_name_mappings(server, overrides, page) -> None:
+    pages = StaticPages({})
+    base = f"http://127.0.0.1:{pages.server_address[1]}"
+    document = merge(default_document(), {
+        "source": "direct",
+        "direct": {"dcgm_urls": [f"{base}/dcgm"],
+                   "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{base}/server"]}]},
+        **overrides,
+    })
+    config = build(document)
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for step in range(3):
+                seconds = step * 30
+                pages.pages.update({"/server": page(1000 + seconds),
+                                    "/dcgm": dcgm_page(250_000 * (1000 + seconds))})
+                assert engine.run_cycle(), engine.state.errors_total
+                frozen.tick(30)
+            f = figures(engine, "qwen")
+    finally:
+        pages.shutdown()
+    assert f.tokens_per_second == {"prompt": pytest.approx(900), "generation": pytest.approx(100)}
+    assert f.power_w["gpu"] == pytest.approx(250) and f.info_value("gpu_type") == "L40S"
+    assert f.joules_per_token[("gpu", "amortized")] == pytest.approx(0.25)
+
+
+def test_upstream_failures_are_reported_per_upstream(endpoints) -> None:
+    glm_pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
+    document = sidecar_config(endpoints, glm_pod.name)
+    document["direct"]["dcgm_urls"] = [f"http://127.0.0.1:{free_port()}/metrics"]
+    config = build(document)
+    engine = Engine(config, DirectSource(config))
+    assert not engine.run_cycle()
+    assert engine.state.errors_total == {("dcgm", "connect"): 1}
+    assert engine.state.up == {"dcgm": False}
+
+
+def test_sidecar_cli_reads_pod_identity_from_the_downward_api(endpoints, tmp_path) -> None:
+    glm_pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
+    pages = {t.key: f"http://{endpoints.address}{t.path}" for t in targets(endpoints.cluster)}
+    port = free_port()
+    env = {**os.environ, "POD_NAME": glm_pod.name, "POD_NAMESPACE": glm_pod.namespace}
+    log = (tmp_path / "sidecar.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--vllm-url", pages[glm_pod.name],
+         "--dcgm-url", pages[glm_pod.node], "--listen", f"127.0.0.1:{port}",
+         "--interval", "1s"],
+        stdout=log, stderr=log, env=env, start_new_session=True,
+    )
+    try:
+        def samples():
+            return parse_samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
+
+        wait_until(lambda: pick(samples(), "llm_carbon_energy_joules_per_token"), 30,
+                   "sidecar figures")
+        got = samples()
+        assert one(got, "llm_carbon_gpus", model=GLM, namespace="nrp-llm") == 4
+        assert one(got, "llm_carbon_energy_joules_per_token", model=GLM, scope="gpu",
+                   accounting="amortized") == pytest.approx(1320 / 3158, rel=0.02)
+        assert one(got, "llm_carbon_exporter_upstream_up", upstream="dcgm") == 1
+        assert len(pick(got, "llm_carbon_model_info")) == 1
+    finally:
+        stop_process(process)
+
+
+def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
+    port = free_port()
+    out = tmp_path / "demo.out"
+    with out.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
+            stdout=handle, stderr=handle, start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "J/tok" in out.read_text(), 60, "the demo's table")
+        text = out.read_text()
+        assert f"http://127.0.0.1:{port}/" in text and "zai-org/GLM-4.7-FP8" in text
+        got = parse_samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        active = {lab["model"] for lab, value in pick(got, "llm_carbon_active") if value == 1}
+        with_jpt = {lab["model"] for lab, _ in pick(got, "llm_carbon_energy_joules_per_token")}
+        assert len(active) == 5 and with_jpt == active
+        assert len(pick(got, "llm_carbon_model_info")) == 6
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        stop_process(process)
+
+
+def test_epoch_is_in_the_past() -> None:
+    # Simulated counters count from EPOCH; pages for earlier times would be negative.
+    assert load().exporter.interval + 1.7e9 > EPOCH
