@@ -23,12 +23,19 @@ deps: $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
 
+# Debian packages the integration tests run for real: prometheus (and promtool),
+# victoria-metrics (a second upstream), chromium (the landing page in a browser).
+SYSTEM_PACKAGES := prometheus victoria-metrics chromium
+SYSTEM_COMMANDS := prometheus promtool victoria-metrics chromium
+
 system-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
-	  echo "installing Debian's prometheus (real upstream for the integration tests)"; \
-	  $(SUDO) apt-get update -q; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages for the integration tests: $(SYSTEM_PACKAGES)"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
+	@command -v kubectl >/dev/null || echo "warning: kubectl (with kustomize) is missing: the manifest tests will fail"
 
 lint: deps
 	$(BIN)/ruff check exporter tests

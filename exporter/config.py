@@ -444,6 +444,8 @@ def load(
     env = environ or {}
     if env.get("PROMETHEUS_URL"):
         set_path(document, "prometheus.url", env["PROMETHEUS_URL"])
+    if env.get("PROMETHEUS_BEARER_TOKEN_FILE"):
+        set_path(document, "prometheus.bearer_token_file", env["PROMETHEUS_BEARER_TOKEN_FILE"])
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_path(document, dotted, value)

@@ -1,0 +1,98 @@
+"""The landing page, loaded in a real headless Chromium (Debian's chromium)."""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.harness import free_port, stop_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        raise AssertionError("chromium is not installed: run `make test` (it installs it)")
+    return path
+
+
+def render(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> str:
+    port = free_port()
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "J/tok" in log.read_text(), 60, "the demo's first figures")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(process)
+
+
+def test_landing_page_shows_the_per_model_table(demo: str, tmp_path: Path) -> None:
+    result = render(f"{demo}/", tmp_path / "profile", "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert "<h1>llm-carbon-exporter</h1>" in dom
+    rows = re.findall(r"<tr>(.*?)</tr>", dom, flags=re.S)
+    cells = [[html.unescape(c) for c in re.findall(r"<t[dh]>(.*?)</t[dh]>", row)] for row in rows]
+    header, body = cells[0], cells[1:]
+    assert header[:2] == ["namespace", "model"] and "J/tok" in header
+    models = {row[1]: dict(zip(header, row, strict=True)) for row in body}
+    assert len(models) == 6
+    glm = models["zai-org/GLM-4.7-FP8"]
+    assert 0.3 < float(glm["J/tok"]) < 0.6
+    assert models["meta-llama/Llama-3.1-8B-Instruct"]["J/tok"] == "-"
+    assert "inactive" in models["meta-llama/Llama-3.1-8B-Instruct"]["notes"]
+    assert 'href="/metrics"' in dom and "current" in dom
+
+
+def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None:
+    shot = tmp_path / "landing.png"
+    result = render(
+        f"{demo}/", tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,700"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert shot.stat().st_size > 10_000  # a real render, not a blank page
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_endpoints_do_not_change_state(demo: str) -> None:
+    for method in ("post", "put", "delete"):
+        response = getattr(requests, method)(f"{demo}/metrics", timeout=5)
+        assert response.status_code == 405
+    assert requests.get(f"{demo}/nope", timeout=5).status_code == 404
+    assert requests.get(f"{demo}/readyz", timeout=5).status_code == 200
