@@ -1,0 +1,340 @@
+"""Structural checks on the Grafana dashboards: provisionable as files (no __inputs, the
+datasource variable everywhere), stable uids, units on every panel, queries that only name
+the exporter's metrics and labels and filter by the dashboard's variables, Grafana's interval
+macros in ranges, and neutral presentation of the commercial comparison."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from exporter.collector import SPECS
+from tests.dashboards_util import (
+    DASHBOARD_FILES,
+    MACROS,
+    ROOT,
+    UIDS,
+    load_dashboards,
+    metric_names,
+    queried_panels,
+    selectors,
+    substitute,
+    variable_names,
+    walk_panels,
+)
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+UNITS = {
+    "watt",
+    "joule",
+    "kwatth",
+    "massg",
+    "percentunit",
+    "short",
+    "none",
+    "si:g/h",
+    "si:g/kWh",
+}
+# Multi-value variables are matched as regular expressions, single-value ones exactly.
+FILTER_OPERATOR = {"overview.json": "=~", "model-detail.json": "="}
+VERDICT_WORDS = re.compile(r"\b(better|worse|good|bad|wasteful|green|dirty)\b", re.IGNORECASE)
+
+BOARDS = load_dashboards()
+
+
+@pytest.fixture(params=DASHBOARD_FILES)
+def board(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param, BOARDS[request.param]
+
+
+def exprs(panel: dict[str, Any]) -> list[str]:
+    return [target["expr"] for target in panel.get("targets", [])]
+
+
+def test_both_dashboards_exist_with_distinct_uids() -> None:
+    assert set(BOARDS) == set(DASHBOARD_FILES)
+    assert len({board["uid"] for board in BOARDS.values()}) == len(BOARDS)
+
+
+def test_provisionable_from_a_file(board: tuple[str, dict[str, Any]]) -> None:
+    name, dashboard = board
+    text = json.dumps(dashboard)
+    assert dashboard["id"] is None
+    assert dashboard["uid"] == UIDS[name]
+    assert len(dashboard["uid"]) <= 40
+    assert "__inputs" not in dashboard and "__requires" not in dashboard
+    assert "DS_PROMETHEUS" not in text and "${DS_" not in text
+    assert isinstance(dashboard["schemaVersion"], int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["title"] and "llm-carbon" in dashboard["tags"]
+    assert dashboard["time"]["from"].startswith("now-") and dashboard["refresh"]
+
+
+def test_variables(board: tuple[str, dict[str, Any]]) -> None:
+    name, dashboard = board
+    variables = dashboard["templating"]["list"]
+    first = variables[0]
+    assert (first["name"], first["type"], first["query"]) == (
+        "datasource",
+        "datasource",
+        "prometheus",
+    )
+    by_name = {v["name"]: v for v in variables}
+    assert list(by_name) == ["datasource", "namespace", "model"]
+    multi = FILTER_OPERATOR[name] == "=~"
+    for label in ("namespace", "model"):
+        variable = by_name[label]
+        assert variable["type"] == "query"
+        assert variable["datasource"] == DATASOURCE
+        assert re.fullmatch(
+            rf"label_values\(llm_carbon_model_info(\{{.*\}})?, {label}\)", variable["query"]
+        ), variable["query"]
+        assert variable["multi"] is multi and variable["includeAll"] is multi
+        if multi:
+            assert variable["allValue"] == ".*"
+    # The model list follows the chosen namespace.
+    assert f'namespace{FILTER_OPERATOR[name]}"$namespace"' in by_name["model"]["query"]
+
+
+def test_panel_ids_titles_and_layout(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    panels = list(walk_panels(dashboard["panels"]))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    titles = [p["title"] for p in panels]
+    assert len(titles) == len(set(titles)), "panel titles must be unique"
+    occupied: dict[tuple[int, int], str] = {}
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["w"] > 0 and pos["x"] + pos["w"] <= 24, panel["title"]
+        assert pos["h"] > 0, panel["title"]
+        for x in range(pos["x"], pos["x"] + pos["w"]):
+            for y in range(pos["y"], pos["y"] + pos["h"]):
+                assert (x, y) not in occupied, f"{panel['title']} overlaps {occupied[(x, y)]}"
+                occupied[(x, y)] = panel["title"]
+    for panel in panels:
+        assert panel.get("description"), f"{panel['title']}: add a description"
+
+
+def test_panels_query_the_datasource_variable(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        assert panel["datasource"] == DATASOURCE, panel["title"]
+        assert panel["targets"], panel["title"]
+        refs = [t["refId"] for t in panel["targets"]]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, panel["title"]
+            assert target["expr"].strip(), panel["title"]
+
+
+def test_every_panel_has_a_unit(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        field_config = panel["fieldConfig"]
+        assert field_config["defaults"].get("unit") in UNITS, panel["title"]
+        for override in field_config.get("overrides", []):
+            for prop in override["properties"]:
+                if prop["id"] == "unit":
+                    assert prop["value"] in UNITS, (panel["title"], prop)
+
+
+def test_queries_name_only_exporter_metrics_and_their_labels(
+    board: tuple[str, dict[str, Any]],
+) -> None:
+    name, dashboard = board
+    op = FILTER_OPERATOR[name]
+    for panel in queried_panels(dashboard):
+        for expr in exprs(panel):
+            found = selectors(expr)
+            assert found, (panel["title"], expr)
+            for metric, matchers in found:
+                spec = SPECS.get(metric)
+                assert spec is not None, f"{panel['title']}: {metric} is not an exporter metric"
+                for label in matchers:
+                    assert label in spec.labels, f"{panel['title']}: {metric} has no {label}"
+                if spec.group == "model":
+                    # Every per-model series follows the dashboard's variables.
+                    assert matchers.get("namespace") == (op, "$namespace"), (panel["title"], expr)
+                    assert matchers.get("model") == (op, "$model"), (panel["title"], expr)
+                else:
+                    # Global and self series carry the exporter's target labels, not a model's.
+                    assert "namespace" not in matchers, (panel["title"], expr)
+
+
+def test_ranges_use_grafana_interval_macros(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        for expr in exprs(panel):
+            for window in re.findall(r"\[([^\]]*)\]", expr):
+                assert window in ("$__rate_interval", "$__range"), (panel["title"], window)
+            for call in re.finditer(r"\b(i?rate|increase)\((.*?)\[([^\]]*)\]", expr):
+                if call.group(1) != "increase":
+                    assert call.group(3) == "$__rate_interval", (panel["title"], expr)
+
+
+def test_only_defined_variables_are_used(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    defined = {v["name"] for v in dashboard["templating"]["list"]} | set(MACROS)
+    for panel in queried_panels(dashboard):
+        for expr in exprs(panel):
+            # "$1" is label_replace's capture group, not a variable.
+            used = {n for n in variable_names(expr) if not n.isdigit()}
+            assert used <= defined, (panel["title"], used - defined)
+            leftover = substitute(expr, {"namespace": "ns", "model": "m", "datasource": "ds"})
+            assert not re.search(r"\$(?!1\b)", leftover), (panel["title"], leftover)
+
+
+def test_legends_of_multi_series_targets_name_their_series(
+    board: tuple[str, dict[str, Any]],
+) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        if panel["type"] not in ("timeseries", "bargauge"):
+            continue
+        for target in panel["targets"]:
+            assert target.get("legendFormat") not in (None, "", "__auto"), panel["title"]
+
+
+def test_tables_merge_instant_frames(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        if panel["type"] != "table":
+            continue
+        assert panel["transformations"][0]["id"] == "merge", panel["title"]
+        for target in panel["targets"]:
+            assert target["instant"] is True and target["format"] == "table", panel["title"]
+        organize = next(t for t in panel["transformations"] if t["id"] == "organize")
+        renamed = set(organize["options"]["renameByName"])
+        if len(panel["targets"]) > 1:
+            assert renamed == {f"Value #{t['refId']}" for t in panel["targets"]}, panel["title"]
+
+
+def test_methodology_panel_names_the_document(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    texts = [p for p in walk_panels(dashboard["panels"]) if p["type"] == "text"]
+    assert len(texts) == 1
+    content = texts[0]["options"]["content"]
+    # Named, not linked: a relative link would resolve against Grafana's own address.
+    assert "`docs/methodology.md`" in content and "](docs/" not in content
+    assert (ROOT / "docs" / "methodology.md").is_file()
+    assert "not a verdict" in content
+
+
+def _colors(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("color", "fixedColor") and isinstance(value, str):
+                found.append(value)
+            found += _colors(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _colors(item)
+    return found
+
+
+def test_presentation_is_neutral(board: tuple[str, dict[str, Any]]) -> None:
+    """A range, not a verdict: no red/green anywhere, no colour thresholds, no judging words."""
+    _, dashboard = board
+    for panel in walk_panels(dashboard["panels"]):
+        for color in _colors(panel):
+            assert "red" not in color and "green" not in color, (panel["title"], color)
+        steps = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {})
+        assert len(steps.get("steps", [])) <= 1, panel["title"]
+        words = " ".join(
+            [
+                panel["title"],
+                panel.get("description", ""),
+                panel.get("options", {}).get("content", ""),
+            ]
+        )
+        assert not VERDICT_WORDS.search(words), (panel["title"], VERDICT_WORDS.findall(words))
+
+
+def test_commercial_band_fills_between_its_own_series() -> None:
+    detail = BOARDS["model-detail.json"]
+    band = next(
+        p
+        for p in queried_panels(detail)
+        if "commercial range" in p["title"].lower() and p["type"] == "timeseries"
+    )
+    legends = {t["legendFormat"] for t in band["targets"]}
+    fills = [
+        (o["matcher"]["options"], prop["value"])
+        for o in band["fieldConfig"]["overrides"]
+        for prop in o["properties"]
+        if prop["id"] == "custom.fillBelowTo"
+    ]
+    assert fills == [("commercial high", "commercial low")]
+    assert {"commercial high", "commercial low"} <= legends
+    named = {o["matcher"]["options"] for o in band["fieldConfig"]["overrides"]}
+    assert named <= legends, named - legends
+    assert {"amortized", "marginal"} <= legends
+
+
+def test_links_point_at_the_dashboards() -> None:
+    uids = set(UIDS.values())
+    for dashboard in BOARDS.values():
+        for url in re.findall(r"/d/([\w-]+)", json.dumps(dashboard)):
+            assert url in uids, url
+    overview_table = next(
+        p for p in queried_panels(BOARDS["overview.json"]) if p["title"] == "Per-model figures"
+    )
+    links = [
+        link["url"]
+        for o in overview_table["fieldConfig"]["overrides"]
+        if o["matcher"]["options"] == "model"
+        for prop in o["properties"]
+        if prop["id"] == "links"
+        for link in prop["value"]
+    ]
+    assert links and links[0].startswith(f"/d/{UIDS['model-detail.json']}/")
+    assert "var-model=${__value.raw}" in links[0] and "var-namespace=" in links[0]
+
+
+def test_overview_covers_the_issue() -> None:
+    """The panels the issue asks for: fleet power, CO2 per hour and cumulative, and a
+    per-model table with J/token both ways, gCO2/token, the commercial range, utilization,
+    MFU, prompt share against the preset, the underutilized flag."""
+    overview = BOARDS["overview.json"]
+    metrics = {m for p in queried_panels(overview) for e in exprs(p) for m in metric_names(e)}
+    assert {
+        "llm_carbon_power_watts",
+        "llm_carbon_co2_grams_per_hour",
+        "llm_carbon_co2_grams_total",
+    } <= metrics
+    table = next(p for p in queried_panels(overview) if p["title"] == "Per-model figures")
+    text = " ".join(exprs(table))
+    for needle in (
+        'accounting="amortized"',
+        'accounting="marginal"',
+        "llm_carbon_co2_grams_per_token",
+        'bound="low"',
+        'bound="mid"',
+        'bound="high"',
+        "llm_carbon_utilization_ratio",
+        "llm_carbon_model_flops_utilization_ratio",
+        "llm_carbon_prompt_token_ratio",
+        "llm_carbon_preset_prompt_token_ratio",
+        "llm_carbon_underutilized",
+    ):
+        assert needle in text, needle
+    cumulative = [e for p in queried_panels(overview) for e in exprs(p) if "co2_grams_total" in e]
+    assert cumulative and all("increase(" in e and "[$__range]" in e for e in cumulative)
+
+
+def test_model_detail_covers_the_issue() -> None:
+    detail = BOARDS["model-detail.json"]
+    metrics = {m for p in queried_panels(detail) for e in exprs(p) for m in metric_names(e)}
+    assert {
+        "llm_carbon_energy_joules_per_token",
+        "llm_carbon_commercial_joules_per_token",
+        "llm_carbon_power_watts",
+        "llm_carbon_idle_power_watts",
+        "llm_carbon_tokens_per_second",
+        "llm_carbon_utilization_ratio",
+        "llm_carbon_grid_intensity_grams_per_kwh",
+    } <= metrics
