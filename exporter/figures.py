@@ -251,8 +251,9 @@ def compute(
     elif not served.pods or any(gpu_specs[p.gpu_model] is None for p in served.pods):
         mfu_basis = "unknown_gpu"
     else:
-        fp8 = spec.precision == "fp8" and all(gpu_specs[p.gpu_model].fp8_tflops
-                                               for p in served.pods)
+        fp8 = spec.precision == "fp8" and all(
+            gpu_specs[p.gpu_model].fp8_tflops for p in served.pods
+        )
         mfu_basis = "fp8" if fp8 else "bf16"
         peak = sum(
             p.gpus * p.share * gpu_specs[p.gpu_model].peak_flops(spec.precision)

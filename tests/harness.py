@@ -56,6 +56,32 @@ def require_binary(name: str) -> str:
     return path
 
 
+def scrape_config(fixture_address: str, targets: Iterable[Target], interval: int) -> dict:
+    """A Prometheus scrape configuration with one job per target job name."""
+    jobs: dict[str, dict] = {}
+    for target in targets:
+        job = jobs.setdefault(
+            target.job,
+            {
+                "job_name": target.job,
+                "honor_labels": target.honor_labels,
+                "scrape_interval": f"{interval}s",
+                "scrape_timeout": f"{interval}s",
+                "static_configs": [],
+            },
+        )
+        job["static_configs"].append(
+            {
+                "targets": [fixture_address],
+                "labels": {**target.labels, "__metrics_path__": target.path},
+            }
+        )
+    return {
+        "global": {"scrape_interval": f"{interval}s", "evaluation_interval": f"{interval}s"},
+        "scrape_configs": list(jobs.values()),
+    }
+
+
 class PrometheusServer:
     """A real Prometheus on 127.0.0.1 scraping `targets` every `scrape_interval` seconds.
 
@@ -77,28 +103,7 @@ class PrometheusServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log_path = workdir / "prometheus.log"
-        jobs: dict[str, dict] = {}
-        for target in targets:
-            job = jobs.setdefault(
-                target.job,
-                {
-                    "job_name": target.job,
-                    "honor_labels": target.honor_labels,
-                    "scrape_interval": f"{scrape_interval}s",
-                    "scrape_timeout": f"{scrape_interval}s",
-                    "static_configs": [],
-                },
-            )
-            job["static_configs"].append(
-                {
-                    "targets": [fixture_address],
-                    "labels": {**target.labels, "__metrics_path__": target.path},
-                }
-            )
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": list(jobs.values()),
-        }
+        config = scrape_config(fixture_address, targets, scrape_interval)
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
         if backfill is not None:
@@ -172,6 +177,55 @@ def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout)
+
+
+class VictoriaMetricsServer(PrometheusServer):
+    """Debian's single-node VictoriaMetrics scraping the same targets, with the same history
+    imported, as a second Prometheus-compatible upstream."""
+
+    def _backfill(self, text: str) -> None:
+        self._history = text  # imported over HTTP once the server runs
+
+    def start(self) -> VictoriaMetricsServer:
+        self.data.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                require_binary("victoria-metrics"),
+                f"-storageDataPath={self.data}",
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-promscrape.config={self.config_path}",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=1s",
+                "-search.disableCache",
+                "-promscrape.config.strictParse=false",
+                "-loggerLevel=ERROR",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        wait_until(self._healthy, 60, "VictoriaMetrics to start")
+        history = getattr(self, "_history", None)
+        if history is not None:
+            lines = []
+            for line in history.splitlines():
+                if not line or line.startswith("#"):
+                    continue
+                head, ts = line.rsplit(" ", 1)
+                lines.append(f"{head} {round(float(ts) * 1000)}")
+            response = requests.post(
+                f"{self.url}/api/v1/import/prometheus", data="\n".join(lines).encode(), timeout=120
+            )
+            response.raise_for_status()
+            requests.get(f"{self.url}/internal/force_flush", timeout=30).raise_for_status()
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError("VictoriaMetrics exited: " + self.log_path.read_text()[-2000:])
+        return requests.get(f"{self.url}/health", timeout=2).status_code == 200
 
 
 class ExporterProcess:

@@ -11,7 +11,7 @@ import pytest
 
 from exporter.simulated_endpoints import SimulatedEndpoints
 from exporter.simulation import SimCluster, nrp_cluster, openmetrics_history, targets
-from tests.harness import ExporterProcess, PrometheusServer, wait_until
+from tests.harness import ExporterProcess, PrometheusServer, VictoriaMetricsServer, wait_until
 
 SCRAPE_SECONDS = 2
 HISTORY_SECONDS = 420
@@ -30,14 +30,15 @@ def endpoints(cluster: SimCluster) -> Iterator[SimulatedEndpoints]:
 
 
 def start_prometheus(
-    workdir: Path, endpoints: SimulatedEndpoints, cluster: SimCluster
+    workdir: Path, endpoints: SimulatedEndpoints, cluster: SimCluster, kind: str = "prometheus"
 ) -> PrometheusServer:
     now = time.time()
     start = now - HISTORY_SECONDS
     history = openmetrics_history(
         cluster, endpoints.address, start - start % SCRAPE_SECONDS, now - 1, SCRAPE_SECONDS
     )
-    server = PrometheusServer(
+    server_class = VictoriaMetricsServer if kind == "victoria-metrics" else PrometheusServer
+    server = server_class(
         workdir,
         endpoints.address,
         targets(cluster),
@@ -66,11 +67,17 @@ def wait_for_live_scrapes(server: PrometheusServer, count: int) -> None:
     wait_until(fresh, 30, "every target to be scraped live")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["prometheus", "victoria-metrics"])
 def prometheus(
-    tmp_path_factory: pytest.TempPathFactory, endpoints: SimulatedEndpoints, cluster: SimCluster
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    endpoints: SimulatedEndpoints,
+    cluster: SimCluster,
 ) -> Iterator[PrometheusServer]:
-    server = start_prometheus(tmp_path_factory.mktemp("prometheus"), endpoints, cluster)
+    """The upstream query API: Prometheus, and VictoriaMetrics for compatibility."""
+    server = start_prometheus(
+        tmp_path_factory.mktemp(request.param), endpoints, cluster, kind=request.param
+    )
     yield server
     server.stop()
 

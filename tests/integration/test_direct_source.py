@@ -43,12 +43,17 @@ def sidecar_config(endpoints: SimulatedEndpoints, pod: str, **extra: object) -> 
     cluster = endpoints.cluster
     sim = next(p for p in cluster.pods if p.name == pod)
     pages = {t.key: f"http://{endpoints.address}{t.path}" for t in targets(cluster)}
-    return merge(default_document(), {
-        "source": "direct",
-        "direct": {"dcgm_urls": [pages[sim.node]],
-                   "pods": [{"namespace": sim.namespace, "pod": pod,
-                             "vllm_urls": [pages[pod]]}], **extra},
-    })
+    return merge(
+        default_document(),
+        {
+            "source": "direct",
+            "direct": {
+                "dcgm_urls": [pages[sim.node]],
+                "pods": [{"namespace": sim.namespace, "pod": pod, "vllm_urls": [pages[pod]]}],
+                **extra,
+            },
+        },
+    )
 
 
 def cycles(engine: Engine, frozen, count: int, step: float = 30) -> None:
@@ -64,8 +69,10 @@ def figures(engine: Engine, model: str):
 def test_sidecar_counts_only_its_own_pods_gpus(endpoints) -> None:
     glm_pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
     with freeze_time(START) as frozen:
-        engine = Engine(build(sidecar_config(endpoints, glm_pod.name)),
-                        DirectSource(build(sidecar_config(endpoints, glm_pod.name))))
+        engine = Engine(
+            build(sidecar_config(endpoints, glm_pod.name)),
+            DirectSource(build(sidecar_config(endpoints, glm_pod.name))),
+        )
         assert engine.run_cycle()
         assert engine.state.snapshot.models == ()  # one sample: no rate yet, no figures
         frozen.tick(30)
@@ -92,11 +99,13 @@ def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> Non
         now = frozen.time_to_freeze.timestamp()
         restarted = dataclasses.replace(glm_pod, started_at=now - 20)
         reloaded = dataclasses.replace(cluster.node(glm_pod.node), driver_loaded_at=now - 20)
-        endpoints.set_cluster(dataclasses.replace(
-            cluster,
-            pods=tuple(restarted if p.name == glm_pod.name else p for p in cluster.pods),
-            nodes=tuple(reloaded if n.hostname == glm_pod.node else n for n in cluster.nodes),
-        ))
+        endpoints.set_cluster(
+            dataclasses.replace(
+                cluster,
+                pods=tuple(restarted if p.name == glm_pod.name else p for p in cluster.pods),
+                nodes=tuple(reloaded if n.hostname == glm_pod.node else n for n in cluster.nodes),
+            )
+        )
         frozen.tick(0)
         assert engine.run_cycle()
         f = figures(engine, GLM)
@@ -166,50 +175,81 @@ class StaticPages(ThreadingHTTPServer):
 
 def dcgm_page(watts_mj: float) -> str:
     labels = (
-        'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",'
-        'namespace="ns"'
+        'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
     )
-    return (f"# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
-            f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{labels}}} {watts_mj:.0f}\n")
+    return (
+        f"# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+        f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{labels}}} {watts_mj:.0f}\n"
+    )
 
 
 @pytest.mark.parametrize(
     ("server", "overrides", "page"),
     [
-        ("sglang", {"upstream": {"metrics": {
-            "prompt_tokens": "sglang:prompt_tokens_total",
-            "generation_tokens": "sglang:generation_tokens_total"}}},
-         lambda s: ("# TYPE sglang:prompt_tokens_total counter\n"
-                    f'sglang:prompt_tokens_total{{model_name="qwen"}} {900 * s}\n'
-                    "# TYPE sglang:generation_tokens_total counter\n"
-                    f'sglang:generation_tokens_total{{model_name="qwen"}} {100 * s}\n')),
-        ("tgi", {"upstream": {"metrics": {"prompt_tokens": "tgi_request_input_length_sum",
-                                          "generation_tokens": "tgi_request_generated_tokens_sum"},
-                              "default_model": "qwen"}},
-         lambda s: ("# TYPE tgi_request_input_length histogram\n"
-                    f"tgi_request_input_length_sum {900 * s}\n"
-                    f"tgi_request_input_length_count {s}\n"
-                    "# TYPE tgi_request_generated_tokens histogram\n"
-                    f"tgi_request_generated_tokens_sum {100 * s}\n")),
+        (
+            "sglang",
+            {
+                "upstream": {
+                    "metrics": {
+                        "prompt_tokens": "sglang:prompt_tokens_total",
+                        "generation_tokens": "sglang:generation_tokens_total",
+                    }
+                }
+            },
+            lambda s: (
+                "# TYPE sglang:prompt_tokens_total counter\n"
+                f'sglang:prompt_tokens_total{{model_name="qwen"}} {900 * s}\n'
+                "# TYPE sglang:generation_tokens_total counter\n"
+                f'sglang:generation_tokens_total{{model_name="qwen"}} {100 * s}\n'
+            ),
+        ),
+        (
+            "tgi",
+            {
+                "upstream": {
+                    "metrics": {
+                        "prompt_tokens": "tgi_request_input_length_sum",
+                        "generation_tokens": "tgi_request_generated_tokens_sum",
+                    },
+                    "default_model": "qwen",
+                }
+            },
+            lambda s: (
+                "# TYPE tgi_request_input_length histogram\n"
+                f"tgi_request_input_length_sum {900 * s}\n"
+                f"tgi_request_input_length_count {s}\n"
+                "# TYPE tgi_request_generated_tokens histogram\n"
+                f"tgi_request_generated_tokens_sum {100 * s}\n"
+            ),
+        ),
     ],
 )
 def test_other_inference_servers_through_name_mappings(server, overrides, page) -> None:
     pages = StaticPages({})
     base = f"http://127.0.0.1:{pages.server_address[1]}"
-    document = merge(default_document(), {
-        "source": "direct",
-        "direct": {"dcgm_urls": [f"{base}/dcgm"],
-                   "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{base}/server"]}]},
-        **overrides,
-    })
+    document = merge(
+        default_document(),
+        {
+            "source": "direct",
+            "direct": {
+                "dcgm_urls": [f"{base}/dcgm"],
+                "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{base}/server"]}],
+            },
+            **overrides,
+        },
+    )
     config = build(document)
     try:
         with freeze_time(START) as frozen:
             engine = Engine(config, DirectSource(config))
             for step in range(3):
                 seconds = step * 30
-                pages.pages.update({"/server": page(1000 + seconds),
-                                    "/dcgm": dcgm_page(250_000 * (1000 + seconds))})
+                pages.pages.update(
+                    {
+                        "/server": page(1000 + seconds),
+                        "/dcgm": dcgm_page(250_000 * (1000 + seconds)),
+                    }
+                )
                 assert engine.run_cycle(), engine.state.errors_total
                 frozen.tick(30)
             f = figures(engine, "qwen")
@@ -238,21 +278,42 @@ def test_sidecar_cli_reads_pod_identity_from_the_downward_api(endpoints, tmp_pat
     env = {**os.environ, "POD_NAME": glm_pod.name, "POD_NAMESPACE": glm_pod.namespace}
     log = (tmp_path / "sidecar.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--vllm-url", pages[glm_pod.name],
-         "--dcgm-url", pages[glm_pod.node], "--listen", f"127.0.0.1:{port}",
-         "--interval", "1s"],
-        stdout=log, stderr=log, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "serve",
+            "--vllm-url",
+            pages[glm_pod.name],
+            "--dcgm-url",
+            pages[glm_pod.node],
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--interval",
+            "1s",
+        ],
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
     )
     try:
+
         def samples():
             return parse_samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text)
 
-        wait_until(lambda: pick(samples(), "llm_carbon_energy_joules_per_token"), 30,
-                   "sidecar figures")
+        wait_until(
+            lambda: pick(samples(), "llm_carbon_energy_joules_per_token"), 30, "sidecar figures"
+        )
         got = samples()
         assert one(got, "llm_carbon_gpus", model=GLM, namespace="nrp-llm") == 4
-        assert one(got, "llm_carbon_energy_joules_per_token", model=GLM, scope="gpu",
-                   accounting="amortized") == pytest.approx(1320 / 3158, rel=0.02)
+        assert one(
+            got,
+            "llm_carbon_energy_joules_per_token",
+            model=GLM,
+            scope="gpu",
+            accounting="amortized",
+        ) == pytest.approx(1320 / 3158, rel=0.02)
         assert one(got, "llm_carbon_exporter_upstream_up", upstream="dcgm") == 1
         assert len(pick(got, "llm_carbon_model_info")) == 1
     finally:
@@ -265,7 +326,9 @@ def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
     with out.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
-            stdout=handle, stderr=handle, start_new_session=True,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
         )
     try:
         wait_until(lambda: "J/tok" in out.read_text(), 60, "the demo's table")

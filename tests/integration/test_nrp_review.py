@@ -23,9 +23,10 @@ REVIEW = {
 def samples(prometheus, tmp_path_factory):
     from tests.harness import ExporterProcess
 
-    exporter = ExporterProcess(tmp_path_factory.mktemp("nrp"),
-                               {"prometheus": {"url": prometheus.url},
-                                "exporter": {"interval": "1s"}}).start()
+    exporter = ExporterProcess(
+        tmp_path_factory.mktemp("nrp"),
+        {"prometheus": {"url": prometheus.url}, "exporter": {"interval": "1s"}},
+    ).start()
     try:
         yield exporter.samples()
     finally:
@@ -36,22 +37,30 @@ def samples(prometheus, tmp_path_factory):
 def test_review_figures(samples, model: str) -> None:
     watts, tps, joules = REVIEW[model]
     assert one(samples, "llm_carbon_power_watts", scope="gpu", model=model) == pytest.approx(
-        watts, rel=0.01)
+        watts, rel=0.01
+    )
     total = sum(v for _, v in pick(samples, "llm_carbon_tokens_per_second", model=model))
     assert total == pytest.approx(tps, rel=0.01)
     # The review truncates (Kimi: 928 / 158 = 5.873 printed as 5.86).
-    assert one(samples, "llm_carbon_energy_joules_per_token", scope="gpu",
-               accounting="amortized", model=model) == pytest.approx(joules, abs=0.015)
+    assert one(
+        samples,
+        "llm_carbon_energy_joules_per_token",
+        scope="gpu",
+        accounting="amortized",
+        model=model,
+    ) == pytest.approx(joules, abs=0.015)
 
 
 def test_kimi_reads_underutilized_and_idle_explains_its_cost(samples) -> None:
     kimi = {"model": "moonshotai/Kimi-K2.5"}
     assert one(samples, "llm_carbon_underutilized", **kimi) == 1
     assert one(samples, "llm_carbon_idle_power_ratio", **kimi) > 0.5
-    amortized = one(samples, "llm_carbon_energy_joules_per_token", scope="gpu",
-                    accounting="amortized", **kimi)
-    marginal = one(samples, "llm_carbon_energy_joules_per_token", scope="gpu",
-                   accounting="marginal", **kimi)
+    amortized = one(
+        samples, "llm_carbon_energy_joules_per_token", scope="gpu", accounting="amortized", **kimi
+    )
+    marginal = one(
+        samples, "llm_carbon_energy_joules_per_token", scope="gpu", accounting="marginal", **kimi
+    )
     assert marginal < 0.5 * amortized
     assert one(samples, "llm_carbon_model_flops_utilization_ratio", **kimi) < 0.01
 
@@ -62,11 +71,13 @@ def test_glm_does_not(samples) -> None:
     assert one(samples, "llm_carbon_idle_power_ratio", **glm) < 0.5
     # 3158 tok/s x 2 x 32e9 active parameters / (4 x 1979 TFLOP/s FP8) = 2.55 %.
     assert one(samples, "llm_carbon_model_flops_utilization_ratio", **glm) == pytest.approx(
-        3158 * 2 * 32e9 / (4 * 1979e12), rel=0.01)
+        3158 * 2 * 32e9 / (4 * 1979e12), rel=0.01
+    )
     info = pick(samples, "llm_carbon_model_info", **glm)[0][0]
     assert info["size_class"] == "large-open" and info["mfu_basis"] == "fp8"
-    baselines = {lab["baseline"] for lab, _ in pick(
-        samples, "llm_carbon_commercial_joules_per_token", **glm)}
+    baselines = {
+        lab["baseline"] for lab, _ in pick(samples, "llm_carbon_commercial_joules_per_token", **glm)
+    }
     assert baselines == {"nrp-envelope", "frontier", "large-open"}
 
 
@@ -77,7 +88,8 @@ def test_look_back_gives_observed_idle_floor_and_peak(samples) -> None:
     assert one(samples, "llm_carbon_idle_power_watts", **idle) == pytest.approx(78, rel=0.01)
     glm = {"model": "zai-org/GLM-4.7-FP8"}
     assert pick(samples, "llm_carbon_model_info", **glm)[0][0]["capacity_source"] == (
-        "observed_peak")
+        "observed_peak"
+    )
     assert one(samples, "llm_carbon_utilization_ratio", **glm) == pytest.approx(1.0, abs=0.02)
 
 
@@ -85,16 +97,19 @@ def test_busy_ratio_prefers_the_profiling_field(samples) -> None:
     # The fixture reports GPU_UTIL 68 % everywhere; only Kimi's node has GR_ENGINE_ACTIVE
     # (0.8 x 68 % = 0.544).
     assert one(samples, "llm_carbon_gpu_busy_ratio", model="moonshotai/Kimi-K2.5") == (
-        pytest.approx(0.544, rel=0.01))
+        pytest.approx(0.544, rel=0.01)
+    )
     assert one(samples, "llm_carbon_gpu_busy_ratio", model="zai-org/GLM-4.7-FP8") == (
-        pytest.approx(0.68, rel=0.01))
+        pytest.approx(0.68, rel=0.01)
+    )
 
 
 def test_scale_matched_envelope_and_observed_mix(samples) -> None:
     kimi = {"model": "moonshotai/Kimi-K2.5", "baseline": "frontier"}
     share = one(samples, "llm_carbon_prompt_token_ratio", model="moonshotai/Kimi-K2.5")
-    observed = one(samples, "llm_carbon_commercial_joules_per_token", bound="mid",
-                   mix="observed", **kimi)
+    observed = one(
+        samples, "llm_carbon_commercial_joules_per_token", bound="mid", mix="observed", **kimi
+    )
     assert observed == pytest.approx(share * 0.4 + (1 - share) * 1.5)
     # The preset's share is a global series, so the mismatch is one subtraction away.
     preset = one(samples, "llm_carbon_preset_prompt_token_ratio", preset="agentic")

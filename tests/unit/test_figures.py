@@ -225,26 +225,38 @@ def test_compared_baselines_are_nrp_frontier_and_scale_matched() -> None:
 
 
 def test_fp8_checkpoint_on_a_gpu_without_fp8_uses_the_bf16_peak() -> None:
-    f = figures_for([gpus("g", SDSC, 4, 1000, product="NVIDIA A100-SXM4-80GB")],
-                    [tokens("g", "zai-org/GLM-4.7-FP8", 1000, 100)])["zai-org/GLM-4.7-FP8"]
+    f = figures_for(
+        [gpus("g", SDSC, 4, 1000, product="NVIDIA A100-SXM4-80GB")],
+        [tokens("g", "zai-org/GLM-4.7-FP8", 1000, 100)],
+    )["zai-org/GLM-4.7-FP8"]
     assert f.info_value("mfu_basis") == "bf16"
     assert f.mfu == pytest.approx(1100 * 2 * 32e9 / (4 * 312e12))
 
 
 def test_configured_gpu_and_model_entries_come_first() -> None:
-    config = load(overrides={"catalog": {
-        "gpus": [{"pattern": "GB10", "name": "GB10", "bf16_tflops": 100, "idle_power_w": 20}],
-        "models": [{"pattern": "^my/", "total_params_b": 20, "active_params_b": 20}],
-    }})
-    f = figures_for([gpus("g", SDSC, 1, 60, product="NVIDIA GB10")],
-                    [tokens("g", "my/model", 100, 10)],
-                    settings=FigureSettings.from_config(config))["my/model"]
+    config = load(
+        overrides={
+            "catalog": {
+                "gpus": [
+                    {"pattern": "GB10", "name": "GB10", "bf16_tflops": 100, "idle_power_w": 20}
+                ],
+                "models": [{"pattern": "^my/", "total_params_b": 20, "active_params_b": 20}],
+            }
+        }
+    )
+    f = figures_for(
+        [gpus("g", SDSC, 1, 60, product="NVIDIA GB10")],
+        [tokens("g", "my/model", 100, 10)],
+        settings=FigureSettings.from_config(config),
+    )["my/model"]
     assert f.info_value("gpu_type") == "GB10" and f.info_value("size_class") == "medium"
     assert f.idle_power_w == 20 and f.mfu == pytest.approx(110 * 2 * 20e9 / 100e12)
 
 
 def test_observed_idle_floor_follows_a_shared_pods_share() -> None:
-    out = figures_for([gpus("p", SDSC, 2, 400)],
-                      [tokens("p", "m/a", 300, 0), tokens("p", "m/b", 100, 0)],
-                      history={("llm", "m/a"): ModelHistory(idle_floor_w_per_gpu=50)})
+    out = figures_for(
+        [gpus("p", SDSC, 2, 400)],
+        [tokens("p", "m/a", 300, 0), tokens("p", "m/b", 100, 0)],
+        history={("llm", "m/a"): ModelHistory(idle_floor_w_per_gpu=50)},
+    )
     assert out["m/a"].idle_power_w == pytest.approx(50 * 2 * 0.75)
