@@ -1,0 +1,71 @@
+"""Documentation that must move with the code: every configuration key is documented, and the
+examples in the docs are valid configuration."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.config import default_document, load
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGURATION = ROOT / "docs" / "configuration.md"
+
+
+def leaf_keys(node: Any, prefix: str = "") -> Iterator[str]:
+    """Dotted keys of a defaults document; stops at user-keyed mappings and lists."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if (
+            isinstance(value, dict)
+            and value
+            and key not in ("presets", "baselines", "headers", "regions")
+        ):
+            yield from leaf_keys(value, f"{path}.")
+        else:
+            yield path
+
+
+def test_every_configuration_key_is_documented() -> None:
+    text = CONFIGURATION.read_text()
+    sections = dict(
+        re.findall(r"^### `?([a-z_]+)`?.*?\n(.*?)(?=^### |^## |\Z)", text, flags=re.S | re.M)
+    )
+    missing = []
+    for dotted in leaf_keys(default_document()):
+        top, _, rest = dotted.partition(".")
+        if not rest:
+            if f"| `{top}` |" not in text:
+                missing.append(dotted)
+            continue
+        section = sections.get(top, "")
+        leaf = rest.split(".")[-1]
+        documented = (
+            f"`{dotted}`" in text
+            or f"`{rest}`" in section
+            or f"`{leaf}`" in section
+            or f".{leaf}`" in section
+        )
+        if not documented:
+            missing.append(dotted)
+    assert not missing, f"undocumented keys in docs/configuration.md: {missing}"
+
+
+@pytest.mark.parametrize("path", ["docs/configuration.md", "README.md"])
+def test_yaml_examples_are_valid_configuration(path: str, tmp_path: Path) -> None:
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / path).read_text(), flags=re.S)
+    assert blocks
+    for i, block in enumerate(blocks):
+        if "Kustomization" in block:
+            continue
+        config_file = tmp_path / f"example-{i}.yaml"
+        config_file.write_text(block)
+        assert isinstance(yaml.safe_load(block), dict)
+        # Raises ConfigError with the key path if an example rots; a sidecar example takes
+        # its pod identity from the downward API.
+        load(str(config_file), environ={"POD_NAME": "p", "POD_NAMESPACE": "ns"})
