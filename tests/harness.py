@@ -130,8 +130,7 @@ class PrometheusServer:
             raise AssertionError(f"promtool backfill failed: {result.stderr[-2000:]}")
 
     def start(self) -> PrometheusServer:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 require_binary("prometheus"),
                 f"--config.file={self.config_path}",
@@ -140,17 +139,13 @@ class PrometheusServer:
                 "--storage.tsdb.retention.time=30d",
                 "--log.level=warn",
             ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
+            self.log_path,
         )
-        log.close()
         wait_until(self._ready, 60, "Prometheus to become ready")
         return self
 
     def _ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError("Prometheus exited: " + self.log_path.read_text()[-2000:])
+        check_alive(self.process, self.log_path, "Prometheus")
         return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
 
     def stop(self) -> None:
@@ -164,6 +159,36 @@ class PrometheusServer:
 
     def wait_for_series(self, expr: str, count: int, timeout: float = 30) -> None:
         wait_until(lambda: len(self.query(expr)) >= count, timeout, f"{count} series of {expr}")
+
+
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a process in its own session (so stop_process ends its children too), with stdout
+    and stderr appended to `log_path`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True, env=env)
+
+
+def check_alive(process: subprocess.Popen | None, log_path: Path, what: str) -> None:
+    """Fail at once, with the end of its log, when a process we wait for has exited."""
+    if process is not None and process.poll() is not None:
+        raise AssertionError(f"{what} exited: " + log_path.read_text()[-2000:])
+
+
+def start_demo(port: int, log_path: Path) -> subprocess.Popen:
+    """`llm-carbon-exporter demo` on 127.0.0.1:`port`, waited for until it printed figures."""
+    process = spawn(
+        [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"], log_path
+    )
+    try:
+        wait_until(
+            lambda: check_alive(process, log_path, "the demo") or "J/tok" in log_path.read_text(),
+            60,
+            "the demo's first figures",
+        )
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
 
 
 def stop_process(process: subprocess.Popen | None, timeout: float = 10) -> None:
@@ -188,8 +213,7 @@ class VictoriaMetricsServer(PrometheusServer):
 
     def start(self) -> VictoriaMetricsServer:
         self.data.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 require_binary("victoria-metrics"),
                 f"-storageDataPath={self.data}",
@@ -201,11 +225,8 @@ class VictoriaMetricsServer(PrometheusServer):
                 "-promscrape.config.strictParse=false",
                 "-loggerLevel=ERROR",
             ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
+            self.log_path,
         )
-        log.close()
         wait_until(self._healthy, 60, "VictoriaMetrics to start")
         history = getattr(self, "_history", None)
         if history is not None:
@@ -223,8 +244,7 @@ class VictoriaMetricsServer(PrometheusServer):
         return self
 
     def _healthy(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError("VictoriaMetrics exited: " + self.log_path.read_text()[-2000:])
+        check_alive(self.process, self.log_path, "VictoriaMetrics")
         return requests.get(f"{self.url}/health", timeout=2).status_code == 200
 
 
@@ -245,9 +265,8 @@ class ExporterProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait_ready: bool = True) -> ExporterProcess:
-        log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [
                 sys.executable,
                 "-m",
@@ -257,20 +276,16 @@ class ExporterProcess:
                 str(self.config_path),
                 *self.args,
             ],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
+            self.log_path,
             env=env,
         )
-        log.close()
         wait_until(self._listening, 30, "the exporter to listen")
         if wait_ready:
             wait_until(self.ready, 60, "the exporter's first good cycle")
         return self
 
     def _listening(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError("exporter exited: " + self.log_path.read_text()[-2000:])
+        check_alive(self.process, self.log_path, "the exporter")
         return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
 
     def ready(self) -> bool:

@@ -23,7 +23,15 @@ from exporter.engine import Engine
 from exporter.simulated_endpoints import SimulatedEndpoints
 from exporter.simulation import EPOCH, SimCluster, SimNode, SimPod, nrp_cluster, targets
 from exporter.sources.direct import DirectSource
-from tests.harness import free_port, one, parse_samples, pick, stop_process, wait_until
+from tests.harness import (
+    free_port,
+    one,
+    parse_samples,
+    pick,
+    start_demo,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -323,15 +331,8 @@ def test_sidecar_cli_reads_pod_identity_from_the_downward_api(endpoints, tmp_pat
 def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
     port = free_port()
     out = tmp_path / "demo.out"
-    with out.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
-            stdout=handle,
-            stderr=handle,
-            start_new_session=True,
-        )
+    process = start_demo(port, out)
     try:
-        wait_until(lambda: "J/tok" in out.read_text(), 60, "the demo's table")
         text = out.read_text()
         assert f"http://127.0.0.1:{port}/" in text and "zai-org/GLM-4.7-FP8" in text
         got = parse_samples(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)

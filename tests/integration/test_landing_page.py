@@ -6,13 +6,13 @@ import html
 import re
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.harness import free_port, stop_process, wait_until
+from tests.harness import free_port, start_demo, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +45,10 @@ def render(url: str, profile: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> str:
+def demo(tmp_path_factory) -> Iterator[str]:
     port = free_port()
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "demo", "--listen", f"127.0.0.1:{port}"],
-            stdout=handle,
-            stderr=handle,
-            start_new_session=True,
-        )
+    process = start_demo(port, tmp_path_factory.mktemp("demo") / "demo.log")
     try:
-        wait_until(lambda: "J/tok" in log.read_text(), 60, "the demo's first figures")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(process)
