@@ -405,7 +405,8 @@ def _model_series(out: Families, f: ModelFigures, snapshot: Snapshot) -> None:
     out.add("llm_carbon_model_info", (*key, *(value for _, value in f.info)), 1)
     for scope, watts in f.power_w.items():
         out.add("llm_carbon_power_watts", (*key, scope), watts)
-    out.add("llm_carbon_gpus", key, f.gpus)
+    if f.gpus is not None:
+        out.add("llm_carbon_gpus", key, f.gpus)
     for phase, tps in f.tokens_per_second.items():
         out.add("llm_carbon_tokens_per_second", (*key, phase), tps)
     optional = (

@@ -14,7 +14,7 @@ from exporter import figures as fig
 from exporter.aggregation import join
 from exporter.config import Config
 from exporter.observations import Observation
-from exporter.sources.http_api import UpstreamError
+from exporter.sources.http_api import UpstreamError, one_line
 
 log = logging.getLogger("exporter")
 
@@ -61,6 +61,7 @@ class EngineState:
     cycle_duration_seconds: float | None = None
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
     requests_total: int = 0
+    version: int = 0  # increases with every published state (ids of freed objects recur)
 
 
 class Engine:
@@ -81,6 +82,8 @@ class Engine:
         self._last_seen: dict[Key, float] = {}
         self._last_problems: frozenset[str] = frozenset()
         self._failures = 0
+        self._last_dropped = 0
+        self._notices: list[tuple[tuple[str, ...], str]] = []
         self.ready = threading.Event()
 
     # ---- health, as scrapes see it
@@ -119,10 +122,6 @@ class Engine:
             return False
         for upstream, reason, _ in observation.problems:
             errors[(upstream, reason)] = errors.get((upstream, reason), 0) + 1
-        problems = frozenset(f"upstream {u}: {message}" for u, _, message in observation.problems)
-        for message in sorted(problems - self._last_problems):
-            log.warning("%s", message)
-        self._last_problems = problems
         if self._failures:
             log.info(
                 "upstream %s recovered after %d failed cycle(s)",
@@ -132,6 +131,16 @@ class Engine:
             self._failures = 0
 
         snapshot = self.compute(observation)
+        # Problems are counted every cycle but logged once, while they last.
+        problems = frozenset(
+            f"upstream {u}: {one_line(message)}" for u, _, message in observation.problems
+        )
+        # A notice about pods without GPU series, unless an upstream problem explains it.
+        explained = " ".join(problems)
+        problems |= {text for pods, text in self._notices if not any(p in explained for p in pods)}
+        for message in sorted(problems - self._last_problems):
+            log.warning("%s", message)
+        self._last_problems = problems
         up = dict.fromkeys(self.source.upstreams, True)
         self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot, up=up)
         self.ready.set()
@@ -148,11 +157,22 @@ class Engine:
             keep = set(sorted(power, key=lambda k: (-power[k], k))[:limit])
             dropped = len(served) - limit
             served = [s for s in served if s.key in keep]
-            log.warning("%d models over exporter.max_models=%d were dropped", dropped, limit)
+            if dropped != self._last_dropped:
+                log.warning("%d models over exporter.max_models=%d were dropped", dropped, limit)
+        self._last_dropped = dropped
         models = tuple(
             fig.compute(s, self.settings, observation.history.get(s.key)) for s in served
         )
         self._integrate(models, observation.time)
+        self._notices = [
+            (
+                s.pods_without_gpus,
+                f"model {s.namespace}/{s.model}: pods {', '.join(s.pods_without_gpus)} have "
+                "token series but no DCGM GPU series; its power figures are withheld",
+            )
+            for s in served
+            if s.pods_without_gpus
+        ]
         nodes = {p.node for s in served for p in s.pods}
         unmapped = sum(1 for node in nodes if not self.settings.node_regions.region_of(node)[1])
         keys = {f.key for f in models}
@@ -215,6 +235,7 @@ class Engine:
             cycle_duration_seconds=time.monotonic() - started,
             errors_total=errors,
             requests_total=self.source.requests_made,
+            version=previous.version + 1,
         )
 
     # ---- the loop

@@ -114,7 +114,7 @@ class ModelFigures:
     namespace: str
     model: str
     info: tuple[tuple[str, str], ...]
-    gpus: int
+    gpus: int | None  # None while the model's GPU series are incomplete
     tokens_per_second: Mapping[str, float]  # phase
     active: bool
     power_w: Mapping[str, float] = field(default_factory=dict)  # scope; empty: power unknown
@@ -194,6 +194,8 @@ def compute(
     if power_known:
         power = {"gpu": power_gpu, "facility": power_gpu * factor}
     for basis in BASES:
+        if not power_known:
+            break  # a partial set of pods would give a partial, wrong intensity
         values = [settings.regions[region_of[p.node]].intensity(basis) for p in served.pods]
         if not values or any(v is None for v in values):
             continue  # market basis only where every region of the model has one
@@ -201,8 +203,6 @@ def compute(
         weighted = m.power_weighted_intensity(per_pod)
         if weighted is not None:
             intensity[basis] = weighted
-        if not power_known:
-            continue
         grams_per_second = m.co2_grams_per_second(per_pod)
         for scope in SCOPES:
             scale = 1.0 if scope == "gpu" else factor
@@ -321,7 +321,7 @@ def compute(
         namespace=served.namespace,
         model=served.model,
         info=info,
-        gpus=gpus,
+        gpus=gpus if power_known else None,
         tokens_per_second={"prompt": served.prompt_tps, "generation": served.generation_tps},
         active=active,
         power_w=power,

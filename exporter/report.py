@@ -49,7 +49,7 @@ def row(f: ModelFigures) -> dict[str, str]:
     return {
         "namespace": f.namespace,
         "model": f.model,
-        "gpus": str(f.gpus),
+        "gpus": "-" if f.gpus is None else str(f.gpus),
         "power": _fmt(f.power_w.get("gpu"), ".0f"),
         "tps": _fmt(f.total_tokens_per_second, ".0f"),
         "prompt": _fmt(None if f.prompt_token_ratio is None else 100 * f.prompt_token_ratio, ".1f"),

@@ -39,7 +39,7 @@ class MetricsCache:
     def body(self, accept: str) -> tuple[bytes, bytes, str]:
         """(plain body, gzipped body, content type) for an Accept header."""
         encoder, content_type = choose_encoder(accept)
-        key = (id(self.engine.state), self.engine.is_stale())
+        key = (self.engine.state.version, self.engine.is_stale())
         with self._lock:
             if key != self._key:
                 self._key, self._bodies = key, {}

@@ -28,6 +28,7 @@ TOO_LARGE = "response_too_large"
 INVALID_VALUE = "invalid_value"
 MISSING_SERIES = "missing_series"
 AUTH_FILE = "credentials_file"
+PARTIAL = "partial_response"
 REASONS = (
     CONNECT,
     TIMEOUT,
@@ -38,6 +39,7 @@ REASONS = (
     INVALID_VALUE,
     MISSING_SERIES,
     AUTH_FILE,
+    PARTIAL,
 )
 
 
@@ -45,7 +47,7 @@ class UpstreamError(Exception):
     """An upstream failure with a reason (a bounded label value) and a one-line message."""
 
     def __init__(self, reason: str, message: str, upstream: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(one_line(message))
         self.reason = reason
         self.upstream = upstream  # which upstream failed, where a source has several
 
@@ -54,6 +56,11 @@ class UpstreamError(Exception):
 class Sample:
     labels: Mapping[str, str]
     value: float
+
+
+def one_line(text: str) -> str:
+    """`text` on one line: upstream error texts may contain line breaks."""
+    return " ".join(text.split())
 
 
 def redact(text: str) -> str:
@@ -163,13 +170,27 @@ class HttpFetcher:
             raise UpstreamError(
                 CONNECT, self.scrub(f"request to {shown} failed: {_first_line(exc)}")
             ) from None
+        # Reading the body goes to urllib3 directly (read1), so its errors arrive unwrapped.
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            raise UpstreamError(
+                TIMEOUT, f"{shown} stalled mid-response for {options.timeout:g}s"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UpstreamError(
+                CONNECT, self.scrub(f"response from {shown} broke off: {_first_line(exc)}")
+            ) from None
 
     def _read_capped(self, response: requests.Response, deadline: float) -> bytes:
         """The body, or UpstreamError past the size cap or past the request's deadline (a
         server dripping bytes would otherwise reset the per-read timeout forever)."""
         limit, setting = self.options.max_response_bytes, self.options.setting
         chunks, size = [], 0
-        for chunk in response.iter_content(chunk_size=65536):
+        while True:
+            # read1: at most one read on the socket, so the deadline is checked between
+            # reads however slowly the body trickles in.
+            chunk = response.raw.read1(65536, decode_content=True)
+            if not chunk:
+                break
             if time.monotonic() > deadline:
                 raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
             size += len(chunk)
@@ -231,8 +252,10 @@ class PrometheusClient:
                 value = float(raw)
             except (KeyError, TypeError, ValueError):
                 raise UpstreamError(MALFORMED, "a result item lacks metric or value") from None
-            if not isinstance(labels, dict):
-                raise UpstreamError(MALFORMED, "a result item's metric is not a mapping")
+            if not isinstance(labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+            ):
+                raise UpstreamError(MALFORMED, "a result item's metric is not a string mapping")
             samples.append(Sample(labels, value))
         return samples
 
@@ -254,6 +277,10 @@ class PrometheusClient:
             )
         if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
             raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
+        if payload.get("warnings") or payload.get("isPartial") is True:
+            # Thanos partial responses, a querier's failed store: the result may lack series.
+            warnings = "; ".join(str(w) for w in payload.get("warnings") or ["isPartial"])
+            raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {warnings}"))
         return payload["data"]
 
 
@@ -287,6 +314,11 @@ def _first_line(exc: BaseException) -> str:
     if match:
         return match.group(0).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def is_count(value: float) -> bool:
+    """A finite, non-negative whole number: what a GPU count must be."""
+    return is_valid_value(value) and value == int(value)
 
 
 def is_valid_value(value: float) -> bool:

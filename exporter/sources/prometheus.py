@@ -29,6 +29,7 @@ from exporter.sources.http_api import (
     PrometheusClient,
     Sample,
     UpstreamError,
+    is_count,
     is_valid_value,
 )
 
@@ -50,7 +51,7 @@ def _normalize(expr: str, choices: Mapping[str, list[str]]) -> str:
     each `choices[key]` (the least preferred is applied first, the preferred last)."""
     for key, labels in choices.items():
         for label in reversed(labels):
-            expr = f'label_replace({expr}, "lce_{key}", "$1", "{label}", "(.+)")'
+            expr = f'label_replace({expr}, "lce_{key}", "$1", "{label}", "(?s)(.+)")'
     return expr
 
 
@@ -218,42 +219,58 @@ class PrometheusSource:
     # ---- per-cycle rows
 
     def _gpu_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodGpus]:
-        def keyed(name: str, check: bool = True) -> dict[tuple[str, ...], float]:
+        def keyed(name: str) -> dict[tuple[str, ...], float]:
             rows: dict[tuple[str, ...], float] = {}
             for sample in results.get(name, []):
                 key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
-                if not key[0] or not key[1]:
-                    continue  # a GPU no pod holds
-                if check and not is_valid_value(sample.value):
-                    problems.append(
-                        (
-                            UPSTREAM,
-                            INVALID_VALUE,
-                            f"query {name}: {sample.value!r} for pod "
-                            f"{key[0]}/{key[1]}; pod dropped this cycle",
-                        )
-                    )
-                    rows[key] = float("nan")
-                    continue
-                rows[key] = sample.value
+                if key[0] and key[1]:  # else a GPU no pod holds
+                    rows[key] = sample.value
             return rows
 
-        energy = keyed("power_energy")
-        gauge = keyed("power_gauge")
-        count = keyed("gpu_count")
-        shared = keyed("shared_gpus", check=False)
-        busy = keyed("busy", check=False)
+        def invalid(name: str, value: float, key: tuple[str, ...], consequence: str) -> None:
+            problems.append(
+                (
+                    UPSTREAM,
+                    INVALID_VALUE,
+                    f"query {name}: {value!r} for pod {key[0]}/{key[1]}; {consequence}",
+                )
+            )
+
+        power_tables = (
+            ("power_energy", keyed("power_energy"), ENERGY_COUNTER),
+            ("power_gauge", keyed("power_gauge"), POWER_GAUGE),
+        )
+        shared, busy = keyed("shared_gpus"), keyed("busy")
         rows = []
-        for key, gpus in count.items():
-            if key in energy:
-                power, source = energy[key], ENERGY_COUNTER
-            elif key in gauge:
-                power, source = gauge[key], POWER_GAUGE
-            else:
+        for key, gpus in keyed("gpu_count").items():
+            if not is_count(gpus):
+                invalid("gpu_count", gpus, key, "its GPUs are unknown this cycle")
                 continue
-            if power != power or gpus != gpus:  # NaN marks an invalid sample: drop the pod
-                continue
+            power, source = None, ""
+            for name, table, kind in power_tables:
+                if key not in table:
+                    continue
+                if is_valid_value(table[key]):
+                    power, source = table[key], kind
+                    break
+                invalid(
+                    name,
+                    table[key],
+                    key,
+                    "its power is unknown this cycle"
+                    if name == "power_gauge"
+                    else "trying the power gauge",
+                )
+            if power is None:
+                continue  # its model's power is then incomplete, and withheld
+            shared_gpus = shared.get(key, 0.0)
+            if not is_count(shared_gpus):
+                invalid("shared_gpus", shared_gpus, key, "GPU sharing unknown this cycle")
+                shared_gpus = 0.0
             ratio = busy.get(key)
+            if ratio is not None and not is_valid_value(ratio):
+                invalid("busy", ratio, key, "busy ratio withheld")
+                ratio = None
             rows.append(
                 PodGpus(
                     namespace=key[0],
@@ -263,35 +280,51 @@ class PrometheusSource:
                     gpus=int(gpus),
                     power_w=power,
                     power_source=source,
-                    shared_gpus=int(shared.get(key, 0)),
-                    busy_ratio=ratio if ratio is not None and is_valid_value(ratio) else None,
+                    shared_gpus=int(shared_gpus),
+                    busy_ratio=ratio,
                 )
             )
         return rows
 
     def _token_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodTokens]:
-        rates: dict[tuple[str, str, str], list[float]] = {}
+        """Token rates per pod and model. A model with an invalid or one-sided row (a pod in
+        one token query but not the other: a partial result) is left out this cycle, with a
+        problem, rather than shown with a wrong rate."""
+        rates: dict[tuple[str, str, str], list[float | None]] = {}
+        left_out: set[tuple[str, str]] = set()
         for index, name in enumerate(("prompt", "generation")):
             for sample in results[name]:
                 key = tuple(sample.labels.get(label, "") for label in TOKEN_ROW)
                 if not all(key):
                     continue
+                rates.setdefault(key, [None, None])[index] = sample.value
                 if not is_valid_value(sample.value):
                     problems.append(
                         (
                             UPSTREAM,
                             INVALID_VALUE,
-                            f"query {name}: {sample.value!r} for "
-                            f"{key[0]}/{key[1]} model {key[2]!r}; pod dropped this cycle",
+                            f"query {name}: {sample.value!r} "
+                            f"for {key[0]}/{key[1]} model {key[2]!r}; model left out "
+                            "this cycle",
                         )
                     )
-                    rates.setdefault(key, [0.0, 0.0])[index] = float("nan")
-                    continue
-                rates.setdefault(key, [0.0, 0.0])[index] = sample.value
+                    left_out.add((key[0], key[2]))
+        for (ns, pod, model), (prompt, generation) in rates.items():
+            if prompt is None or generation is None:
+                missing = "prompt" if prompt is None else "generation"
+                problems.append(
+                    (
+                        UPSTREAM,
+                        MISSING_SERIES,
+                        f"pod {ns}/{pod} model {model!r} has "
+                        f"no {missing} token series; model left out this cycle",
+                    )
+                )
+                left_out.add((ns, model))
         return [
             PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
             for (ns, pod, model), (p, g) in sorted(rates.items())
-            if p == p and g == g
+            if (ns, model) not in left_out and p is not None and g is not None
         ]
 
     # ---- look-back history, refreshed every utilization.refresh
@@ -309,8 +342,19 @@ class PrometheusSource:
                 return  # keep the previous history; try again next cycle
             for sample in samples:
                 key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
-                if all(key) and is_valid_value(sample.value):
+                if not all(key):
+                    continue
+                if is_valid_value(sample.value):
                     history.setdefault(key, {})[name] = sample.value
+                else:
+                    problems.append(
+                        (
+                            UPSTREAM,
+                            INVALID_VALUE,
+                            f"look-back query {name}: "
+                            f"{sample.value!r} for {key[0]} model {key[1]!r}; ignored",
+                        )
+                    )
         self._history = {
             key: ModelHistory(
                 peak_tokens_per_second=values.get("peak_tokens"),

@@ -118,6 +118,7 @@ def test_missing_or_incomplete_power_gives_no_power_figures() -> None:
         f = out[model]
         assert f.info_value("power_source") == source
         assert f.power_w == {} and f.joules_per_token == {} and f.co2_grams_per_token == {}
+        assert f.gpus is None and f.grid_intensity == {}  # no partial figures either
         assert f.underutilized is None
         assert f.tokens_per_second["prompt"] == (200 if model == "m/a" else 100)
 
