@@ -144,11 +144,17 @@ class DirectSource:
             del self._series[key]  # a series gone from its page no longer counts
 
         gpu_rows, token_rows = [], []
+        left_out: set[tuple[str, str]] = set()
         for pod in settings.pods:
             gpus = self._pod_gpus(pod, dcgm, problems)
             if gpus is not None:
                 gpu_rows.append(gpus)
-            token_rows.extend(self._pod_tokens(pod, tokens, problems))
+            rows, incomplete = self._pod_tokens(pod, tokens, problems)
+            token_rows.extend(rows)
+            left_out |= incomplete
+        # A model incomplete in one pod is left out in all: its other replicas alone would
+        # understate it.
+        token_rows = [t for t in token_rows if (t.namespace, t.model) not in left_out]
         self._track(now, gpu_rows, token_rows)
         return Observation(
             time=now,
@@ -165,31 +171,51 @@ class DirectSource:
 
     def _pod_tokens(
         self, pod: DirectPod, pages: Mapping[str, list[Row]], problems: list
-    ) -> list[PodTokens]:
+    ) -> tuple[list[PodTokens], set[tuple[str, str]]]:
+        """The pod's token rates, and the (namespace, model) keys left out this cycle."""
         names = self.config.upstream.metrics
         model_labels = self.config.upstream.token_labels.model
         default_model = self.config.upstream.default_model
         rates: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         incomplete: set[str] = set()
+        phases: dict[str, set[int]] = defaultdict(set)
         for url in pod.vllm_urls:
             for name, labels, value in pages[url]:
                 model = _first(labels, model_labels) or default_model
                 if not model:
                     continue
                 phase = 0 if name == base_name(names.prompt_tokens) else 1
+                phases[model].add(phase)
                 rate = self._series[(url, name, tuple(sorted(labels.items())))].counter_rate()
                 if rate is None:
                     incomplete.add(model)  # one sample so far: a rate needs two
                 elif not is_valid_value(rate) or not is_valid_value(value):
-                    problems.append(("vllm", INVALID_VALUE, f"{name} for {model!r} is {value!r}"))
+                    problems.append(
+                        (
+                            "vllm",
+                            INVALID_VALUE,
+                            f"{name} for {model!r} is {value!r}; model left out this cycle",
+                        )
+                    )
                     incomplete.add(model)
                 else:
                     rates[model][phase] += rate
+        for model, seen in phases.items():
+            if len(seen) < 2:
+                problems.append(
+                    (
+                        "vllm",
+                        MISSING_SERIES,
+                        f"{pod.namespace}/{pod.pod} model {model!r} has "
+                        "only one of the prompt and generation token series; model left out",
+                    )
+                )
+                incomplete.add(model)
         return [
             PodTokens(pod.namespace or "", pod.pod or "", model, prompt, generation)
             for model, (prompt, generation) in sorted(rates.items())
             if model not in incomplete
-        ]
+        ], {(pod.namespace or "", model) for model in incomplete}
 
     # ---- one pod's GPUs
 

@@ -349,3 +349,41 @@ def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
 def test_epoch_is_in_the_past() -> None:
     # Simulated counters count from EPOCH; pages for earlier times would be negative.
     assert load().exporter.interval + 1.7e9 > EPOCH
+
+
+def test_a_one_sided_token_page_leaves_the_model_out_and_says_so() -> None:
+    pages = StaticPages({})
+    base = f"http://127.0.0.1:{pages.server_address[1]}"
+    config = build(
+        merge(
+            default_document(),
+            {
+                "source": "direct",
+                "direct": {
+                    "dcgm_urls": [f"{base}/dcgm"],
+                    "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{base}/vllm"]}],
+                },
+            },
+        )
+    )
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for step in range(3):
+                seconds = 1000 + step * 30
+                pages.pages.update(
+                    {
+                        "/vllm": (
+                            "# TYPE vllm:prompt_tokens_total counter\n"
+                            f'vllm:prompt_tokens_total{{model_name="m"}} {900 * seconds}\n'
+                        ),
+                        "/dcgm": dcgm_page(250_000 * seconds),
+                    }
+                )
+                assert engine.run_cycle()
+                frozen.tick(30)
+    finally:
+        pages.shutdown()
+    # No generation series: not "0 generation tokens", but no figures, and a counted problem.
+    assert engine.state.snapshot.models == ()
+    assert engine.state.errors_total[("vllm", "missing_series")] >= 1
