@@ -13,7 +13,8 @@ from typing import Protocol
 from exporter import figures as fig
 from exporter.aggregation import join
 from exporter.config import Config
-from exporter.observations import Observation
+from exporter.lookback import LookbackTracker
+from exporter.observations import ModelHistory, Observation
 from exporter.sources.http_api import UpstreamError, one_line
 
 log = logging.getLogger("exporter")
@@ -84,6 +85,8 @@ class Engine:
         self._failures = 0
         self._last_dropped = 0
         self._notices: list[tuple[tuple[str, ...], str]] = []
+        self._lookback = LookbackTracker(config.utilization.lookback)
+        self.listeners: list[Callable[[], None]] = []  # called after each published state
         self.ready = threading.Event()
 
     # ---- health, as scrapes see it
@@ -161,8 +164,17 @@ class Engine:
                 log.warning("%d models over exporter.max_models=%d were dropped", dropped, limit)
         self._last_dropped = dropped
         models = tuple(
-            fig.compute(s, self.settings, observation.history.get(s.key)) for s in served
+            fig.compute(s, self.settings, self._history(observation, s.key)) for s in served
         )
+        for f in models:
+            self._lookback.observe(
+                f.key,
+                observation.time,
+                f.total_tokens_per_second,
+                f.active,
+                f.power_w.get("gpu"),
+                f.gpus or 0,
+            )
         self._integrate(models, observation.time)
         self._notices = [
             (
@@ -185,6 +197,22 @@ class Engine:
             unmapped_nodes=unmapped,
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
+        )
+
+    def _history(self, observation: Observation, key: Key) -> ModelHistory:
+        """The look-back this process has seen, joined with what the source knows (the
+        Prometheus source's peak throughput reaches back before this process started)."""
+        own = self._lookback.history(key)
+        upstream = observation.history.get(key)
+        if upstream is None:
+            return own
+        peaks = [p for p in (own.peak_tokens_per_second, upstream.peak_tokens_per_second) if p]
+        floors = [
+            f for f in (own.idle_floor_w_per_gpu, upstream.idle_floor_w_per_gpu) if f is not None
+        ]
+        return ModelHistory(
+            peak_tokens_per_second=max(peaks) if peaks else None,
+            idle_floor_w_per_gpu=min(floors) if floors else None,
         )
 
     def _integrate(self, models: tuple[fig.ModelFigures, ...], now: float) -> None:
@@ -237,6 +265,11 @@ class Engine:
             requests_total=self.source.requests_made,
             version=previous.version + 1,
         )
+        for listener in self.listeners:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the cycle
+                log.exception("listener failed after a cycle")
 
     # ---- the loop
 

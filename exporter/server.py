@@ -26,7 +26,13 @@ log = logging.getLogger("exporter.http")
 
 
 class MetricsCache:
-    """Rendered /metrics bodies keyed by (state, staleness, content type)."""
+    """Rendered /metrics bodies keyed by (state version, staleness, content type).
+
+    Bodies are rendered right after each cycle (`prerender`, on the engine's thread), so a
+    scrape normally finds its body ready; only the gzipped body is kept (scrapers ask for
+    gzip; the rare plain request is decompressed)."""
+
+    PRERENDERED = ("", "application/openmetrics-text; version=1.0.0")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -34,21 +40,29 @@ class MetricsCache:
         self.registry.register(ExporterCollector(engine))
         self._lock = threading.Lock()
         self._key: tuple[int, bool] | None = None
-        self._bodies: dict[str, tuple[bytes, bytes]] = {}
+        self._bodies: dict[str, bytes] = {}
 
-    def body(self, accept: str) -> tuple[bytes, bytes, str]:
-        """(plain body, gzipped body, content type) for an Accept header."""
+    def gzipped(self, accept: str) -> tuple[bytes, str]:
+        """(gzipped body, content type) for an Accept header."""
         encoder, content_type = choose_encoder(accept)
         key = (self.engine.state.version, self.engine.is_stale())
         with self._lock:
             if key != self._key:
                 self._key, self._bodies = key, {}
-            cached = self._bodies.get(content_type)
-            if cached is None:
-                plain = encoder(self.registry)
-                cached = (plain, gzip.compress(plain, compresslevel=5))
-                self._bodies[content_type] = cached
-        return cached[0], cached[1], content_type
+            body = self._bodies.get(content_type)
+            if body is None:
+                body = gzip.compress(encoder(self.registry), compresslevel=5)
+                self._bodies[content_type] = body
+        return body, content_type
+
+    def body(self, accept: str) -> tuple[bytes, bytes, str]:
+        """(plain body, gzipped body, content type) for an Accept header."""
+        zipped, content_type = self.gzipped(accept)
+        return gzip.decompress(zipped), zipped, content_type
+
+    def prerender(self) -> None:
+        for accept in self.PRERENDERED:
+            self.gzipped(accept)
 
 
 LANDING = """<!doctype html>
@@ -95,16 +109,19 @@ def _docs_link(url: str) -> str:
 class Handler(BaseHTTPRequestHandler):
     server: ExporterHTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle's algorithm holds the
+    # second write for the client's delayed ACK (about 40 ms per small response).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         engine = self.server.engine
         if path == "/metrics":
-            plain, zipped, content_type = self.server.metrics.body(self.headers.get("Accept", ""))
+            zipped, content_type = self.server.metrics.gzipped(self.headers.get("Accept", ""))
             if "gzip" in self.headers.get("Accept-Encoding", ""):
                 self._send(200, zipped, content_type, {"Content-Encoding": "gzip"})
             else:
-                self._send(200, plain, content_type)
+                self._send(200, gzip.decompress(zipped), content_type)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/readyz":
@@ -162,6 +179,7 @@ class ExporterHTTPServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.engine = engine
         self.metrics = MetricsCache(engine)
+        engine.listeners.append(self.metrics.prerender)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -14,9 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter import methodology
 from exporter.config import Config, DirectPod
-from exporter.lookback import LookbackTracker
 from exporter.observations import (
     ENERGY_COUNTER,
     POWER_GAUGE,
@@ -85,7 +83,6 @@ class DirectSource:
         )
         self._token_names = (names.prompt_tokens, names.generation_tokens)
         self._series: dict[SeriesKey, SeriesWindow] = {}
-        self._lookback = LookbackTracker(config.utilization.lookback)
 
     @property
     def requests_made(self) -> int:
@@ -155,16 +152,8 @@ class DirectSource:
         # A model incomplete in one pod is left out in all: its other replicas alone would
         # understate it.
         token_rows = [t for t in token_rows if (t.namespace, t.model) not in left_out]
-        self._track(now, gpu_rows, token_rows)
         return Observation(
-            time=now,
-            gpus=tuple(gpu_rows),
-            tokens=tuple(token_rows),
-            history={
-                key: self._lookback.history(key)
-                for key in {(t.namespace, t.model) for t in token_rows}
-            },
-            problems=tuple(problems),
+            time=now, gpus=tuple(gpu_rows), tokens=tuple(token_rows), problems=tuple(problems)
         )
 
     # ---- one pod's tokens
@@ -311,20 +300,3 @@ class DirectSource:
             shared_gpus=shared,
             busy_ratio=sum(busy) / len(busy) if len(busy) == len(mine) else None,
         )
-
-    def _track(self, now: float, gpus: list[PodGpus], tokens: list[PodTokens]) -> None:
-        power: dict[tuple[str, str], tuple[float, int]] = {}
-        by_pod = {(g.namespace, g.pod): g for g in gpus}
-        totals: dict[tuple[str, str], float] = defaultdict(float)
-        for t in tokens:
-            totals[(t.namespace, t.model)] += t.prompt_tps + t.generation_tps
-            g = by_pod.get((t.namespace, t.pod))
-            if g is not None:
-                watts, count = power.get((t.namespace, t.model), (0.0, 0))
-                power[(t.namespace, t.model)] = (watts + g.power_w, count + g.gpus)
-        threshold = self.config.exporter.min_tokens_per_second
-        for key, tps in totals.items():
-            watts, count = power.get(key, (None, 0))
-            self._lookback.observe(
-                key, now, tps, methodology.is_active(tps, threshold), watts, count
-            )

@@ -67,7 +67,6 @@ class Queries:
     prompt: str
     generation: str
     peak_tokens: str
-    idle_floor: str
 
     @classmethod
     def build(cls, config: Config) -> Queries:
@@ -97,24 +96,11 @@ class Queries:
                 for metric in (names.gpu_power, names.gpu_energy)
             )
 
-        pod_power = (
-            f"({per_gpu('sum', 'rate', names.gpu_energy, POD)} / 1000) "
-            f"or {per_gpu('sum', 'avg_over_time', names.gpu_power, POD)}"
-        )
-        pod_gpus = f"count by ({_by(POD)}) ({seen(POD)})"
-        pod_model = f"group by ({_by(TOKEN_ROW)}) ({tok(names.generation_tokens)})"
         model_tps = (
             f"sum by ({_by(MODEL)}) ({tok(names.prompt_tokens)}) "
             f"+ sum by ({_by(MODEL)}) ({tok(names.generation_tokens)})"
         )
 
-        def per_model(pod_expr: str) -> str:
-            return (
-                f"sum by ({_by(MODEL)}) (({pod_expr}) * on ({_by(POD)}) "
-                f"group_left(lce_model) {pod_model})"
-            )
-
-        min_tps = config.exporter.min_tokens_per_second
         return cls(
             power_energy=f"{per_gpu('sum', 'rate', names.gpu_energy)} / 1000",
             power_gauge=per_gpu("sum", "avg_over_time", names.gpu_power),
@@ -130,10 +116,6 @@ class Queries:
             prompt=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.prompt_tokens)})",
             generation=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.generation_tokens)})",
             peak_tokens=f"max_over_time(({model_tps})[{lookback}:{window}])",
-            idle_floor=(
-                f"min_over_time((({per_model(pod_power)}) / ({per_model(pod_gpus)}) "
-                f"unless on ({_by(MODEL)}) (({model_tps}) >= {min_tps:g}))[{lookback}:{window}])"
-            ),
         )
 
     def per_cycle(self) -> dict[str, str]:
@@ -148,7 +130,7 @@ class Queries:
         }
 
     def lookback(self) -> dict[str, str]:
-        return {"peak_tokens": self.peak_tokens, "idle_floor": self.idle_floor}
+        return {"peak_tokens": self.peak_tokens}
 
 
 # Queries whose failure fails the cycle; the others degrade one figure.
@@ -339,7 +321,8 @@ class PrometheusSource:
                 samples = self.client.query(promql, at)
             except UpstreamError as exc:
                 problems.append((UPSTREAM, exc.reason, f"look-back query {name}: {exc}"))
-                return  # keep the previous history; try again next cycle
+                self._history_at = at  # keep the previous history; retry at the next refresh
+                return
             for sample in samples:
                 key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
                 if not all(key):
@@ -356,10 +339,7 @@ class PrometheusSource:
                         )
                     )
         self._history = {
-            key: ModelHistory(
-                peak_tokens_per_second=values.get("peak_tokens"),
-                idle_floor_w_per_gpu=values.get("idle_floor"),
-            )
+            key: ModelHistory(peak_tokens_per_second=values.get("peak_tokens"))
             for key, values in history.items()
         }
         self._history_at = at

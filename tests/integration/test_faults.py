@@ -777,7 +777,7 @@ def test_fault_on_the_lookback_queries_keeps_the_previous_history(
     logs.new()
     proxy.inject(
         error_envelope(503, "unavailable", "query queue full"),
-        driver.promql("peak_tokens", "idle_floor"),
+        driver.promql("peak_tokens"),
     )
 
     assert driver.cycle()
@@ -813,7 +813,6 @@ VALUE_TARGETS = {
     "prompt": ValueTarget(GLM, "token", "model"),
     "generation": ValueTarget(GLM, "token", "model"),
     "peak_tokens": ValueTarget(GLM, "model", "utilization"),
-    "idle_floor": ValueTarget(LLAMA, "model", "idle"),
 }
 BAD_VALUES = {"NaN": "nan", "+Inf": "plus-inf", "-Inf": "minus-inf", "-1": "negative"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.harness import one, pick
+from tests.harness import one, pick, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +28,12 @@ def samples(prometheus, tmp_path_factory):
         {"prometheus": {"url": prometheus.url}, "exporter": {"interval": "1s"}},
     ).start()
     try:
+        # The idle floor is observed in process: an idle model has it from its second cycle.
+        wait_until(
+            lambda: pick(exporter.samples(), "llm_carbon_model_info", idle_source="observed"),
+            15,
+            "an observed idle floor",
+        )
         yield exporter.samples()
     finally:
         exporter.stop()

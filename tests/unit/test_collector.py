@@ -155,15 +155,18 @@ def test_no_nan_or_inf_is_ever_exported() -> None:
 def test_metrics_cache_renders_once_per_state() -> None:
     with freeze_time("2026-11-26 12:00:00"):
         engine = engine_with(full_observation)
-        engine.run_cycle()
         cache = MetricsCache(engine)
-        first = cache.body("")
-        assert cache.body("") is not first and cache.body("")[0] is first[0]
-        openmetrics = cache.body("application/openmetrics-text; version=1.0.0")
-        assert openmetrics[2].startswith("application/openmetrics-text")
-        assert openmetrics[0].endswith(b"# EOF\n")
+        engine.listeners.append(cache.prerender)
+        engine.run_cycle()  # pre-renders both formats Prometheus asks for
+        first, content_type = cache.gzipped("")
+        assert content_type.startswith("text/plain")
+        assert cache.gzipped("")[0] is first  # served from memory, not rendered again
+        _, om_type = cache.gzipped("application/openmetrics-text; version=1.0.0")
+        assert om_type.startswith("application/openmetrics-text")
+        assert cache.body("application/openmetrics-text")[0].endswith(b"# EOF\n")
         engine.run_cycle()
-        assert cache.body("")[0] is not first[0]
+        assert cache.gzipped("")[0] is not first
+        assert b"llm_carbon_energy_joules_per_token" in cache.body("")[0]
 
 
 def test_model_labels_come_first_on_every_model_metric() -> None:
