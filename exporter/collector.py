@@ -167,7 +167,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _model(
         "llm_carbon_underutilized",
         "1 when the model's GPUs draw power while the idle floor explains most of it, or "
-        "utilization or MFU is below its configured floor, or no tokens are served.",
+        "utilization or MFU is below its configured floor, or the model is inactive (below "
+        "min_tokens_per_second).",
     ),
     _model(
         "llm_carbon_last_seen_timestamp_seconds",
@@ -274,8 +275,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_exporter_pods_without_gpu_series",
         "gauge",
         (),
-        "Serving pods with token series but no DCGM GPU series to join (their models "
-        "get no power figures).",
+        "Serving pods with token series but no usable DCGM GPU series this cycle (none to join, "
+        "or invalid power or GPU count): their models get no power figures.",
         "self",
     ),
     MetricSpec(
@@ -319,7 +320,7 @@ class ExporterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.engine.state
-        stale = self.engine.is_stale()
+        stale = self.engine.is_stale(state)
         yield from render(state, stale, self.engine)
 
 
@@ -348,7 +349,7 @@ def render(state: EngineState, stale: bool, engine: Engine) -> Families:
     in_use = {settings.node_regions.default}
     if snapshot is not None:
         for figures in snapshot.models:
-            in_use.update(r for r in figures.info_value("regions").split(",") if r != "unknown")
+            in_use.update(figures.regions)
     for name in sorted(in_use):
         region = settings.regions[name]
         for basis in ("location", "market"):
@@ -386,9 +387,12 @@ def render(state: EngineState, stale: bool, engine: Engine) -> Families:
     errors.update(state.errors_total)
     for (source, reason), count in sorted(errors.items()):
         out.add("llm_carbon_exporter_upstream_errors_total", (source, reason), count)
-    out.add(
-        "llm_carbon_exporter_upstream_requests_total", (engine.source.name,), state.requests_total
-    )
+    for upstream in upstreams:
+        out.add(
+            "llm_carbon_exporter_upstream_requests_total",
+            (upstream,),
+            state.requests_total.get(upstream, 0),
+        )
     out.add("llm_carbon_exporter_models", (), len(snapshot.models) if snapshot else 0)
     out.add("llm_carbon_exporter_models_dropped", (), snapshot.models_dropped if snapshot else 0)
     out.add(

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from exporter.durations import parse_duration
+from exporter.text import redact
 
 
 class ConfigError(Exception):
@@ -51,13 +52,8 @@ def _check_listen(value: str) -> str:
 
 def _check_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"invalid URL {_redact_url(value)!r} (want http:// or https://)")
+        raise ValueError(f"invalid URL {redact(value)!r} (want http:// or https://)")
     return value.rstrip("/")
-
-
-def _redact_url(url: str) -> str:
-    """The URL without any user:password part, for messages."""
-    return re.sub(r"//[^/@\s]*@", "//<redacted>@", url)
 
 
 def _check_label_name(value: str) -> str:
@@ -201,8 +197,8 @@ class GridSettings(Strict):
 
 
 class FacilitySettings(Strict):
-    pue: Annotated[float, Field(ge=1)] = 1.4
-    host_overhead: Annotated[float, Field(ge=1)] = 1.2
+    pue: Annotated[float, Field(ge=1), AfterValidator(_finite)] = 1.4
+    host_overhead: Annotated[float, Field(ge=1), AfterValidator(_finite)] = 1.2
 
 
 class Preset(Strict):
@@ -315,6 +311,20 @@ class Config(Strict):
     def _references(self) -> Config:
         from exporter.grid import builtin_regions  # the built-in table is data, not config
 
+        window_key = "direct.window" if self.source == "direct" else "prometheus.window"
+        window = self.direct.window if self.source == "direct" else self.prometheus.window
+        if window < 1:
+            raise _Ref(window_key, "must be at least 1s")
+        if self.exporter.interval > window:
+            # Power is known as a mean over the window: cycles further apart would leave
+            # gaps in the energy and CO2 counters.
+            raise _Ref(
+                "exporter.interval",
+                f"{self.exporter.interval:g}s is longer than "
+                f"{window_key} ({window:g}s): the counters would miss energy",
+            )
+        if self.utilization.lookback < window:
+            raise _Ref("utilization.lookback", f"shorter than {window_key}")
         if self.source == "direct":
             if not self.direct.pods:
                 raise _Ref(

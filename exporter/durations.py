@@ -41,13 +41,3 @@ def promql_duration(seconds: float) -> str:
     if whole < 1:
         raise ValueError(f"window must be at least 1s, got {seconds}s")
     return f"{whole}s"
-
-
-def human_duration(seconds: float) -> str:
-    """The shortest exact spelling: 300 -> '5m', 604800 -> '7d', 45 -> '45s'."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds}s"

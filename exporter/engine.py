@@ -15,7 +15,8 @@ from exporter.aggregation import join
 from exporter.config import Config
 from exporter.lookback import LookbackTracker
 from exporter.observations import ModelHistory, Observation
-from exporter.sources.http_api import UpstreamError, one_line
+from exporter.sources.http_api import INTERNAL, UpstreamError
+from exporter.text import one_line
 
 log = logging.getLogger("exporter")
 
@@ -29,7 +30,7 @@ class Source(Protocol):
     window: float  # seconds over which power and token rates are means
 
     @property
-    def requests_made(self) -> int: ...
+    def requests_by_upstream(self) -> Mapping[str, int]: ...  # HTTP requests so far
 
     def fetch(self) -> Observation: ...
 
@@ -61,7 +62,7 @@ class EngineState:
     up: Mapping[str, bool] = field(default_factory=dict)  # per upstream, as of the last cycle
     cycle_duration_seconds: float | None = None
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    requests_total: int = 0
+    requests_total: Mapping[str, int] = field(default_factory=dict)
     version: int = 0  # increases with every published state (ids of freed objects recur)
 
 
@@ -91,9 +92,11 @@ class Engine:
 
     # ---- health, as scrapes see it
 
-    def is_stale(self, now: float | None = None) -> bool:
-        """True when the last good cycle is older than `stale_after` intervals."""
-        state = self.state
+    def is_stale(self, state: EngineState | None = None, now: float | None = None) -> bool:
+        """True when `state`'s (default: the current state's) last good cycle is older than
+        `stale_after` intervals. Pass the state you render, read once: a new one may be
+        published between two reads."""
+        state = self.state if state is None else state
         if state.last_success_at is None:
             return True
         now = self.clock() if now is None else now
@@ -140,7 +143,11 @@ class Engine:
         )
         # A notice about pods without GPU series, unless an upstream problem explains it.
         explained = " ".join(problems)
-        problems |= {text for pods, text in self._notices if not any(p in explained for p in pods)}
+        problems |= {
+            text
+            for pods, text in self._notices
+            if not any(f"{pod}{end}" in explained for pod in pods for end in ";, ")
+        }
         for message in sorted(problems - self._last_problems):
             log.warning("%s", message)
         self._last_problems = problems
@@ -166,19 +173,21 @@ class Engine:
         models = tuple(
             fig.compute(s, self.settings, self._history(observation, s.key)) for s in served
         )
-        for f in models:
+        for s, f in zip(served, models, strict=True):
+            attributed_gpus = sum(p.gpus * p.share for p in s.pods)  # matches the power's share
             self._lookback.observe(
                 f.key,
                 observation.time,
                 f.total_tokens_per_second,
                 f.active,
                 f.power_w.get("gpu"),
-                f.gpus or 0,
+                attributed_gpus,
             )
+        self._lookback.prune(observation.time)
         self._integrate(models, observation.time)
         self._notices = [
             (
-                s.pods_without_gpus,
+                tuple(f"{s.namespace}/{pod}" for pod in s.pods_without_gpus),
                 f"model {s.namespace}/{s.model}: pods {', '.join(s.pods_without_gpus)} have "
                 "token series but no DCGM GPU series; its power figures are withheld",
             )
@@ -204,15 +213,11 @@ class Engine:
         Prometheus source's peak throughput reaches back before this process started)."""
         own = self._lookback.history(key)
         upstream = observation.history.get(key)
-        if upstream is None:
+        if upstream is None or upstream.peak_tokens_per_second is None:
             return own
-        peaks = [p for p in (own.peak_tokens_per_second, upstream.peak_tokens_per_second) if p]
-        floors = [
-            f for f in (own.idle_floor_w_per_gpu, upstream.idle_floor_w_per_gpu) if f is not None
-        ]
+        peak = max(upstream.peak_tokens_per_second, own.peak_tokens_per_second or 0.0)
         return ModelHistory(
-            peak_tokens_per_second=max(peaks) if peaks else None,
-            idle_floor_w_per_gpu=min(floors) if floors else None,
+            peak_tokens_per_second=peak, idle_floor_w_per_gpu=own.idle_floor_w_per_gpu
         )
 
     def _integrate(self, models: tuple[fig.ModelFigures, ...], now: float) -> None:
@@ -262,7 +267,7 @@ class Engine:
             up=previous.up if up is None else up,
             cycle_duration_seconds=time.monotonic() - started,
             errors_total=errors,
-            requests_total=self.source.requests_made,
+            requests_total=dict(self.source.requests_by_upstream),
             version=previous.version + 1,
         )
         for listener in self.listeners:
@@ -283,9 +288,10 @@ class Engine:
             except Exception:  # a bug must not kill the loop: say so and keep serving
                 log.exception("cycle failed unexpectedly")
                 errors = dict(self.state.errors_total)
-                key = (self.source.upstreams[0], "internal_error")
+                key = (self.source.upstreams[0], INTERNAL)
                 errors[key] = errors.get(key, 0) + 1
-                self._publish(self.clock(), time.monotonic(), ok=False, errors=errors)
+                down = dict.fromkeys(self.source.upstreams, False)
+                self._publish(self.clock(), time.monotonic(), ok=False, errors=errors, up=down)
             next_start += interval
             now = time.monotonic()
             if next_start < now:  # a slow cycle: skip the missed slots

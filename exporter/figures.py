@@ -130,6 +130,7 @@ class ModelFigures:
     co2_grams_per_hour: Mapping[tuple[str, str], float] = field(default_factory=dict)
     commercial: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
     underutilized: bool | None = None
+    regions: tuple[str, ...] = ()  # grid regions of the model's pods
 
     @property
     def key(self) -> tuple[str, str]:
@@ -255,9 +256,8 @@ def compute(
             gpu_specs[p.gpu_model].fp8_tflops for p in served.pods
         )
         mfu_basis = "fp8" if fp8 else "bf16"
-        peak = sum(
-            p.gpus * p.share * gpu_specs[p.gpu_model].peak_flops(spec.precision)
-            for p in served.pods
+        peak = sum(  # one precision for all pods: the label names it
+            p.gpus * p.share * gpu_specs[p.gpu_model].peak_flops(mfu_basis) for p in served.pods
         )
         mfu = m.model_flops_utilization(tps, spec.active_params_b * 1e9, 1, peak)
 
@@ -271,7 +271,7 @@ def compute(
     if power_known:
         underutilized = m.is_underutilized(
             power_w=power_gpu,
-            gpus=gpus,
+            gpus=attributed_gpus,
             min_power_w_per_gpu=rules["min_power_watts_per_gpu"] or 0.0,
             active=active,
             utilization=utilization,
@@ -312,7 +312,7 @@ def compute(
         ("size_class", size),
         ("preset", preset),
         ("capacity_source", capacity_source),
-        ("idle_source", idle_source),
+        ("idle_source", idle_source if power_known else "unknown"),
         ("attribution", attribution),
         ("power_source", power_source),
         ("mfu_basis", mfu_basis),
@@ -337,4 +337,5 @@ def compute(
         co2_grams_per_hour=co2_hour,
         commercial=commercial,
         underutilized=underutilized,
+        regions=tuple(sorted(set(region_of.values()))),
     )

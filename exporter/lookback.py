@@ -1,24 +1,28 @@
-"""Look-back history kept in process, for sources without a Prometheus: per model, the peak
-window-mean throughput and the lowest window-mean power per GPU while inactive, in time
-buckets over the look-back period. The Prometheus source asks its TSDB instead."""
+"""Look-back history kept in process: per model, the peak window-mean throughput and the
+lowest window-mean power per GPU while inactive, in hourly buckets over the look-back period.
+The engine feeds it after every cycle, whatever the source; the Prometheus source adds the
+peak its TSDB remembers from before this process started."""
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from exporter.observations import ModelHistory
 
+BUCKET_SECONDS = 3600.0  # a week of look-back is 168 buckets per model
 
-@dataclass
+
 class _Bucket:
-    start: float
-    peak_tps: float
-    idle_w_per_gpu: float | None
+    __slots__ = ("idle_w_per_gpu", "peak_tps", "start")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.peak_tps = 0.0
+        self.idle_w_per_gpu: float | None = None
 
 
 class LookbackTracker:
-    def __init__(self, lookback: float, bucket: float = 300.0) -> None:
+    def __init__(self, lookback: float, bucket: float = BUCKET_SECONDS) -> None:
         self.lookback = lookback
         self.bucket = bucket
         self._models: dict[tuple[str, str], deque[_Bucket]] = {}
@@ -30,25 +34,30 @@ class LookbackTracker:
         tokens_per_second: float,
         active: bool,
         power_w: float | None,
-        gpus: int,
+        gpus: float,
     ) -> None:
+        """One cycle's window means for a model; `gpus` may be fractional (a shared pod's
+        share of its GPUs), matching `power_w`."""
         buckets = self._models.setdefault(key, deque())
         start = t - t % self.bucket
         if not buckets or buckets[-1].start != start:
-            buckets.append(_Bucket(start, 0.0, None))
+            buckets.append(_Bucket(start))
         current = buckets[-1]
         current.peak_tps = max(current.peak_tps, tokens_per_second)
         if not active and power_w is not None and gpus > 0:
             per_gpu = power_w / gpus
             if current.idle_w_per_gpu is None or per_gpu < current.idle_w_per_gpu:
                 current.idle_w_per_gpu = per_gpu
-        while buckets and buckets[0].start < t - self.lookback:
-            buckets.popleft()
-        self._prune(t)
 
-    def _prune(self, t: float) -> None:
-        for key in [k for k, b in self._models.items() if not b or b[-1].start < t - self.lookback]:
-            del self._models[key]
+    def prune(self, t: float) -> None:
+        """Forget buckets older than the look-back, and models with none left: once a cycle."""
+        horizon = t - self.lookback
+        for key in list(self._models):
+            buckets = self._models[key]
+            while buckets and buckets[0].start + self.bucket <= horizon:
+                buckets.popleft()
+            if not buckets:
+                del self._models[key]
 
     def history(self, key: tuple[str, str]) -> ModelHistory:
         buckets = self._models.get(key)

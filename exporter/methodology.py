@@ -124,7 +124,7 @@ def size_class(total_params_b: float, classes: Iterable[tuple[str, float | None]
 def is_underutilized(
     *,
     power_w: float,
-    gpus: int,
+    gpus: float,
     min_power_w_per_gpu: float,
     active: bool,
     utilization: float | None,

@@ -45,7 +45,8 @@ class MetricsCache:
     def gzipped(self, accept: str) -> tuple[bytes, str]:
         """(gzipped body, content type) for an Accept header."""
         encoder, content_type = choose_encoder(accept)
-        key = (self.engine.state.version, self.engine.is_stale())
+        state = self.engine.state
+        key = (state.version, self.engine.is_stale(state))  # the render reads a state >= this
         with self._lock:
             if key != self._key:
                 self._key, self._bodies = key, {}
@@ -112,6 +113,7 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes: without this, Nagle's algorithm holds the
     # second write for the client's delayed ACK (about 40 ms per small response).
     disable_nagle_algorithm = True
+    timeout = 30  # seconds an idle keep-alive connection may hold a handler thread
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -133,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
                 )
         elif path == "/":
             state = engine.state
-            stale = engine.is_stale()
+            stale = engine.is_stale(state)
             page = LANDING.format(
                 version=html.escape(__version__),
                 upstream=html.escape(engine.source.name),

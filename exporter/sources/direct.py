@@ -33,9 +33,9 @@ from exporter.sources.http_api import (
     HttpOptions,
     UpstreamError,
     is_valid_value,
-    redact,
     snippet,
 )
+from exporter.text import redact
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (page, name, labels)
 
@@ -83,10 +83,15 @@ class DirectSource:
         )
         self._token_names = (names.prompt_tokens, names.generation_tokens)
         self._series: dict[SeriesKey, SeriesWindow] = {}
+        self._requests = dict.fromkeys(self.upstreams, 0)
 
     @property
     def requests_made(self) -> int:
         return self.http.requests_made
+
+    @property
+    def requests_by_upstream(self) -> dict[str, int]:
+        return dict(self._requests)
 
     def close(self) -> None:
         self.http.close()
@@ -94,6 +99,7 @@ class DirectSource:
     # ---- fetching
 
     def _page(self, url: str, upstream: str, names: Iterable[str]) -> list[Row]:
+        self._requests[upstream] += 1
         try:
             status, body = self.http.get(url)
         except UpstreamError as exc:
@@ -127,21 +133,27 @@ class DirectSource:
         now = self.clock()
         settings = self.config.direct
         problems: list[tuple[str, str, str]] = []
-        dcgm: dict[str, list[Row]] = {}
-        for url in settings.dcgm_urls:
-            dcgm[url] = self._page(url, "dcgm", self._gpu_names)
-        tokens: dict[str, list[Row]] = {}
-        for pod in settings.pods:
-            for url in pod.vllm_urls:
-                tokens[url] = self._page(url, "vllm", self._token_names)
         seen: set[SeriesKey] = set()
-        for page, rows in (*dcgm.items(), *tokens.items()):
-            self._record(page, rows, now, seen)
+
+        def read(url: str, upstream: str, names: tuple[str, ...]) -> list[Row]:
+            rows = self._page(url, upstream, names)
+            # Stamped when its response arrived: pages are read one after another, and a
+            # page's latency must not turn into a rate error.
+            self._record(url, rows, self.clock(), seen)
+            return rows
+
+        dcgm = {url: read(url, "dcgm", self._gpu_names) for url in settings.dcgm_urls}
+        tokens = {
+            url: read(url, "vllm", self._token_names)
+            for pod in settings.pods
+            for url in pod.vllm_urls
+        }
         for key in [k for k in self._series if k not in seen]:
             del self._series[key]  # a series gone from its page no longer counts
 
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
+        served: dict[tuple[str, str], set[str]] = {}
         for pod in settings.pods:
             gpus = self._pod_gpus(pod, dcgm, problems)
             if gpus is not None:
@@ -149,9 +161,18 @@ class DirectSource:
             rows, incomplete = self._pod_tokens(pod, tokens, problems)
             token_rows.extend(rows)
             left_out |= incomplete
+            served[(pod.namespace or "", pod.pod or "")] = {r.model for r in rows} | {
+                model for _, model in incomplete
+            }
         # A model incomplete in one pod is left out in all: its other replicas alone would
-        # understate it.
+        # understate it; and a pod that served a left-out model cannot split its power.
         token_rows = [t for t in token_rows if (t.namespace, t.model) not in left_out]
+        unsure = {
+            key
+            for key, models in served.items()
+            if any((key[0], model) in left_out for model in models)
+        }
+        gpu_rows = [g for g in gpu_rows if (g.namespace, g.pod) not in unsure]
         return Observation(
             time=now, gpus=tuple(gpu_rows), tokens=tuple(token_rows), problems=tuple(problems)
         )

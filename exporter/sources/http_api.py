@@ -9,6 +9,7 @@ import base64
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import requests
 import urllib3
 
 from exporter.config import PrometheusSettings
+from exporter.text import one_line, redact
 
 # Reasons, the values of llm_carbon_exporter_upstream_errors_total{reason}.
 CONNECT = "connect"
@@ -29,6 +31,7 @@ INVALID_VALUE = "invalid_value"
 MISSING_SERIES = "missing_series"
 AUTH_FILE = "credentials_file"
 PARTIAL = "partial_response"
+INTERNAL = "internal_error"  # a bug in the exporter during a cycle (logged with a traceback)
 REASONS = (
     CONNECT,
     TIMEOUT,
@@ -40,6 +43,7 @@ REASONS = (
     MISSING_SERIES,
     AUTH_FILE,
     PARTIAL,
+    INTERNAL,
 )
 
 
@@ -56,16 +60,6 @@ class UpstreamError(Exception):
 class Sample:
     labels: Mapping[str, str]
     value: float
-
-
-def one_line(text: str) -> str:
-    """`text` on one line: upstream error texts may contain line breaks."""
-    return " ".join(text.split())
-
-
-def redact(text: str) -> str:
-    """Strip credentials that libraries may echo (user:pass@ in URLs)."""
-    return re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
 
 
 @dataclass(frozen=True)
@@ -96,6 +90,11 @@ class HttpFetcher:
             self._session.verify = False
         elif options.ca_file:
             self._session.verify = options.ca_file
+        # Queries run concurrently: enough pooled connections for all of a cycle's at once.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._count = threading.Lock()
         self.requests_made = 0
         self._secrets: tuple[str, ...] = ()
 
@@ -134,7 +133,8 @@ class HttpFetcher:
 
     def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body) of a GET; transport failures raise UpstreamError."""
-        self.requests_made += 1
+        with self._count:
+            self.requests_made += 1
         options = self.options
         shown = redact(url)
         headers = self._auth_headers()
@@ -277,10 +277,15 @@ class PrometheusClient:
             )
         if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
             raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
-        if payload.get("warnings") or payload.get("isPartial") is True:
-            # Thanos partial responses, a querier's failed store: the result may lack series.
-            warnings = "; ".join(str(w) for w in payload.get("warnings") or ["isPartial"])
-            raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {warnings}"))
+        # A querier's failed store (Thanos partial responses, VictoriaMetrics isPartial): the
+        # result may lack series. PromQL's own annotations ("PromQL info: metric might not be
+        # a counter ...", which older Prometheus and Thanos put under warnings) are not that.
+        warnings = [
+            str(w) for w in payload.get("warnings") or [] if not str(w).startswith("PromQL ")
+        ]
+        if warnings or payload.get("isPartial") is True:
+            detail = "; ".join(warnings) or "isPartial"
+            raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {detail}"))
         return payload["data"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from exporter.config import Config
@@ -153,6 +154,9 @@ class PrometheusSource:
         self.client = client or PrometheusClient(config.prometheus)
         self.queries = Queries.build(config)
         self.window = config.prometheus.window
+        self._pool = ThreadPoolExecutor(
+            max_workers=len(self.queries.per_cycle()), thread_name_prefix="promql"
+        )
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
         self._history: dict[tuple[str, str], ModelHistory] = {}
         self._history_at: float | None = None
@@ -161,7 +165,12 @@ class PrometheusSource:
     def requests_made(self) -> int:
         return self.client.requests_made
 
+    @property
+    def requests_by_upstream(self) -> dict[str, int]:
+        return {UPSTREAM: self.client.requests_made}
+
     def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
 
     def fetch(self) -> Observation:
@@ -169,15 +178,24 @@ class PrometheusSource:
         problems: list[tuple[str, str, str]] = []
         results: dict[str, list[Sample]] = {}
         failed: dict[str, UpstreamError] = {}
-        for name, promql in self.queries.per_cycle().items():
+        # The queries run concurrently (all at the same evaluation time), so a cycle takes
+        # about as long as its slowest query, not their sum: a slow upstream cannot push a
+        # cycle past the staleness limit.
+        queries = self.queries.per_cycle()
+        futures = {
+            name: self._pool.submit(self.client.query, promql, at)
+            for name, promql in queries.items()
+        }
+        for name in queries:
             try:
-                results[name] = self.client.query(promql, at)
+                results[name] = futures[name].result()
             except UpstreamError as exc:
-                if name in REQUIRED:
-                    raise
                 failed[name] = exc
-                problems.append((UPSTREAM, exc.reason, f"query {name}: {exc}"))
                 results[name] = []
+        for name, exc in failed.items():
+            if name in REQUIRED:
+                raise exc
+            problems.append((UPSTREAM, exc.reason, f"query {name}: {exc}"))
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
         if not results["power_energy"] and not results["power_gauge"] and results["prompt"]:
@@ -190,10 +208,15 @@ class PrometheusSource:
                 )
             )
         self._refresh_history(at, problems)
+        tokens, unsure_pods = self._token_rows(results, problems)
+        # A pod whose other model was left out cannot split its power honestly this cycle.
+        gpus = [
+            g for g in self._gpu_rows(results, problems) if (g.namespace, g.pod) not in unsure_pods
+        ]
         return Observation(
             time=at,
-            gpus=tuple(self._gpu_rows(results, problems)),
-            tokens=tuple(self._token_rows(results, problems)),
+            gpus=tuple(gpus),
+            tokens=tuple(tokens),
             history=dict(self._history),
             problems=tuple(problems),
         )
@@ -268,10 +291,13 @@ class PrometheusSource:
             )
         return rows
 
-    def _token_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodTokens]:
-        """Token rates per pod and model. A model with an invalid or one-sided row (a pod in
-        one token query but not the other: a partial result) is left out this cycle, with a
-        problem, rather than shown with a wrong rate."""
+    def _token_rows(
+        self, results: dict[str, list[Sample]], problems: list
+    ) -> tuple[list[PodTokens], set[tuple[str, str]]]:
+        """Token rates per pod and model, and the pods that served a model left out. A model
+        with an invalid or one-sided row (a pod in one token query but not the other: a
+        partial result) is left out this cycle, with a problem, rather than shown with a wrong
+        rate."""
         rates: dict[tuple[str, str, str], list[float | None]] = {}
         left_out: set[tuple[str, str]] = set()
         for index, name in enumerate(("prompt", "generation")):
@@ -303,11 +329,13 @@ class PrometheusSource:
                     )
                 )
                 left_out.add((ns, model))
-        return [
+        rows = [
             PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
             for (ns, pod, model), (p, g) in sorted(rates.items())
             if (ns, model) not in left_out and p is not None and g is not None
         ]
+        unsure = {(ns, pod) for (ns, pod, model) in rates if (ns, model) in left_out}
+        return rows, unsure
 
     # ---- look-back history, refreshed every utilization.refresh
 

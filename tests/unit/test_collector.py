@@ -4,6 +4,7 @@ and the README table generated from the same catalogue."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from freezegun import freeze_time
@@ -30,7 +31,7 @@ class FixedSource:
     name = "prometheus"
     upstreams = ("prometheus",)
     window = 300.0
-    requests_made = 7
+    requests_by_upstream: ClassVar[dict[str, int]] = {"prometheus": 7}
 
     def __init__(self, observation_factory) -> None:
         self.factory = observation_factory

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import ConfigError, default_document, load, merge
-from exporter.durations import human_duration, parse_duration, promql_duration
+from exporter.durations import parse_duration, promql_duration
 
 
 def write(tmp_path: Path, data: object, name: str = "config.yaml") -> str:
@@ -209,8 +209,6 @@ def test_bad_durations(text: object) -> None:
 
 def test_duration_spellings() -> None:
     assert promql_duration(300) == "300s"
-    assert human_duration(300) == "5m" and human_duration(604800) == "7d"
-    assert human_duration(45) == "45s"
     with pytest.raises(ValueError):
         promql_duration(0.2)
 
@@ -256,3 +254,22 @@ def test_generated_documents_never_crash(document: dict) -> None:
         build(merge(default_document(), document))
     except ConfigError as exc:
         assert "\n" not in str(exc) and str(exc)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"prometheus": {"window": "500ms"}}, "prometheus.window: must be at least 1s"),
+        (
+            {"exporter": {"interval": "10m"}},
+            "exporter.interval: 600s is longer than prometheus.window (300s)",
+        ),
+        ({"utilization": {"lookback": "1m"}}, "utilization.lookback: shorter than"),
+        ({"facility": {"pue": float("inf")}}, "facility.pue: must be a finite number"),
+        ({"facility": {"host_overhead": float("inf")}}, "facility.host_overhead:"),
+    ],
+)
+def test_windows_and_factors_that_would_give_wrong_numbers(
+    tmp_path: Path, data: dict, expected: str
+) -> None:
+    assert expected in error_for(tmp_path, data)

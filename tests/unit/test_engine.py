@@ -41,8 +41,8 @@ class ScriptedSource:
         self.frozen, self.script, self.calls = frozen, list(script), 0
 
     @property
-    def requests_made(self) -> int:
-        return self.calls
+    def requests_by_upstream(self) -> dict[str, int]:
+        return {"prometheus": self.calls}
 
     def fetch(self) -> Observation:
         self.calls += 1
@@ -172,4 +172,28 @@ def test_the_loop_survives_unexpected_errors(caplog) -> None:
     engine = Engine(config, Broken(None, []))
     engine.run_forever(stop)
     assert engine.state.errors_total[("prometheus", "internal_error")] == 2
+    assert engine.state.up == {"prometheus": False}  # a failed cycle is a failed cycle
     assert "cycle failed unexpectedly" in caplog.text
+
+
+def test_observed_idle_floor_of_a_pod_serving_two_models() -> None:
+    """An idle 8-GPU pod at 800 W serving two models: each model is charged half the pod's
+    power and half its GPUs, so its idle floor is 400 W and explains all of its power."""
+
+    class SharedPod(ScriptedSource):
+        def fetch(self) -> Observation:
+            self.calls += 1
+            now = self.frozen().timestamp()
+            gpus = (PodGpus("llm", "p", NODE, "NVIDIA H100 80GB HBM3", 8, 800.0, ENERGY_COUNTER),)
+            tokens = (PodTokens("llm", "p", "a", 0.0, 0.0), PodTokens("llm", "p", "b", 0.0, 0.0))
+            return Observation(now, gpus, tokens)
+
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = Engine(load(), SharedPod(lambda: frozen.time_to_freeze, []))
+        engine.run_cycle()
+        frozen.tick(30)
+        engine.run_cycle()
+    for f in engine.state.snapshot.models:
+        assert f.info_value("idle_source") == "observed"
+        assert f.power_w["gpu"] == pytest.approx(400)
+        assert f.idle_power_w == pytest.approx(400) and f.idle_power_ratio == pytest.approx(1.0)

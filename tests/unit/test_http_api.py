@@ -675,3 +675,20 @@ def test_tls_insecure_skip_verify(tls_prom: FakePrometheus, make_client: ClientF
     with pytest.warns(Warning, match="Unverified HTTPS request"):
         samples = client.query("up", 1.0)
     assert samples == [Sample({"pod": "insecure"}, 8.0)]
+
+
+def test_partial_results_fail_but_promql_annotations_do_not(
+    prom: FakePrometheus, make_client: ClientFactory
+) -> None:
+    def envelope(**extra: object) -> str:
+        return json.dumps(
+            {"status": "success", **extra, "data": {"resultType": "vector", "result": []}}
+        )
+
+    prom.answer(body=envelope(warnings=["store gateway unavailable: partial response"]))
+    assert expect_error(make_client(prom.url), "partial_response")
+    prom.answer(body=envelope(isPartial=True))
+    assert expect_error(make_client(prom.url), "partial_response")
+    notice = 'PromQL info: metric might not be a counter, name does not end in _total: "X"'
+    prom.answer(body=envelope(warnings=[notice]))
+    assert make_client(prom.url).query("rate(X[5m])", 1.0) == []

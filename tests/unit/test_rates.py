@@ -52,7 +52,10 @@ def test_lookback_peak_and_idle_floor() -> None:
     tracker.observe(key, 1200, 250, True, 1000, 4)
     history = tracker.history(key)
     assert history.peak_tokens_per_second == 250 and history.idle_floor_w_per_gpu == 80
-    tracker.observe(key, 5000, 10, True, 500, 4)  # the early buckets age out
+    tracker.observe(key, 5400, 10, True, 500, 4)
+    tracker.prune(5400)  # the early buckets age out
     history = tracker.history(key)
     assert history.peak_tokens_per_second == 10 and history.idle_floor_w_per_gpu is None
     assert tracker.history(("ns", "other")).peak_tokens_per_second is None
+    tracker.prune(10_000)  # a model unseen for the whole look-back is forgotten
+    assert tracker.history(key).peak_tokens_per_second is None
