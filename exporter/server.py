@@ -29,8 +29,9 @@ class MetricsCache:
     """Rendered /metrics bodies keyed by (state version, staleness, content type).
 
     Bodies are rendered right after each cycle (`prerender`, on the engine's thread), so a
-    scrape normally finds its body ready; only the gzipped body is kept (scrapers ask for
-    gzip; the rare plain request is decompressed)."""
+    scrape normally finds its body ready. The gzipped body is what scrapers ask for; a plain
+    body is decompressed from it on the first plain request of a state and kept, so
+    concurrent plain scrapers share one copy instead of each decompressing its own."""
 
     PRERENDERED = ("", "application/openmetrics-text; version=1.0.0")
 
@@ -40,7 +41,7 @@ class MetricsCache:
         self.registry.register(ExporterCollector(engine))
         self._lock = threading.Lock()
         self._key: tuple[int, bool] | None = None
-        self._bodies: dict[str, bytes] = {}
+        self._bodies: dict[tuple[str, bool], bytes] = {}
 
     def gzipped(self, accept: str) -> tuple[bytes, str]:
         """(gzipped body, content type) for an Accept header."""
@@ -50,16 +51,22 @@ class MetricsCache:
         with self._lock:
             if key != self._key:
                 self._key, self._bodies = key, {}
-            body = self._bodies.get(content_type)
+            body = self._bodies.get((content_type, True))
             if body is None:
                 body = gzip.compress(encoder(self.registry), compresslevel=5)
-                self._bodies[content_type] = body
+                self._bodies[(content_type, True)] = body
         return body, content_type
 
     def body(self, accept: str) -> tuple[bytes, bytes, str]:
         """(plain body, gzipped body, content type) for an Accept header."""
         zipped, content_type = self.gzipped(accept)
-        return gzip.decompress(zipped), zipped, content_type
+        with self._lock:
+            plain = self._bodies.get((content_type, False))
+            if plain is None:
+                plain = gzip.decompress(zipped)
+                if self._bodies.get((content_type, True)) is zipped:  # still this state's
+                    self._bodies[(content_type, False)] = plain
+        return plain, zipped, content_type
 
     def prerender(self) -> None:
         for accept in self.PRERENDERED:
@@ -119,11 +126,13 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         engine = self.server.engine
         if path == "/metrics":
-            zipped, content_type = self.server.metrics.gzipped(self.headers.get("Accept", ""))
+            accept = self.headers.get("Accept", "")
             if "gzip" in self.headers.get("Accept-Encoding", ""):
+                zipped, content_type = self.server.metrics.gzipped(accept)
                 self._send(200, zipped, content_type, {"Content-Encoding": "gzip"})
             else:
-                self._send(200, gzip.decompress(zipped), content_type)
+                plain, _, content_type = self.server.metrics.body(accept)
+                self._send(200, plain, content_type)
         elif path == "/healthz":
             self._send(200, b"ok\n", "text/plain; charset=utf-8")
         elif path == "/readyz":

@@ -3,6 +3,7 @@ and the README table generated from the same catalogue."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import ClassVar
 
@@ -165,7 +166,11 @@ def test_metrics_cache_renders_once_per_state() -> None:
         _, om_type = cache.gzipped("application/openmetrics-text; version=1.0.0")
         assert om_type.startswith("application/openmetrics-text")
         assert cache.body("application/openmetrics-text")[0].endswith(b"# EOF\n")
+        plain = cache.body("")[0]
+        assert gzip.decompress(first) == plain
+        assert cache.body("")[0] is plain  # decompressed once, shared by plain scrapers
         engine.run_cycle()
+        assert cache.body("")[0] is not plain
         assert cache.gzipped("")[0] is not first
         assert b"llm_carbon_energy_joules_per_token" in cache.body("")[0]
 
