@@ -3,6 +3,9 @@ then environment, then flags; strictly validated into frozen objects.
 
 Every problem becomes a `ConfigError` whose message is one line naming the key path, e.g.
 `prometheus.timeout: invalid duration 'soon' (use e.g. 30s, 5m, 1h, 7d)`.
+
+Validation is msgspec's (typed frozen structs, unknown keys refused, error paths); the value
+checks it cannot express are the classes below, which `_decode` checks and builds.
 """
 
 from __future__ import annotations
@@ -10,20 +13,14 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from msgspec import Meta, Struct
 
 from exporter.durations import parse_duration
 from exporter.text import redact
@@ -33,59 +30,147 @@ class ConfigError(Exception):
     """A configuration or command-line problem; str() is one line fit for the user."""
 
 
-def _check_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-    return value
+# --------------------------------------------------------------------------------------------
+# Checked values: msgspec hands these classes to `_decode`, which checks the raw YAML value and
+# returns an instance (a str or float, so the rest of the code sees plain values).
 
 
-def _check_listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"invalid listen address {value!r} (use HOST:PORT or :PORT)")
-    if host.startswith("[") != host.endswith("]"):
-        raise ValueError(f"invalid listen address {value!r} (bracket IPv6 hosts: [::1]:29877)")
-    return value
+class Duration(float):
+    """Seconds, from "30s", "5m", "1h30m", "7d" or a number of seconds."""
 
 
-def _check_url(value: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"invalid URL {redact(value)!r} (want http:// or https://)")
-    return value.rstrip("/")
+class PositiveNumber(float):
+    """A finite number > 0."""
 
 
-def _check_label_name(value: str) -> str:
-    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", value):
-        raise ValueError(f"invalid Prometheus label name {value!r}")
-    return value
+class NonNegativeNumber(float):
+    """A finite number >= 0."""
 
 
-def _check_metric_name(value: str) -> str:
-    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", value):
-        raise ValueError(f"invalid Prometheus metric name {value!r}")
-    return value
+class Factor(float):
+    """A finite multiplier >= 1 (PUE, host overhead)."""
 
 
-def _finite(value: float) -> float:
+class Ratio(float):
+    """A number in [0, 1]."""
+
+
+class Regex(str):
+    """A Python regular expression."""
+
+
+class Url(str):
+    """An http(s) URL, stored without a trailing slash."""
+
+
+class ListenAddress(str):
+    """HOST:PORT or :PORT."""
+
+
+class LabelName(str):
+    """A Prometheus label name."""
+
+
+class MetricName(str):
+    """A Prometheus metric name."""
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {_kind(value)} {_short(value)}")
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
+    return float(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_kind(value)} {_short(value)}")
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Regex = Annotated[str, AfterValidator(_check_regex)]
-Positive = Annotated[float, Field(gt=0), AfterValidator(_finite)]
-NonNegative = Annotated[float, Field(ge=0), AfterValidator(_finite)]
-Ratio = Annotated[float, Field(ge=0, le=1)]
-LabelName = Annotated[str, AfterValidator(_check_label_name)]
-MetricName = Annotated[str, AfterValidator(_check_metric_name)]
-LabelChoices = Annotated[list[LabelName], Field(min_length=1)]
+def _in_range(value: object, low: float, high: float, what: str) -> float:
+    number = _number(value)
+    if not low <= number <= high:
+        raise ValueError(f"must be {what}, got {number:g}")
+    return number
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+def _positive(value: object) -> float:
+    number = _number(value)
+    if not number > 0:
+        raise ValueError(f"must be greater than 0, got {number:g}")
+    return number
+
+
+def _regex(value: object) -> str:
+    text = _string(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {text!r}: {exc}") from None
+    return text
+
+
+def _listen(value: object) -> str:
+    text = _string(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"invalid listen address {text!r} (use HOST:PORT or :PORT)")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"invalid listen address {text!r} (bracket IPv6 hosts: [::1]:29877)")
+    return text
+
+
+def _url(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"invalid URL {redact(text)!r} (want http:// or https://)")
+    return text.rstrip("/")
+
+
+def _label_name(value: object) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", text):
+        raise ValueError(f"invalid Prometheus label name {text!r}")
+    return text
+
+
+def _metric_name(value: object) -> str:
+    text = _string(value)
+    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
+        raise ValueError(f"invalid Prometheus metric name {text!r}")
+    return text
+
+
+_CHECKS: dict[type, Callable[[object], Any]] = {
+    Duration: parse_duration,
+    PositiveNumber: _positive,
+    NonNegativeNumber: lambda v: _in_range(v, 0.0, math.inf, ">= 0"),
+    Factor: lambda v: _in_range(v, 1.0, math.inf, ">= 1"),
+    Ratio: lambda v: _in_range(v, 0.0, 1.0, "between 0 and 1"),
+    Regex: _regex,
+    Url: _url,
+    ListenAddress: _listen,
+    LabelName: _label_name,
+    MetricName: _metric_name,
+}
+
+
+def _decode(kind: type, value: object) -> Any:
+    """msgspec's hook for the checked classes: the checked value as an instance of `kind`."""
+    check = _CHECKS.get(kind)
+    if check is None:
+        raise NotImplementedError(kind)
+    return kind(check(value))
+
+
+Count = Annotated[int, Meta(gt=0)]
+LabelChoices = Annotated[list[LabelName], Meta(min_length=1)]
+
+
+class Strict(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A config section: unknown keys are errors, values never change after loading."""
 
 
 class BasicAuth(Strict):
@@ -94,20 +179,19 @@ class BasicAuth(Strict):
 
 
 class PrometheusSettings(Strict):
-    url: Annotated[str, AfterValidator(_check_url)] | None = None
-    timeout: Duration = 10.0
-    window: Duration = 300.0
+    url: Url | None = None
+    timeout: Duration = Duration(10.0)
+    window: Duration = Duration(300.0)
     bearer_token_file: str | None = None
     basic_auth: BasicAuth | None = None
     headers: dict[str, str] = {}
     ca_file: str | None = None
     insecure_skip_verify: bool = False
-    max_response_bytes: Annotated[int, Field(gt=0)] = 64 * 1024 * 1024
+    max_response_bytes: Count = 64 * 1024 * 1024
     gpu_selector: str = ""
     token_selector: str = ""
 
-    @model_validator(mode="after")
-    def _one_auth(self) -> PrometheusSettings:
+    def __post_init__(self) -> None:
         if self.bearer_token_file and self.basic_auth:
             raise ValueError("set bearer_token_file or basic_auth, not both")
         for name in self.headers:
@@ -115,7 +199,6 @@ class PrometheusSettings(Strict):
                 raise ValueError(
                     "headers: do not put Authorization here; use bearer_token_file or basic_auth"
                 )
-        return self
 
 
 class UpstreamMetrics(Strict):
@@ -148,11 +231,8 @@ class UpstreamSettings(Strict):
     default_model: str = ""  # for token series without a model label (TGI)
 
 
-Url = Annotated[str, AfterValidator(_check_url)]
-
-
 class DirectPod(Strict):
-    vllm_urls: Annotated[list[Url], Field(min_length=1)]
+    vllm_urls: Annotated[list[Url], Meta(min_length=1)]
     pod: str | None = None
     namespace: str | None = None
     gpu_uuids: list[str] = []
@@ -162,25 +242,27 @@ class DirectSettings(Strict):
     dcgm_urls: list[Url] = []
     pods: list[DirectPod] = []
     node: str | None = None
-    window: Duration = 300.0
-    timeout: Duration = 5.0
-    max_response_bytes: Annotated[int, Field(gt=0)] = 16 * 1024 * 1024
+    window: Duration = Duration(300.0)
+    timeout: Duration = Duration(5.0)
+    max_response_bytes: Count = 16 * 1024 * 1024
 
 
 class ExporterSettings(Strict):
-    listen: Annotated[str, AfterValidator(_check_listen)] = ":29877"
-    interval: Duration = 30.0
-    stale_after: Annotated[int, Field(ge=1)] = 3
-    min_tokens_per_second: NonNegative = 5.0
-    max_models: Annotated[int, Field(gt=0)] = 5000
+    listen: ListenAddress = ListenAddress(":29877")
+    interval: Duration = Duration(30.0)
+    stale_after: Count = 3
+    min_tokens_per_second: NonNegativeNumber = NonNegativeNumber(5.0)
+    max_models: Count = 5000
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     docs_url: str = ""
 
 
 class Region(Strict):
+    """A grid region; over a built-in one, only the fields given replace its values."""
+
     name: str = ""
-    location: Positive | None = None
-    market: NonNegative | None = None
+    location: PositiveNumber | None = None
+    market: NonNegativeNumber | None = None
     source: str = ""
     market_source: str = ""
 
@@ -197,13 +279,13 @@ class GridSettings(Strict):
 
 
 class FacilitySettings(Strict):
-    pue: Annotated[float, Field(ge=1), AfterValidator(_finite)] = 1.4
-    host_overhead: Annotated[float, Field(ge=1), AfterValidator(_finite)] = 1.2
+    pue: Factor = Factor(1.4)
+    host_overhead: Factor = Factor(1.2)
 
 
 class Preset(Strict):
-    input_tokens: Annotated[int, Field(gt=0)]
-    output_tokens: Annotated[int, Field(gt=0)]
+    input_tokens: Count
+    output_tokens: Count
 
 
 class ModelPreset(Strict):
@@ -218,15 +300,13 @@ class WorkloadSettings(Strict):
 
 
 class Bounds(Strict):
-    low: Positive
-    mid: Positive
-    high: Positive
+    low: PositiveNumber
+    mid: PositiveNumber
+    high: PositiveNumber
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Bounds:
+    def __post_init__(self) -> None:
         if not self.low <= self.mid <= self.high:
             raise ValueError("bounds must satisfy low <= mid <= high")
-        return self
 
 
 class Baseline(Strict):
@@ -238,35 +318,33 @@ class Baseline(Strict):
 
 class SizeClass(Strict):
     name: str
-    below_total_params_b: Positive | None = None
+    below_total_params_b: PositiveNumber | None = None
 
 
 class ComparisonSettings(Strict):
     always: list[str]
-    size_classes: Annotated[list[SizeClass], Field(min_length=1)]
+    size_classes: Annotated[list[SizeClass], Meta(min_length=1)]
 
 
 class GpuSpec(Strict):
     pattern: Regex
     name: str
-    bf16_tflops: Positive
-    fp8_tflops: Positive | None = None
-    memory_bandwidth_tbps: Positive | None = None
-    max_power_w: Positive | None = None
-    idle_power_w: Positive | None = None
+    bf16_tflops: PositiveNumber
+    fp8_tflops: PositiveNumber | None = None
+    memory_bandwidth_tbps: PositiveNumber | None = None
+    max_power_w: PositiveNumber | None = None
+    idle_power_w: PositiveNumber | None = None
 
 
 class ModelSpec(Strict):
     pattern: Regex
-    total_params_b: Positive
-    active_params_b: Positive
+    total_params_b: PositiveNumber
+    active_params_b: PositiveNumber
     precision: Literal["bf16", "fp16", "fp8", "fp4", "int4", "int8"] = "bf16"
 
-    @model_validator(mode="after")
-    def _active_le_total(self) -> ModelSpec:
+    def __post_init__(self) -> None:
         if self.active_params_b > self.total_params_b:
             raise ValueError("active_params_b must not exceed total_params_b")
-        return self
 
 
 class CatalogSettings(Strict):
@@ -276,23 +354,23 @@ class CatalogSettings(Strict):
 
 class Capacity(Strict):
     pattern: Regex
-    tokens_per_second: Positive
+    tokens_per_second: PositiveNumber
 
 
 class UtilizationSettings(Strict):
     capacity: list[Capacity] = []
-    lookback: Duration = 7 * 86400.0
-    refresh: Duration = 600.0
+    lookback: Duration = Duration(7 * 86400.0)
+    refresh: Duration = Duration(600.0)
 
 
 class UnderutilizedSettings(Strict):
-    min_power_watts_per_gpu: NonNegative = 20.0
-    utilization_below: Ratio | None = 0.10
-    mfu_below: Ratio | None = 0.01
-    idle_power_ratio_above: Ratio | None = 0.5
+    min_power_watts_per_gpu: NonNegativeNumber = NonNegativeNumber(20.0)
+    utilization_below: Ratio | None = Ratio(0.10)
+    mfu_below: Ratio | None = Ratio(0.01)
+    idle_power_ratio_above: Ratio | None = Ratio(0.5)
 
 
-class Config(Strict):
+class Config(Strict, kw_only=True):
     source: Literal["prometheus", "direct"] = "prometheus"
     prometheus: PrometheusSettings = PrometheusSettings()
     direct: DirectSettings = DirectSettings()
@@ -307,75 +385,70 @@ class Config(Strict):
     utilization: UtilizationSettings = UtilizationSettings()
     underutilized: UnderutilizedSettings = UnderutilizedSettings()
 
-    @model_validator(mode="after")
-    def _references(self) -> Config:
-        from exporter.grid import builtin_regions  # the built-in table is data, not config
 
-        window_key = "direct.window" if self.source == "direct" else "prometheus.window"
-        window = self.direct.window if self.source == "direct" else self.prometheus.window
-        if window < 1:
-            raise _Ref(window_key, "must be at least 1s")
-        if self.exporter.interval > window:
-            # Power is known as a mean over the window: cycles further apart would leave
-            # gaps in the energy and CO2 counters.
-            raise _Ref(
-                "exporter.interval",
-                f"{self.exporter.interval:g}s is longer than "
-                f"{window_key} ({window:g}s): the counters would miss energy",
+def as_dict(section: Struct) -> dict[str, Any]:
+    """A section's fields as a plain mapping (one level)."""
+    return msgspec.structs.asdict(section)
+
+
+def _references(config: Config) -> tuple[str, str] | None:
+    """The first cross-reference problem as (key path, message): checks that need more than
+    one key, run once the document has the right shape."""
+    from exporter.grid import builtin_regions  # the built-in table is data, not config
+
+    window_key = "direct.window" if config.source == "direct" else "prometheus.window"
+    window = config.direct.window if config.source == "direct" else config.prometheus.window
+    if window < 1:
+        return window_key, "must be at least 1s"
+    if config.exporter.interval > window:
+        # Power is known as a mean over the window: cycles further apart would leave
+        # gaps in the energy and CO2 counters.
+        return (
+            "exporter.interval",
+            f"{config.exporter.interval:g}s is longer than {window_key} ({window:g}s): "
+            "the counters would miss energy",
+        )
+    if config.utilization.lookback < window:
+        return "utilization.lookback", f"shorter than {window_key}"
+    if config.source == "direct":
+        if not config.direct.pods:
+            return "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
+        if not config.direct.dcgm_urls:
+            return "direct.dcgm_urls", "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)"
+        for i, pod in enumerate(config.direct.pods):
+            if not pod.pod or not pod.namespace:
+                return (
+                    f"direct.pods[{i}]",
+                    "pod and namespace are required (--pod, --namespace, or POD_NAME and "
+                    "POD_NAMESPACE)",
+                )
+
+    builtin = builtin_regions()
+    known_regions = set(builtin) | set(config.grid.regions)
+    for name, region in config.grid.regions.items():
+        if name not in builtin and region.location is None:
+            return f"grid.regions.{name}.location", "required for a region not built in"
+    if config.grid.default_region not in known_regions:
+        return "grid.default_region", f"unknown region {config.grid.default_region!r}"
+    for i, rule in enumerate(config.grid.nodes):
+        if rule.region not in known_regions:
+            return f"grid.nodes[{i}].region", f"unknown region {rule.region!r}"
+    presets = config.workload.presets
+    if config.workload.default_preset not in presets:
+        return "workload.default_preset", f"unknown preset {config.workload.default_preset!r}"
+    for i, rule in enumerate(config.workload.models):
+        if rule.preset not in presets:
+            return f"workload.models[{i}].preset", f"unknown preset {rule.preset!r}"
+    for i, name in enumerate(config.comparison.always):
+        if name not in config.baselines:
+            return f"comparison.always[{i}]", f"unknown baseline {name!r}"
+    for i, size in enumerate(config.comparison.size_classes):
+        if size.name not in config.baselines:
+            return (
+                f"comparison.size_classes[{i}].name",
+                f"no baseline named {size.name!r} for this size class",
             )
-        if self.utilization.lookback < window:
-            raise _Ref("utilization.lookback", f"shorter than {window_key}")
-        if self.source == "direct":
-            if not self.direct.pods:
-                raise _Ref(
-                    "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
-                )
-            if not self.direct.dcgm_urls:
-                raise _Ref(
-                    "direct.dcgm_urls",
-                    "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)",
-                )
-            for i, pod in enumerate(self.direct.pods):
-                if not pod.pod or not pod.namespace:
-                    raise _Ref(
-                        f"direct.pods[{i}]",
-                        "pod and namespace are required (--pod, "
-                        "--namespace, or POD_NAME and POD_NAMESPACE)",
-                    )
-
-        known_regions = set(builtin_regions()) | set(self.grid.regions)
-        for name, region in self.grid.regions.items():
-            if name not in builtin_regions() and region.location is None:
-                raise _Ref(f"grid.regions.{name}.location", "required for a region not built in")
-        if self.grid.default_region not in known_regions:
-            raise _Ref("grid.default_region", f"unknown region {self.grid.default_region!r}")
-        for i, rule in enumerate(self.grid.nodes):
-            if rule.region not in known_regions:
-                raise _Ref(f"grid.nodes[{i}].region", f"unknown region {rule.region!r}")
-        if self.workload.default_preset not in self.workload.presets:
-            raise _Ref(
-                "workload.default_preset", f"unknown preset {self.workload.default_preset!r}"
-            )
-        for i, rule in enumerate(self.workload.models):
-            if rule.preset not in self.workload.presets:
-                raise _Ref(f"workload.models[{i}].preset", f"unknown preset {rule.preset!r}")
-        for i, name in enumerate(self.comparison.always):
-            if name not in self.baselines:
-                raise _Ref(f"comparison.always[{i}]", f"unknown baseline {name!r}")
-        for i, size in enumerate(self.comparison.size_classes):
-            if size.name not in self.baselines:
-                raise _Ref(
-                    f"comparison.size_classes[{i}].name",
-                    f"no baseline named {size.name!r} for this size class",
-                )
-        return self
-
-
-class _Ref(ValueError):
-    """A cross-reference problem that already knows its key path."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,9 +509,13 @@ def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
 def build(document: Mapping[str, Any]) -> Config:
     """Validate a complete document (defaults already merged in)."""
     try:
-        return Config.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        config = msgspec.convert(document, Config, strict=False, dec_hook=_decode)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, document, Config)) from None
+    problem = _references(config)
+    if problem:
+        raise ConfigError(f"{problem[0]}: {problem[1]}")
+    return config
 
 
 def load(
@@ -480,40 +557,68 @@ def _pod_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
                 pod["namespace"] = env.get("POD_NAMESPACE") or "default"
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first problem in a pydantic error as `key.path: what is wrong`."""
-    error = exc.errors(include_url=False)[0]
-    loc = list(error["loc"])
-    message = str(error["msg"])
-    ctx_error = (error.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, _Ref):
-        return str(ctx_error)
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{_format_loc(loc)}: unknown key"
-    if kind == "missing":
-        return f"{_format_loc(loc)}: required key is missing"
-    # pydantic prefixes messages of validator errors with "Value error, "
-    message = re.sub(r"^(Value|Assertion) error, ", "", message)
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        message = f"{message} (got {_kind(error.get('input'))} {_short(error.get('input'))})"
-    where = _format_loc(loc)
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_TYPES = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "bool": "a boolean",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
+def describe_validation_error(
+    exc: msgspec.ValidationError, document: object, kind: type, prefix: str = ""
+) -> str:
+    """A msgspec error as one line, `key.path: what is wrong`."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message, path = match["message"], prefix + (match["path"] or "")
+    if "[...]" in path:  # msgspec does not name the key of a bad mapping entry: find it
+        found = _locate(document, kind, prefix)
+        if found:
+            return found
+    field = re.fullmatch(r"Object (contains unknown|missing required) field `(.+)`", message)
+    if field:
+        path = f"{path}.{field[2]}"
+        message = "unknown key" if field[1] == "contains unknown" else "required key is missing"
+    else:
+        message = re.sub(r"`(\w+)`", lambda m: _TYPES.get(m[1], m[1]), message)
+        message = message.replace("Expected ", "expected ").replace("Invalid ", "invalid ")
+    where = path.lstrip(".")
     line = f"{where}: {message}" if where else message
     return " ".join(line.splitlines())
 
 
-def _format_loc(loc: list[Any]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif str(item).startswith(("function-", "constrained-")):
-            continue  # pydantic's names for validator steps, not keys
-        elif re.fullmatch(r"[A-Za-z0-9_.\-]+", str(item)):
-            parts.append(("." if parts else "") + str(item))
-        else:
-            parts.append(f"[{str(item)!r}]")
-    return "".join(parts)
+def _locate(document: object, kind: type, path: str) -> str | None:
+    """The error of the first bad entry in a mapping of sections (`grid.regions`, `baselines`,
+    ...), converting the entries one by one so the message can name the entry's key."""
+    if not isinstance(document, Mapping) or not _is_struct(kind):
+        return None
+    hints = typing.get_type_hints(kind)
+    for name in msgspec.structs.fields(kind):
+        value = document.get(name.name)
+        field_type = hints[name.name]
+        where = f"{path}.{name.name}"
+        if typing.get_origin(field_type) is dict and isinstance(value, Mapping):
+            entry_type = typing.get_args(field_type)[1]
+            for key, entry in value.items():
+                try:
+                    msgspec.convert(entry, entry_type, strict=False, dec_hook=_decode)
+                except msgspec.ValidationError as exc:
+                    return describe_validation_error(exc, entry, entry_type, f"{where}.{key}")
+            continue
+        for candidate in typing.get_args(field_type) or (field_type,):
+            found = _locate(value, candidate, where)
+            if found:
+                return found
+    return None
+
+
+def _is_struct(kind: object) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Struct)
 
 
 def _kind(value: Any) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from exporter import methodology as m
 from exporter.aggregation import ServedModel
 from exporter.catalog import Catalog
-from exporter.config import Config
+from exporter.config import Config, as_dict
 from exporter.grid import GridRegion, NodeRegionMap, resolve_regions
 from exporter.observations import ModelHistory
 
@@ -70,7 +70,7 @@ class FigureSettings:
                 (re.compile(rule.pattern), rule.preset) for rule in config.workload.models
             ),
             baselines={
-                name: Envelope(name, b.prefill.model_dump(), b.decode.model_dump(), b.note)
+                name: Envelope(name, as_dict(b.prefill), as_dict(b.decode), b.note)
                 for name, b in config.baselines.items()
             },
             always_compare=tuple(config.comparison.always),
@@ -78,13 +78,13 @@ class FigureSettings:
                 (c.name, c.below_total_params_b) for c in config.comparison.size_classes
             ),
             catalog=Catalog(
-                [e.model_dump() for e in config.catalog.gpus],
-                [e.model_dump() for e in config.catalog.models],
+                [as_dict(e) for e in config.catalog.gpus],
+                [as_dict(e) for e in config.catalog.models],
             ),
             capacities=tuple(
                 (re.compile(c.pattern), c.tokens_per_second) for c in config.utilization.capacity
             ),
-            underutilized=config.underutilized.model_dump(),
+            underutilized=as_dict(config.underutilized),
         )
 
     @property

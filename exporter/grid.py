@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from exporter.config import Region
 
 LB_PER_MWH_TO_G_PER_KWH = 0.45359237
 
@@ -45,18 +49,18 @@ def builtin_regions() -> Mapping[str, GridRegion]:
     return regions
 
 
-def resolve_regions(overrides: Mapping[str, object]) -> dict[str, GridRegion]:
+def resolve_regions(overrides: Mapping[str, Region]) -> dict[str, GridRegion]:
     """Built-in regions with config overrides applied (only the fields a user set).
 
-    `overrides` maps a region name to a config `Region` (pydantic model)."""
+    `overrides` maps a region name to a config `Region`."""
     regions = dict(builtin_regions())
     for name, region in overrides.items():
-        given = region.model_fields_set  # type: ignore[attr-defined]
         base = regions.get(name)
-        location = region.location if "location" in given else (base.location if base else None)
+        given = region.location is not None
+        location = region.location if given else (base.location if base else None)
         if location is None:  # config validation guarantees new regions carry one
             raise ValueError(f"grid.regions.{name}.location is required")
-        if "location" in given:
+        if given:
             location_source = region.source or "config"
         else:
             location_source = base.location_source if base else "config"
@@ -65,7 +69,7 @@ def resolve_regions(overrides: Mapping[str, object]) -> dict[str, GridRegion]:
             title=region.name or (base.title if base else name),
             location=location,
             location_source=location_source,
-            market=region.market if "market" in given else (base.market if base else None),
+            market=region.market if region.market is not None else (base.market if base else None),
             market_source=region.market_source or ("config" if region.market is not None else ""),
         )
     return regions

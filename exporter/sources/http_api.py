@@ -209,7 +209,7 @@ class PrometheusClient:
     def __init__(self, settings: PrometheusSettings) -> None:
         if not settings.url:
             raise ValueError("prometheus.url is not set")
-        self.url = settings.url
+        self.url = settings.url.rstrip("/")
         self.http = HttpFetcher(
             HttpOptions(
                 timeout=settings.timeout,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from exporter.config import Config
+from exporter.config import Config, as_dict
 from exporter.durations import promql_duration
 from exporter.observations import (
     ENERGY_COUNTER,
@@ -76,8 +76,8 @@ class Queries:
         lookback = promql_duration(config.utilization.lookback)
         gpu_sel = config.prometheus.gpu_selector.strip().strip("{}")
         tok_sel = config.prometheus.token_selector.strip().strip("{}")
-        gpu_labels = config.upstream.gpu_labels.model_dump()
-        tok_labels = config.upstream.token_labels.model_dump()
+        gpu_labels = as_dict(config.upstream.gpu_labels)
+        tok_labels = as_dict(config.upstream.token_labels)
 
         def gpu(fn: str, metric: str) -> str:
             return _normalize(f"{fn}({metric}{{{gpu_sel}}}[{window}])", gpu_labels)
