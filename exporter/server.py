@@ -28,12 +28,16 @@ log = logging.getLogger("exporter.http")
 class MetricsCache:
     """Rendered /metrics bodies keyed by (state version, staleness, content type).
 
-    Bodies are rendered right after each cycle (`prerender`, on the engine's thread), so a
-    scrape normally finds its body ready. The gzipped body is what scrapers ask for; a plain
-    body is decompressed from it on the first plain request of a state and kept, so
-    concurrent plain scrapers share one copy instead of each decompressing its own."""
+    Bodies are rendered right after each cycle (`prerender`, on the engine's thread) for the
+    content types scrapers asked for in the last few cycles (Prometheus 2 and 3 ask for
+    different ones), so a scrape normally finds its body ready. The gzipped body is what
+    scrapers ask for; a plain body is decompressed from it on the first plain request of a
+    state and kept, so concurrent plain scrapers share one copy."""
 
+    # Pre-rendered before any scrape has said what it wants: text and OpenMetrics.
     PRERENDERED = ("", "application/openmetrics-text; version=1.0.0")
+    # A content type nobody asked for in this many cycles is no longer pre-rendered.
+    KEEP_CYCLES = 10
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -42,13 +46,22 @@ class MetricsCache:
         self._lock = threading.Lock()
         self._key: tuple[int, bool] | None = None
         self._bodies: dict[tuple[str, bool], bytes] = {}
+        # content type -> (an Accept header that selects it, state version it was last asked at)
+        self._asked: dict[str, tuple[str, int]] = {
+            choose_encoder(accept)[1]: (accept, engine.state.version) for accept in self.PRERENDERED
+        }
 
     def gzipped(self, accept: str) -> tuple[bytes, str]:
-        """(gzipped body, content type) for an Accept header."""
+        """(gzipped body, content type) for a scraper's Accept header."""
+        return self._gzipped(accept, asked=True)
+
+    def _gzipped(self, accept: str, asked: bool) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
         state = self.engine.state
         key = (state.version, self.engine.is_stale(state))  # the render reads a state >= this
         with self._lock:
+            if asked:
+                self._asked[content_type] = (accept, state.version)
             if key != self._key:
                 self._key, self._bodies = key, {}
             body = self._bodies.get((content_type, True))
@@ -58,7 +71,7 @@ class MetricsCache:
         return body, content_type
 
     def body(self, accept: str) -> tuple[bytes, bytes, str]:
-        """(plain body, gzipped body, content type) for an Accept header."""
+        """(plain body, gzipped body, content type) for a scraper's Accept header."""
         zipped, content_type = self.gzipped(accept)
         with self._lock:
             plain = self._bodies.get((content_type, False))
@@ -69,8 +82,15 @@ class MetricsCache:
         return plain, zipped, content_type
 
     def prerender(self) -> None:
-        for accept in self.PRERENDERED:
-            self.gzipped(accept)
+        """Render the bodies asked for recently, the most recently asked first."""
+        version = self.engine.state.version
+        with self._lock:
+            recent = sorted(
+                (v for v in self._asked.values() if version - v[1] <= self.KEEP_CYCLES),
+                key=lambda item: -item[1],
+            )
+        for accept, _ in recent:
+            self._gzipped(accept, asked=False)
 
 
 LANDING = """<!doctype html>

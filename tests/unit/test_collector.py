@@ -175,6 +175,33 @@ def test_metrics_cache_renders_once_per_state() -> None:
         assert b"llm_carbon_energy_joules_per_token" in cache.body("")[0]
 
 
+PROMETHEUS3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+
+
+def test_metrics_cache_prerenders_what_scrapers_ask_for() -> None:
+    """Prometheus 3 asks for a content type of its own: once asked, it is rendered after each
+    cycle; a type nobody asks for stops being rendered after KEEP_CYCLES cycles."""
+    with freeze_time("2026-11-26 12:00:00"):
+        engine = engine_with(full_observation)
+        cache = MetricsCache(engine)
+        engine.listeners.append(cache.prerender)
+        engine.run_cycle()
+        _, p3_type = cache.gzipped(PROMETHEUS3_ACCEPT)
+        text_type = cache.gzipped("")[1]
+        assert "escaping=allow-utf-8" in p3_type
+        engine.run_cycle()
+        assert (p3_type, True) in cache._bodies  # rendered by the cycle, before any scrape
+        for _ in range(MetricsCache.KEEP_CYCLES + 1):
+            cache.gzipped(PROMETHEUS3_ACCEPT)
+            engine.run_cycle()
+        assert (p3_type, True) in cache._bodies
+        assert (text_type, True) not in cache._bodies  # not asked for: no longer rendered
+
+
 def test_model_labels_come_first_on_every_model_metric() -> None:
     for spec in METRICS:
         if spec.group == "model":
