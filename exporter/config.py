@@ -129,18 +129,18 @@ def _url(value: object) -> str:
     return text.rstrip("/")
 
 
-def _label_name(value: object) -> str:
-    text = _string(value)
-    if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", text):
-        raise ValueError(f"invalid Prometheus label name {text!r}")
-    return text
+def _prometheus_name(pattern: str, what: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _string(value)
+        if not re.fullmatch(pattern, text):
+            raise ValueError(f"invalid Prometheus {what} {text!r}")
+        return text
+
+    return check
 
 
-def _metric_name(value: object) -> str:
-    text = _string(value)
-    if not re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
-        raise ValueError(f"invalid Prometheus metric name {text!r}")
-    return text
+_label_name = _prometheus_name(r"[a-zA-Z_][a-zA-Z0-9_]*", "label name")
+_metric_name = _prometheus_name(r"[a-zA-Z_:][a-zA-Z0-9_:]*", "metric name")
 
 
 _CHECKS: dict[type, Callable[[object], Any]] = {
