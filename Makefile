@@ -38,8 +38,8 @@ system-deps:
 	@command -v kubectl >/dev/null || echo "warning: kubectl (with kustomize) is missing: the manifest tests will fail"
 
 lint: deps
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
 
 # Performance against a real Prometheus holding synthetic clusters of 10 to 2,000 models
 # (about 13 minutes, 1.6 GB of scratch space); prints ratios against the targets and exits 1

@@ -82,6 +82,28 @@ def scrape_config(fixture_address: str, targets: Iterable[Target], interval: int
     }
 
 
+def promtool_backfill(source: Path, data: Path, timeout: float) -> None:
+    """Turn an OpenMetrics history file into TSDB blocks in `data`, for a Prometheus to serve
+    from its start."""
+    data.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            require_binary("promtool"),
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            str(source),
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"promtool backfill failed: {result.stderr[-2000:]}")
+
+
 class PrometheusServer:
     """A real Prometheus on 127.0.0.1 scraping `targets` every `scrape_interval` seconds.
 
@@ -112,22 +134,7 @@ class PrometheusServer:
     def _backfill(self, text: str) -> None:
         source = self.workdir / "history.om"
         source.write_text(text)
-        self.data.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                require_binary("promtool"),
-                "tsdb",
-                "create-blocks-from",
-                "openmetrics",
-                str(source),
-                str(self.data),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"promtool backfill failed: {result.stderr[-2000:]}")
+        promtool_backfill(source, self.data, timeout=120)
 
     def start(self) -> PrometheusServer:
         self.process = spawn(
