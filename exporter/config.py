@@ -587,6 +587,12 @@ def describe_validation_error(
     else:
         message = re.sub(r"`(\w+)`", lambda m: _TYPES.get(m[1], m[1]), message)
         message = message.replace("Expected ", "expected ").replace("Invalid ", "invalid ")
+        secret = re.search(r"headers|auth|token|password", path)  # never echo those values
+        if re.search(r", got an? \w+$", message) and not secret:
+            message += f" {_short(_value_at(document, match['path'] or ''))}"
+        choices = _literal_choices(kind, match["path"] or "")
+        if message.startswith("invalid enum value") and choices:
+            message += f" (one of: {', '.join(map(str, choices))})"
     where = path.lstrip(".")
     line = f"{where}: {message}" if where else message
     return " ".join(line.splitlines())
@@ -615,6 +621,40 @@ def _locate(document: object, kind: type, path: str) -> str | None:
             if found:
                 return found
     return None
+
+
+def _value_at(document: object, path: str) -> object:
+    """The raw value at `path` (`.a.b[0].c`) in a document."""
+    for name, index in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        if name and isinstance(document, Mapping):
+            document = document.get(name)
+        elif index and isinstance(document, list) and int(index) < len(document):
+            document = document[int(index)]
+        else:
+            return None
+    return document
+
+
+def _literal_choices(kind: object, path: str) -> tuple[object, ...]:
+    """The values a Literal field allows, found by following `path` (`.a.b[0].c`) from
+    `kind`; () where the path leads elsewhere."""
+    for name, _ in re.findall(r"\.(\w+)|\[(\d+)\]", path):
+        kind = _non_null(kind)
+        if name:
+            kind = typing.get_type_hints(kind).get(name) if _is_struct(kind) else None
+        else:
+            args = typing.get_args(kind)
+            kind = args[0] if typing.get_origin(kind) is list and args else None
+    kind = _non_null(kind)
+    return typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+
+
+def _non_null(kind: object) -> object:
+    """`X` for an optional `X | None`, else the type itself."""
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if type(None) in typing.get_args(kind) and len(args) == 1:
+        return args[0]
+    return kind
 
 
 def _is_struct(kind: object) -> bool:

@@ -85,7 +85,26 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ({"exporter": {"max_models": 0}}, "exporter.max_models:"),
         ({"exporter": {"max_models": "many"}}, "exporter.max_models:"),
         ({"exporter": {"listen": "29877"}}, "exporter.listen: invalid listen address"),
-        ({"exporter": {"log_level": "loud"}}, "exporter.log_level:"),
+        (
+            {"exporter": {"log_level": "loud"}},
+            "exporter.log_level: invalid enum value 'loud' (one of: debug, info, warning, error)",
+        ),
+        ({"source": "pull"}, "source: invalid enum value 'pull' (one of: prometheus, direct)"),
+        (
+            {
+                "catalog": {
+                    "models": [
+                        {
+                            "pattern": "x",
+                            "total_params_b": 2,
+                            "active_params_b": 1,
+                            "precision": "fp64",
+                        }
+                    ]
+                }
+            },
+            "catalog.models[0].precision: invalid enum value 'fp64' (one of: bf16,",
+        ),
         ({"facility": {"pue": 0.9}}, "facility.pue:"),
         ({"facility": {"pue": "high"}}, "facility.pue:"),
         (
@@ -140,6 +159,17 @@ def test_bad_values_name_their_key(tmp_path: Path, data: dict, expected: str) ->
 def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
     message = error_for(tmp_path, {"prometheus": {"url": "ftp://user:hunter2@prom"}})
     assert "hunter2" not in message
+
+
+def test_header_values_are_not_echoed(tmp_path: Path) -> None:
+    message = error_for(tmp_path, {"prometheus": {"headers": {"X-Api-Key": 31415926}}})
+    assert message.startswith("prometheus.headers.X-Api-Key: expected a string")
+    assert "31415926" not in message
+
+
+def test_wrong_types_show_the_value(tmp_path: Path) -> None:
+    message = error_for(tmp_path, {"exporter": {"max_models": "many"}})
+    assert message == "exporter.max_models: expected an integer, got a string 'many'"
 
 
 @pytest.mark.parametrize(
