@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.encoding import Row, encode
 from exporter.engine import Engine, EngineState, Snapshot
 from exporter.figures import BOUNDS, ModelFigures
 from exporter.sources.http_api import REASONS
@@ -291,22 +292,36 @@ SPECS = {spec.name: spec for spec in METRICS}
 
 
 class Families:
-    """Metric families under construction, one per catalogued metric."""
+    """Metric families under construction, one per catalogued metric, as rows of label values
+    and a value: encoded directly for /metrics (`encode`), or as prometheus_client Metric
+    objects for any other consumer of the collector."""
 
     def __init__(self) -> None:
-        self._families: dict[str, Metric] = {}
+        self._rows: dict[str, list[Row]] = {}
 
     def add(self, name: str, labels: tuple[str, ...] | list[str], value: float) -> None:
-        family = self._families.get(name)
-        if family is None:
+        rows = self._rows.get(name)
+        if rows is None:
+            rows = self._rows[name] = []
+        rows.append((labels, value))
+
+    def encode(self, openmetrics: bool) -> bytes:
+        return encode(
+            (
+                (spec.family_name, spec.kind, spec.help, spec.labels, rows)
+                for spec, rows in ((SPECS[name], rows) for name, rows in self._rows.items())
+            ),
+            openmetrics,
+        )
+
+    def __iter__(self) -> Iterator[Metric]:
+        for name, rows in self._rows.items():
             spec = SPECS[name]
             cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
             family = cls(spec.family_name, spec.help, labels=list(spec.labels))
-            self._families[name] = family
-        family.add_metric(list(labels), value)
-
-    def __iter__(self) -> Iterator[Metric]:
-        return iter(self._families.values())
+            for labels, value in rows:
+                family.add_metric(list(labels), value)
+            yield family
 
 
 class ExporterCollector(Collector):
@@ -322,6 +337,11 @@ class ExporterCollector(Collector):
         state = self.engine.state
         stale = self.engine.is_stale(state)
         yield from render(state, stale, self.engine)
+
+    def exposition(self, openmetrics: bool) -> bytes:
+        """The current state as a /metrics body, text format 0.0.4 or OpenMetrics 1.0."""
+        state = self.engine.state
+        return render(state, self.engine.is_stale(state), self.engine).encode(openmetrics)
 
 
 def render(state: EngineState, stale: bool, engine: Engine) -> Families:

@@ -11,6 +11,7 @@ import gzip
 import html
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -41,8 +42,9 @@ class MetricsCache:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.collector = ExporterCollector(engine)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ExporterCollector(engine))
+        self.registry.register(self.collector)
         self._lock = threading.Lock()
         self._key: tuple[int, bool] | None = None
         self._bodies: dict[tuple[str, bool], bytes] = {}
@@ -66,9 +68,14 @@ class MetricsCache:
                 self._key, self._bodies = key, {}
             body = self._bodies.get((content_type, True))
             if body is None:
-                body = gzip.compress(encoder(self.registry), compresslevel=5)
+                body = gzip.compress(self._render(encoder, content_type), compresslevel=5)
                 self._bodies[(content_type, True)] = body
         return body, content_type
+
+    def _render(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
+        if "escaping=dots" in content_type:  # renames legal names too: prometheus_client's own
+            return encoder(self.registry)
+        return self.collector.exposition(content_type.startswith("application/openmetrics-text"))
 
     def body(self, accept: str) -> tuple[bytes, bytes, str]:
         """(plain body, gzipped body, content type) for a scraper's Accept header."""

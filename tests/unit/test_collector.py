@@ -10,9 +10,13 @@ from typing import ClassVar
 import pytest
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.registry import Collector
 
-from exporter.collector import METRICS, MODEL_LABELS, SPECS, ExporterCollector
+from exporter.collector import METRICS, MODEL_LABELS, SPECS, ExporterCollector, Families
 from exporter.config import load
+from exporter.encoding import escape_label_value
 from exporter.engine import Engine
 from exporter.metrics_doc import markdown
 from exporter.observations import (
@@ -219,3 +223,51 @@ def test_readme_metrics_table_is_generated_from_the_catalogue() -> None:
 @pytest.mark.parametrize("name", [spec.name for spec in METRICS])
 def test_every_metric_has_meaningful_help(name: str) -> None:
     assert len(SPECS[name].help) > 30
+
+
+ACCEPT_HEADERS = [
+    "",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    PROMETHEUS3_ACCEPT,
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "application/openmetrics-text",
+]
+
+
+@pytest.mark.parametrize("accept", ACCEPT_HEADERS)
+def test_page_is_byte_for_byte_what_prometheus_client_writes(accept: str) -> None:
+    """The exporter's own encoder against prometheus_client's, on a state whose model name and
+    namespace carry a quote, a backslash, a newline and non-ASCII text."""
+    weird = 'team "a"\\b\nÄ-模型'
+    with freeze_time("2026-11-26 12:00:00"):
+        engine = engine_with(lambda: full_observation(model=weird, namespace="ns-ü"))
+        engine.run_cycle()
+        cache = MetricsCache(engine)
+        encoder, content_type = choose_encoder(accept)
+        ours = cache._render(encoder, content_type)
+        theirs = encoder(cache.registry)
+    assert ours == theirs
+    assert f'model="{escape_label_value(weird)}"'.encode() in ours
+    assert b"_total{" in ours  # a counter with its series
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_encoder_matches_on_every_kind_of_family(openmetrics: bool) -> None:
+    families = Families()
+    families.add("llm_carbon_exporter_models", (), 3)
+    families.add("llm_carbon_exporter_upstream_requests_total", ("prometheus",), 12)
+    families.add("llm_carbon_exporter_upstream_errors_total", ("prometheus", "timeout"), 0.5)
+    families.add("llm_carbon_exporter_cycle_duration_seconds", (), 1234567.0)
+    families.add("llm_carbon_exporter_build_info", ('v"1\\\n',), 1)
+    registry = CollectorRegistry(auto_describe=False)
+
+    class Fixed(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            return iter(families)
+
+    registry.register(Fixed())
+    library = openmetrics_latest if openmetrics else generate_latest
+    assert families.encode(openmetrics) == library(registry)

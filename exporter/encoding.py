@@ -1,0 +1,54 @@
+"""The exporter's own /metrics page in Prometheus text format 0.0.4 and OpenMetrics 1.0, written
+straight from rows of (label values, value).
+
+prometheus_client's encoders build a Sample with a label dict per series and re-check every
+name character by character on every render: about 12 µs per series, seconds per cycle at
+thousands of models. Here each family's label names are sorted once and each label value is
+escaped once per render. The output is byte for byte what prometheus_client writes for the
+same families (tests compare the two) for every content type whose escaping leaves legal
+names unchanged, which is all but `escaping=dots`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.utils import floatToGoString
+
+Row = tuple[Sequence[str], float]
+
+
+def escape_label_value(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def encode(
+    families: Iterable[tuple[str, str, str, Sequence[str], Sequence[Row]]], openmetrics: bool
+) -> bytes:
+    """Families as (name without `_total`, type gauge|counter, HELP, label names, rows)."""
+    out: list[str] = []
+    escaped: dict[str, str] = {}
+    for name, kind, help_text, labels, rows in families:
+        header = f"{name}_total" if kind == "counter" and not openmetrics else name
+        sample = f"{name}_total" if kind == "counter" else name
+        doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
+        if openmetrics:
+            doc = doc.replace('"', r"\"")
+        out.append(f"# HELP {header} {doc}\n# TYPE {header} {kind}\n")
+        order = sorted(range(len(labels)), key=lambda i: labels[i])
+        keys = [(i, f'{labels[i]}="') for i in order]
+        for values, value in rows:
+            if keys:
+                parts = []
+                for i, key in keys:
+                    text = values[i]
+                    esc = escaped.get(text)
+                    if esc is None:
+                        esc = escaped[text] = escape_label_value(text)
+                    parts.append(key + esc + '"')
+                out.append(f"{sample}{{{','.join(parts)}}} {floatToGoString(value)}\n")
+            else:
+                out.append(f"{sample} {floatToGoString(value)}\n")
+    if openmetrics:
+        out.append("# EOF\n")
+    return "".join(out).encode("utf-8")
