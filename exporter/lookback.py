@@ -5,27 +5,38 @@ peak its TSDB remembers from before this process started."""
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from array import array
 
 from exporter.observations import ModelHistory
 
 BUCKET_SECONDS = 3600.0  # a week of look-back is 168 buckets per model
 
 
-class _Bucket:
-    __slots__ = ("idle_w_per_gpu", "peak_tps", "start")
+class _Buckets:
+    """One model's hourly buckets, oldest first, as flat arrays of doubles: no per-bucket
+    objects for memory or for the garbage collector to walk. `idle` is +inf in a bucket
+    without an inactive window."""
 
-    def __init__(self, start: float) -> None:
-        self.start = start
-        self.peak_tps = 0.0
-        self.idle_w_per_gpu: float | None = None
+    __slots__ = ("idle", "peak", "start")
+
+    def __init__(self) -> None:
+        self.start = array("d")
+        self.peak = array("d")
+        self.idle = array("d")
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def drop_first(self, count: int) -> None:
+        del self.start[:count], self.peak[:count], self.idle[:count]
 
 
 class LookbackTracker:
     def __init__(self, lookback: float, bucket: float = BUCKET_SECONDS) -> None:
         self.lookback = lookback
         self.bucket = bucket
-        self._models: dict[tuple[str, str], deque[_Bucket]] = {}
+        self._models: dict[tuple[str, str], _Buckets] = {}
 
     def observe(
         self,
@@ -38,34 +49,38 @@ class LookbackTracker:
     ) -> None:
         """One cycle's window means for a model; `gpus` may be fractional (a shared pod's
         share of its GPUs), matching `power_w`."""
-        buckets = self._models.setdefault(key, deque())
+        buckets = self._models.get(key)
+        if buckets is None:
+            buckets = self._models[key] = _Buckets()
         start = t - t % self.bucket
-        if not buckets or buckets[-1].start != start:
-            buckets.append(_Bucket(start))
-        current = buckets[-1]
-        current.peak_tps = max(current.peak_tps, tokens_per_second)
+        if not buckets.start or buckets.start[-1] != start:
+            buckets.start.append(start)
+            buckets.peak.append(0.0)
+            buckets.idle.append(math.inf)
+        if tokens_per_second > buckets.peak[-1]:
+            buckets.peak[-1] = tokens_per_second
         if not active and power_w is not None and gpus > 0:
-            per_gpu = power_w / gpus
-            if current.idle_w_per_gpu is None or per_gpu < current.idle_w_per_gpu:
-                current.idle_w_per_gpu = per_gpu
+            buckets.idle[-1] = min(buckets.idle[-1], power_w / gpus)
 
     def prune(self, t: float) -> None:
         """Forget buckets older than the look-back, and models with none left: once a cycle."""
         horizon = t - self.lookback
         for key in list(self._models):
             buckets = self._models[key]
-            while buckets and buckets[0].start + self.bucket <= horizon:
-                buckets.popleft()
-            if not buckets:
+            old = 0
+            while old < len(buckets) and buckets.start[old] + self.bucket <= horizon:
+                old += 1
+            if old == len(buckets):
                 del self._models[key]
+            elif old:
+                buckets.drop_first(old)
 
     def history(self, key: tuple[str, str]) -> ModelHistory:
         buckets = self._models.get(key)
         if not buckets:
             return ModelHistory()
-        idle = [b.idle_w_per_gpu for b in buckets if b.idle_w_per_gpu is not None]
-        peak = max(b.peak_tps for b in buckets)
+        peak, idle = max(buckets.peak), min(buckets.idle)
         return ModelHistory(
             peak_tokens_per_second=peak if peak > 0 else None,
-            idle_floor_w_per_gpu=min(idle) if idle else None,
+            idle_floor_w_per_gpu=idle if idle != math.inf else None,
         )

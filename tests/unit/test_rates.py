@@ -59,3 +59,16 @@ def test_lookback_peak_and_idle_floor() -> None:
     assert tracker.history(("ns", "other")).peak_tokens_per_second is None
     tracker.prune(10_000)  # a model unseen for the whole look-back is forgotten
     assert tracker.history(key).peak_tokens_per_second is None
+
+
+def test_lookback_prune_keeps_the_buckets_inside_the_window() -> None:
+    tracker = LookbackTracker(lookback=3600, bucket=300)
+    key = ("ns", "m")
+    tracker.observe(key, 100, 0, False, 200, 4)  # 50 W per GPU, ages out
+    tracker.observe(key, 2000, 0, False, 400, 4)  # 100 W per GPU, bucket 1800-2100
+    tracker.observe(key, 2050, 0, False, 480, 4)  # same bucket, higher: the lowest is kept
+    tracker.observe(key, 5000, 40, True, 900, 4)
+    assert tracker.history(key).idle_floor_w_per_gpu == 50
+    tracker.prune(5400)  # horizon 1800: the first bucket goes, 1800-2100 stays
+    history = tracker.history(key)
+    assert history.idle_floor_w_per_gpu == 100 and history.peak_tokens_per_second == 40
