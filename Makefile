@@ -42,7 +42,7 @@ lint: deps
 	$(BIN)/ruff format --check exporter tests bench
 
 # Performance against a real Prometheus holding synthetic clusters of 10 to 2,000 models
-# (about 13 minutes, 1.6 GB of scratch space); prints ratios against the targets and exits 1
+# (11-15 minutes, 1.6 GB of scratch space); prints ratios against the targets and exits 1
 # if one is missed. BENCH_ARGS=--quick runs only 10 and 200 models. See docs/performance.md.
 bench: deps system-deps
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

@@ -13,7 +13,7 @@ longer histories. What-ifs undo a change from the outside (the exporter's code u
 put the previous behaviour next to the current one. Prints the numbers, the ratios against the
 targets, and exits 1 when a target is missed (2 when prometheus/promtool are missing).
 
-    python3 bench/bench.py            # the full run: about 15 minutes, 1.6 GB of scratch disk
+    python3 bench/bench.py            # the full run: 11-15 minutes, 1.6 GB of scratch disk
     python3 bench/bench.py --quick    # sizes 10 and 200, short load runs: about 2 minutes
 
 Needs Debian's prometheus and promtool on PATH (`make system-deps` installs them).
@@ -354,7 +354,7 @@ class LoadRun:
 # One serving process per run, so each peak RSS belongs to one kind of load.
 LOAD_RUNS = {
     "exporter": LoadRun("exporter", "exporter.server (pre-rendered, gzip kept)", "prometheus"),
-    "exporter_plain": LoadRun("exporter", "exporter.server (plain: decompressed)", "plain"),
+    "exporter_plain": LoadRun("exporter", "exporter.server (plain: body kept)", "plain"),
     "stock": LoadRun(
         "stock", "prometheus_client start_http_server (render per scrape)", "prometheus"
     ),
@@ -662,7 +662,7 @@ def tables(
         "",
         "| models | series on /metrics | text KB | gzip KB | pre-render in the cycle ms (wall) "
         "| pre-render on a fresh cache ms | text + gzip ms | OpenMetrics + gzip ms "
-        "| generate_latest ms | cache hit µs | plain request (decompress) ms "
+        "| generate_latest ms | cache hit µs | plain request (kept body) ms "
         "| RSS MiB after imports | peak RSS MiB |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]

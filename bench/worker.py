@@ -464,7 +464,7 @@ def fill_lookback(engine: Engine) -> int:
     snapshot = engine.state.snapshot
     assert snapshot is not None
     tracker, now = engine._lookback, snapshot.taken_at
-    tracker._models.clear()  # the deques must be in time order: the current bucket comes last
+    tracker._models.clear()  # buckets must be in time order: the current bucket comes last
     steps = int(tracker.lookback // tracker.bucket)
     for j in range(steps, 0, -1):
         t = now - j * tracker.bucket
