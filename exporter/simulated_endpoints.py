@@ -12,6 +12,14 @@ from typing import Any
 from exporter.simulation import SimCluster, page, targets
 
 
+def _stamp(text: str, t: float) -> str:
+    """The page with every sample line ending in `t` as a millisecond timestamp."""
+    stamp = f" {int(t * 1000)}"
+    return "\n".join(
+        line + stamp if line and not line.startswith("#") else line for line in text.split("\n")
+    )
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: SimulatedEndpoints
 
@@ -20,7 +28,11 @@ class _Handler(BaseHTTPRequestHandler):
         if target is None:
             body, status = b"not found\n", 404
         else:
-            body, status = page(self.server.cluster, target, self.server.clock()).encode(), 200
+            now = self.server.clock()
+            text = page(self.server.cluster, target, now)
+            if self.server.stamped:
+                text = _stamp(text, now)
+            body, status = text.encode(), 200
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -42,9 +54,12 @@ class SimulatedEndpoints(ThreadingHTTPServer):
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] | None = None,
+        stamped: bool = False,
     ) -> None:
+        """`stamped`: every sample carries the time its value was computed for."""
         super().__init__((host, port), _Handler)
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+        self.stamped = stamped
         self.set_cluster(cluster)
         self._thread: threading.Thread | None = None
 

@@ -30,7 +30,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.simulation import SimCluster, page, targets
+from exporter.simulated_endpoints import SimulatedEndpoints
+from exporter.simulation import SimCluster
+from tests.harness import free_port
 
 QUERY_PATH = "/api/v1/query"
 
@@ -293,18 +295,11 @@ class FaultProxy:
         self._connections: set[socket.socket] = set()
         self.hits: list[Hit] = []
         self.released = threading.Event()
-        # Bind once to learn a free port, then keep it for every listen().
-        probe = _Server(("127.0.0.1", 0), self)
-        self.port = probe.server_address[1]
-        probe.server_close()
+        self.port = free_port()  # kept for every listen()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def listening(self) -> bool:
-        return self._server is not None
 
     # ---- listening
 
@@ -396,53 +391,10 @@ class FaultProxy:
 # ---- the simulated endpoints, in a process of their own
 
 
-class _PageHandler(BaseHTTPRequestHandler):
-    server: _StampedPages
-
-    def do_GET(self) -> None:
-        target = self.server.routes.get(self.path.split("?", 1)[0])
-        if target is None:
-            body, status = b"not found\n", 404
-        else:
-            now = time.time()
-            stamp = f" {int(now * 1000)}"
-            lines = page(self.server.cluster, target, now).split("\n")
-            body = "\n".join(
-                line + stamp if line and not line.startswith("#") else line for line in lines
-            ).encode()
-            status = 200
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _StampedPages(ThreadingHTTPServer):
-    """The simulated cluster's pages (exporter.simulation.page), every sample stamped with the
-    time its value was computed for."""
-
-    daemon_threads = True
-
-    def __init__(self, cluster: SimCluster) -> None:
-        super().__init__(("127.0.0.1", 0), _PageHandler)
-        self.set_cluster(cluster)
-
-    def set_cluster(self, cluster: SimCluster) -> None:
-        self.cluster = cluster
-        self.routes = {t.path: t for t in targets(cluster)}
-
-
 def _serve_simulation(cluster: SimCluster, connection: Connection) -> None:
-    server = _StampedPages(cluster)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = SimulatedEndpoints(cluster, stamped=True).start()
     try:
-        host, port = server.server_address[:2]
-        connection.send(f"{host}:{port}")
+        connection.send(server.address)
         while True:
             message = connection.recv()
             if message is None:
@@ -452,8 +404,7 @@ def _serve_simulation(cluster: SimCluster, connection: Connection) -> None:
     except (EOFError, OSError):
         pass  # the parent went away
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 class SimProcess:
