@@ -7,7 +7,7 @@ rates over the same window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 ENERGY_COUNTER = "energy_counter"
@@ -57,3 +57,12 @@ class Observation:
     tokens: tuple[PodTokens, ...]
     history: Mapping[tuple[str, str], ModelHistory] = field(default_factory=dict)
     problems: tuple[tuple[str, str, str], ...] = ()  # (upstream, reason, message), not fatal
+
+
+def pods_serving(
+    served: Iterable[tuple[str, str, str]], left_out: Collection[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (namespace, pod) of every (namespace, pod, model) served whose (namespace, model)
+    was left out this cycle: such a pod's power cannot be split honestly between its models,
+    so the sources withhold it."""
+    return {(ns, pod) for ns, pod, model in served if (ns, model) in left_out}

@@ -21,6 +21,7 @@ from exporter.observations import (
     Observation,
     PodGpus,
     PodTokens,
+    pods_serving,
 )
 from exporter.rates import SeriesWindow
 from exporter.sources.exposition import Row, base_name, parse
@@ -86,10 +87,6 @@ class DirectSource:
         self._requests = dict.fromkeys(self.upstreams, 0)
 
     @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    @property
     def requests_by_upstream(self) -> dict[str, int]:
         return dict(self._requests)
 
@@ -153,7 +150,7 @@ class DirectSource:
 
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
-        served: dict[tuple[str, str], set[str]] = {}
+        served: list[tuple[str, str, str]] = []  # (namespace, pod, model)
         for pod in settings.pods:
             gpus = self._pod_gpus(pod, dcgm, problems)
             if gpus is not None:
@@ -161,17 +158,12 @@ class DirectSource:
             rows, incomplete = self._pod_tokens(pod, tokens, problems)
             token_rows.extend(rows)
             left_out |= incomplete
-            served[(pod.namespace or "", pod.pod or "")] = {r.model for r in rows} | {
-                model for _, model in incomplete
-            }
+            served += [(r.namespace, r.pod, r.model) for r in rows]
+            served += [(ns, pod.pod or "", model) for ns, model in incomplete]
         # A model incomplete in one pod is left out in all: its other replicas alone would
         # understate it; and a pod that served a left-out model cannot split its power.
         token_rows = [t for t in token_rows if (t.namespace, t.model) not in left_out]
-        unsure = {
-            key
-            for key, models in served.items()
-            if any((key[0], model) in left_out for model in models)
-        }
+        unsure = pods_serving(served, left_out)
         gpu_rows = [g for g in gpu_rows if (g.namespace, g.pod) not in unsure]
         return Observation(
             time=now, gpus=tuple(gpu_rows), tokens=tuple(token_rows), problems=tuple(problems)

@@ -23,6 +23,7 @@ from exporter.observations import (
     Observation,
     PodGpus,
     PodTokens,
+    pods_serving,
 )
 from exporter.sources.http_api import (
     INVALID_VALUE,
@@ -160,10 +161,6 @@ class PrometheusSource:
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
         self._history: dict[tuple[str, str], ModelHistory] = {}
         self._history_at: float | None = None
-
-    @property
-    def requests_made(self) -> int:
-        return self.client.requests_made
 
     @property
     def requests_by_upstream(self) -> dict[str, int]:
@@ -334,8 +331,7 @@ class PrometheusSource:
             for (ns, pod, model), (p, g) in sorted(rates.items())
             if (ns, model) not in left_out and p is not None and g is not None
         ]
-        unsure = {(ns, pod) for (ns, pod, model) in rates if (ns, model) in left_out}
-        return rows, unsure
+        return rows, pods_serving(rates, left_out)
 
     # ---- look-back history, refreshed every utilization.refresh
 
