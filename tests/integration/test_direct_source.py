@@ -384,6 +384,7 @@ def test_a_one_sided_token_page_leaves_the_model_out_and_says_so() -> None:
                 frozen.tick(30)
     finally:
         pages.shutdown()
+        pages.server_close()
     # No generation series: not "0 generation tokens", but no figures, and a counted problem.
     assert engine.state.snapshot.models == ()
     assert engine.state.errors_total[("vllm", "missing_series")] >= 1

@@ -45,7 +45,7 @@ from exporter.simulation import (
     nrp_cluster,
     targets,
 )
-from exporter.sources.prometheus import PrometheusSource, Queries
+from exporter.sources.prometheus import PrometheusSource
 from tests.fault_proxy import (
     Delay,
     Fault,
@@ -372,9 +372,9 @@ class Driver:
 
     def __init__(self, url: str, **overrides: object) -> None:
         self.config = in_process_config(url, **overrides)
-        self.queries = Queries.build(self.config)
         self.now = time.time()
         self.source = PrometheusSource(self.config)
+        self.queries = self.source.queries
         self.engine = Engine(self.config, self.source, clock=lambda: self.now)
         self.cache = http_server.MetricsCache(self.engine)
         self.totals = Totals()
@@ -720,6 +720,8 @@ def test_trickled_response_is_cut_off_at_the_timeout(
         raise outcome[0]
     if took >= bound:
         raise SlowCycle(f"a cycle against a trickling upstream still ran after {took:.1f}s")
+    assert outcome[0] is False  # the cycle failed, and says why
+    assert driver.engine.state.errors_total.get(("prometheus", "timeout"), 0) >= 1
 
 
 # ---- upstream faults that degrade one figure
@@ -1014,7 +1016,7 @@ def test_a_replica_without_gpu_series_gives_no_partial_gpu_figures(
 
 
 def test_label_values_with_quotes_backslashes_and_non_ascii(
-    proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess
+    make_driver: Callable[..., Driver], sim: SimProcess
 ) -> None:
     driver = make_driver()
     samples = driver.settle(sim.cluster)  # the weird model is part of the base cluster
@@ -1270,7 +1272,7 @@ def test_model_count_explosion_is_capped_and_counted(
 
 
 def test_metrics_cache_never_serves_a_previous_states_page(
-    proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess
+    make_driver: Callable[..., Driver], sim: SimProcess
 ) -> None:
     """The engine swaps in a new state every cycle and frees the old one; a new state may land
     at a freed state's address (CPython reuses memory). /metrics must still show the newest

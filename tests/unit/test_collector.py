@@ -232,7 +232,6 @@ ACCEPT_HEADERS = [
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
     PROMETHEUS3_ACCEPT,
-    "application/openmetrics-text;version=1.0.0;escaping=dots",
     "application/openmetrics-text",
 ]
 
@@ -271,3 +270,17 @@ def test_encoder_matches_on_every_kind_of_family(openmetrics: bool) -> None:
     registry.register(Fixed())
     library = openmetrics_latest if openmetrics else generate_latest
     assert families.encode(openmetrics) == library(registry)
+
+
+def test_dots_escaping_is_left_to_prometheus_client() -> None:
+    """escaping=dots renames legal names too (llm__carbon__...): the exporter's encoder does
+    not do that, so those scrapes get prometheus_client's page."""
+    with freeze_time("2026-11-26 12:00:00"):
+        engine = engine_with(full_observation)
+        engine.run_cycle()
+        cache = MetricsCache(engine)
+        body = gzip.decompress(
+            cache.gzipped("application/openmetrics-text;version=1.0.0;escaping=dots")[0]
+        )
+    assert b"llm__carbon__energy__joules__total{" in body
+    assert b"\nllm_carbon_" not in body and body.endswith(b"# EOF\n")  # no sample unrenamed
