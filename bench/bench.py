@@ -393,7 +393,8 @@ def measure_concurrency(url: str, args: argparse.Namespace) -> dict[str, Any]:
                 warmup=1.0,
             )
         finally:
-            row["peak_rss_kib"] = served.stop().get("peak_rss_kib")
+            stopped = served.stop()
+        row["peak_rss_kib"] = stopped.get("peak_rss_kib")
         out[key] = row
     return out
 
@@ -533,6 +534,16 @@ def checks(results: dict[int, dict[str, Any]], sidecar: dict[str, Any]) -> list[
                 f"/metrics p99 = {p99 * 1000:.1f} ms with {CONCURRENCY} concurrent scrapers at "
                 f"{CONCURRENCY_SIZE} models (target < {MAX_P99_S * 1000:.0f} ms; stock "
                 f"start_http_server: {stock * 1000:.0f} ms, {stock / p99:.0f}x)",
+            )
+        )
+        # A failed scrape drops out of the latencies: it must count against the run.
+        failed = sum(conc[key]["errors"] for key in ("exporter", "exporter_plain"))
+        out.append(
+            Check(
+                "scrapes failed",
+                failed,
+                0,
+                f"failed /metrics requests under {CONCURRENCY} scrapers = {failed} (target 0)",
             )
         )
         c = results[CONCURRENCY_SIZE]["cycles"]

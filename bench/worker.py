@@ -31,6 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from load import PROMETHEUS_HEADERS  # noqa: E402
+
 from exporter.config import Config, build, default_document, merge  # noqa: E402
 from exporter.engine import Engine  # noqa: E402
 from exporter.observations import Observation  # noqa: E402
@@ -220,10 +222,7 @@ def timed_median(fn: Callable[[], Any], runs: int) -> tuple[float, Any]:
 
 # What Prometheus 2.42 sends when it scrapes (OpenMetrics, legacy names: one of the two
 # bodies MetricsCache pre-renders).
-PROMETHEUS_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
+PROMETHEUS_ACCEPT = PROMETHEUS_HEADERS["Accept"]
 # What Prometheus 3 sends with its default scrape protocols (prometheus/prometheus scrape
 # tests, "default scrape protocols with no escaping"): prometheus_client answers it with a
 # content type of its own (escaping=allow-utf-8), which MetricsCache pre-renders once a
@@ -382,7 +381,9 @@ def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
     cache = MetricsCache(engine)
     cache.prerender()
     hit_s, _ = timed_median(lambda: cache.gzipped(PROMETHEUS_ACCEPT), 1000)
-    plain_hit_s, _ = timed_median(lambda: cache.body(""), 20)  # decompresses the gzipped body
+    plain_hit_s, _ = timed_median(
+        lambda: cache.body(""), 20
+    )  # the first call decompresses and keeps it
     raw_s, raw = timed_median(lambda: generate_latest(cache.registry), args.renders)
     text = gzip.decompress(text_gz)
 
@@ -457,8 +458,8 @@ def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
 def fill_lookback(engine: Engine) -> int:
     """Fill the engine's look-back tracker with what a week of cycles leaves in it: every
     model of the last snapshot observed once per bucket over the whole utilization.lookback
-    before the snapshot's time, through the tracker's own observe() (so its objects are the
-    ones a real week creates), with activity, throughput and power varied from bucket to
+    before the snapshot's time, through the tracker's own observe() (so its arrays are the
+    ones a real week fills), with activity, throughput and power varied from bucket to
     bucket (a model is inactive in one bucket in four, an idle model in all). Returns the
     buckets written."""
     snapshot = engine.state.snapshot
