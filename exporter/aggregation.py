@@ -48,7 +48,8 @@ def join(observation: Observation) -> list[ServedModel]:
     """Served models with their pods' GPUs, sorted by (namespace, model).
 
     A pod serving several models (rare) has its power split by token share, evenly when it
-    serves no tokens; its GPUs count towards each model."""
+    serves no tokens; its GPUs count towards each model. A physical GPU that several pods of
+    one model hold (MIG slices, time-sliced copies) counts once for that model."""
     gpus_by_pod: dict[tuple[str, str], list[PodGpus]] = defaultdict(list)
     for row in observation.gpus:
         gpus_by_pod[(row.namespace, row.pod)].append(row)
@@ -59,7 +60,7 @@ def join(observation: Observation) -> list[ServedModel]:
         prompt, generation = models.get(row.model, (0.0, 0.0))
         models[row.model] = (prompt + row.prompt_tps, generation + row.generation_tps)
 
-    pods_of: dict[ModelKey, list[PodShare]] = defaultdict(list)
+    pods_of: dict[ModelKey, list[tuple[PodGpus, float]]] = defaultdict(list)
     missing_of: dict[ModelKey, list[str]] = defaultdict(list)
     rates: dict[ModelKey, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for (namespace, pod), models in tokens_by_pod.items():
@@ -78,28 +79,51 @@ def join(observation: Observation) -> list[ServedModel]:
             if not rows:
                 missing_of[key].append(pod)
                 continue
-            for row in rows:
-                pods_of[key].append(
-                    PodShare(
-                        pod=pod,
-                        node=row.node,
-                        gpu_model=row.gpu_model,
-                        gpus=row.gpus,
-                        power_w=row.power_w * share,
-                        power_source=row.power_source,
-                        shared_gpus=row.shared_gpus,
-                        busy_ratio=row.busy_ratio,
-                        share=share,
-                    )
-                )
+            pods_of[key].extend((row, share) for row in rows)
     return [
         ServedModel(
             namespace=key[0],
             model=key[1],
             prompt_tps=rates[key][0],
             generation_tps=rates[key][1],
-            pods=tuple(sorted(pods_of.get(key, ()), key=lambda p: (p.pod, p.node, p.gpu_model))),
+            pods=tuple(
+                sorted(
+                    _shares(pods_of.get(key, [])),
+                    key=lambda p: (p.pod, p.node, p.gpu_model),
+                )
+            ),
             pods_without_gpus=tuple(sorted(missing_of.get(key, ()))),
         )
         for key in sorted(rates)
     ]
+
+
+def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
+    """One model's pods as shares of their GPUs, each physical GPU counted once: MIG slices
+    and time-sliced copies of one GPU repeat its whole power under every holder, so a GPU
+    held by several of the model's pods is charged to the one with the largest share. A GPU
+    that pods outside the model also hold stays `shared_gpus`: charged in full, an upper
+    bound."""
+    mine: dict[tuple[str, str], int] = defaultdict(int)
+    for row, _ in rows:
+        for gpu in row.shared:
+            mine[(row.node, gpu.gpu_id)] += 1
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for row, share in sorted(rows, key=lambda r: (-r[1], r[0].pod, r[0].node)):
+        repeated = [g for g in row.shared if (row.node, g.gpu_id) in seen]
+        seen.update((row.node, g.gpu_id) for g in row.shared)
+        out.append(
+            PodShare(
+                pod=row.pod,
+                node=row.node,
+                gpu_model=row.gpu_model,
+                gpus=row.gpus - len(repeated),
+                power_w=max(0.0, row.power_w - sum(g.power_w for g in repeated)) * share,
+                power_source=row.power_source,
+                shared_gpus=sum(1 for g in row.shared if g.holders > mine[(row.node, g.gpu_id)]),
+                busy_ratio=row.busy_ratio,
+                share=share,
+            )
+        )
+    return out

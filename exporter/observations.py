@@ -15,6 +15,16 @@ POWER_GAUGE = "power_gauge"
 
 
 @dataclass(frozen=True)
+class SharedGpu:
+    """A physical GPU a pod holds together with other pods (MIG slices or time-sliced
+    copies): each holder's series carry the whole GPU's power."""
+
+    gpu_id: str
+    power_w: float
+    holders: int  # pods that hold it, this one included
+
+
+@dataclass(frozen=True)
 class PodGpus:
     """The GPUs one pod holds on one node, as seen in DCGM."""
 
@@ -25,8 +35,12 @@ class PodGpus:
     gpus: int
     power_w: float
     power_source: str  # ENERGY_COUNTER or POWER_GAUGE
-    shared_gpus: int = 0  # GPUs this pod shares with other pods (MIG or time-slicing)
+    shared: tuple[SharedGpu, ...] = ()  # GPUs this pod shares with other pods, on `node`
     busy_ratio: float | None = None
+
+    @property
+    def shared_gpus(self) -> int:
+        return len(self.shared)
 
 
 @dataclass(frozen=True)

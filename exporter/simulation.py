@@ -423,3 +423,15 @@ def nrp_cluster(wave: float = 0.0) -> SimCluster:
         ),
     )
     return SimCluster(nodes=(a, b, c, d), pods=pods)
+
+
+def shared_gpu_cluster(mig: int = 0, b_serves: str = "m/b") -> SimCluster:
+    """One A100 node: pods a and b share GPU 0 (time-sliced copies, or MIG slices), c has GPU 1;
+    b serves `b_serves` (another model by default, or a second replica of a's)."""
+    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
+    pods = (
+        SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
+        SimPod("ns", "b", b_serves, node.hostname, (0,), 100.0, 50.0, 5.0),
+        SimPod("ns", "c", "m/c", node.hostname, (1,), 150.0, 80.0, 8.0),
+    )
+    return SimCluster(nodes=(node,), pods=pods)

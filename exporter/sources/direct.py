@@ -4,7 +4,8 @@ and means, so no Prometheus query API is needed.
 
 Only each configured pod's own GPUs count: DCGM series whose pod labels name the pod, or
 whose GPU id is configured for it. A GPU that other pods also hold (MIG instances, time-sliced
-copies) is counted once, at its whole power, and flagged (attribution="shared_gpu").
+copies) is counted once per pod, at its whole power, and flagged (attribution="shared_gpu");
+replicas of one model that share it count it once between them (see aggregation.join).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from exporter.observations import (
     Observation,
     PodGpus,
     PodTokens,
+    SharedGpu,
     pods_serving,
 )
 from exporter.rates import SeriesWindow
@@ -233,7 +235,7 @@ class DirectSource:
             for name, labels, _ in rows:
                 gpu_id = _first(labels, labels_cfg.gpu_id)
                 owner = (_first(labels, labels_cfg.namespace), _first(labels, labels_cfg.pod))
-                if owner[1]:
+                if owner[1]:  # pods only: the docs' "other pods use other slices"
                     holders[(page, gpu_id)].add(owner)
                 if not (owner == (pod.namespace, pod.pod) or gpu_id in wanted_ids):
                     continue
@@ -296,10 +298,10 @@ class DirectSource:
                 busy.append(max(f[base_name(names.gpu_engine_active)]))
             elif base_name(names.gpu_util) in f:
                 busy.append(max(f[base_name(names.gpu_util)]) / 100)
-        shared = sum(
-            1
-            for g in mine
-            if len(holders.get((g.page, g.gpu_id), set()) | {(pod.namespace, pod.pod)}) > 1
+        me = {(pod.namespace, pod.pod)}
+        held_by = [len(holders.get((g.page, g.gpu_id), set()) | me) for g in mine]
+        shared = tuple(
+            SharedGpu(g.gpu_id, w, n) for g, w, n in zip(mine, watts, held_by, strict=True) if n > 1
         )
         first = next(iter(mine))
         return PodGpus(
@@ -310,6 +312,6 @@ class DirectSource:
             gpus=len(mine),
             power_w=sum(watts),
             power_source=source,
-            shared_gpus=shared,
+            shared=shared,
             busy_ratio=sum(busy) / len(busy) if len(busy) == len(mine) else None,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from exporter.observations import (
     Observation,
     PodGpus,
     PodTokens,
+    SharedGpu,
     pods_serving,
 )
 from exporter.sources.http_api import (
@@ -86,11 +88,12 @@ class Queries:
         def tok(metric: str) -> str:
             return _normalize(f"rate({metric}{{{tok_sel}}}[{window}])", tok_labels)
 
-        def per_gpu(agg: str, fn: str, metric: str, row: tuple[str, ...] = GPU_ROW) -> str:
-            # One value per physical GPU first (MIG instances repeat their GPU's energy and
-            # power), then aggregated per row.
-            inner = f"max by ({_by((*row, 'lce_gpu_id'))}) ({gpu(fn, metric)})"
-            return f"{agg} by ({_by(row)}) ({inner})"
+        def one_gpu(fn: str, metric: str) -> str:
+            # One value per physical GPU (MIG instances repeat their GPU's energy and power).
+            return f"max by ({_by((*GPU_ROW, 'lce_gpu_id'))}) ({gpu(fn, metric)})"
+
+        def per_gpu(agg: str, fn: str, metric: str) -> str:
+            return f"{agg} by ({_by(GPU_ROW)}) ({one_gpu(fn, metric)})"
 
         def seen(row: tuple[str, ...]) -> str:
             return " or ".join(
@@ -107,9 +110,14 @@ class Queries:
             power_energy=f"{per_gpu('sum', 'rate', names.gpu_energy)} / 1000",
             power_gauge=per_gpu("sum", "avg_over_time", names.gpu_power),
             gpu_count=f"count by ({_by(GPU_ROW)}) ({seen(GPU_ROW)})",
+            # One row per (pod, GPU) for GPUs that more than one pod holds (MIG slices,
+            # time-sliced copies), with the GPU's power: few rows, and what lets a model whose
+            # replicas share a GPU count it once.
             shared_gpus=(
-                f"count by ({_by(GPU_ROW)}) (({seen(GPU_ROW)}) and on (lce_node, lce_gpu_id) "
-                f"(count by (lce_node, lce_gpu_id) ({seen(GPU_ROW)}) > 1))"
+                f"({one_gpu('rate', names.gpu_energy)} / 1000 "
+                f"or {one_gpu('avg_over_time', names.gpu_power)}) "
+                f"and on (lce_node, lce_gpu_id) "
+                f"(count by (lce_node, lce_gpu_id) ({seen(GPU_ROW)}) > 1)"
             ),
             busy=(
                 f"{per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
@@ -242,7 +250,21 @@ class PrometheusSource:
             ("power_energy", keyed("power_energy"), ENERGY_COUNTER),
             ("power_gauge", keyed("power_gauge"), POWER_GAUGE),
         )
-        shared, busy = keyed("shared_gpus"), keyed("busy")
+        busy = keyed("busy")
+        shared: dict[tuple[str, ...], list[tuple[str, float]]] = defaultdict(list)
+        holders: dict[tuple[str, str], int] = defaultdict(int)
+        unknown: set[tuple[str, ...]] = set()
+        for sample in results.get("shared_gpus", []):
+            key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
+            gpu_id = sample.labels.get("lce_gpu_id", "")
+            if not (key[0] and key[1] and gpu_id):
+                continue
+            holders[(key[2], gpu_id)] += 1
+            if not is_valid_value(sample.value):
+                # Its replicas could not count the GPU once: the pod's power is withheld.
+                invalid("shared_gpus", sample.value, key, "its power is unknown this cycle")
+                unknown.add(key)
+            shared[key].append((gpu_id, sample.value))
         rows = []
         for key, gpus in keyed("gpu_count").items():
             if not is_count(gpus):
@@ -263,12 +285,8 @@ class PrometheusSource:
                     if name == "power_gauge"
                     else "trying the power gauge",
                 )
-            if power is None:
+            if power is None or key in unknown:
                 continue  # its model's power is then incomplete, and withheld
-            shared_gpus = shared.get(key, 0.0)
-            if not is_count(shared_gpus):
-                invalid("shared_gpus", shared_gpus, key, "GPU sharing unknown this cycle")
-                shared_gpus = 0.0
             ratio = busy.get(key)
             if ratio is not None and not is_valid_value(ratio):
                 invalid("busy", ratio, key, "busy ratio withheld")
@@ -282,7 +300,10 @@ class PrometheusSource:
                     gpus=int(gpus),
                     power_w=power,
                     power_source=source,
-                    shared_gpus=int(shared_gpus),
+                    shared=tuple(
+                        SharedGpu(gpu_id, watts, holders[(key[2], gpu_id)])
+                        for gpu_id, watts in sorted(shared.get(key, ()))
+                    ),
                     busy_ratio=ratio,
                 )
             )

@@ -21,7 +21,12 @@ from exporter.config import build, default_document, load, merge
 from exporter.demo import demo_config
 from exporter.engine import Engine
 from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import EPOCH, SimCluster, SimNode, SimPod, nrp_cluster, targets
+from exporter.simulation import (
+    EPOCH,
+    nrp_cluster,
+    shared_gpu_cluster,
+    targets,
+)
 from exporter.sources.direct import DirectSource
 from tests.harness import (
     free_port,
@@ -130,19 +135,9 @@ def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> Non
     assert total > 0  # the exporter's own counter never went backwards through the reset
 
 
-def shared_cluster(mig: int = 0) -> SimCluster:
-    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
-    pods = (
-        SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
-        SimPod("ns", "b", "m/b", node.hostname, (0,), 100.0, 50.0, 5.0),
-        SimPod("ns", "c", "m/c", node.hostname, (1,), 150.0, 80.0, 8.0),
-    )
-    return SimCluster(nodes=(node,), pods=pods)
-
-
 @pytest.mark.parametrize("mig", [0, 3])
 def test_shared_and_mig_gpus_are_counted_once_and_flagged(mig: int) -> None:
-    endpoints = SimulatedEndpoints(shared_cluster(mig)).start()
+    endpoints = SimulatedEndpoints(shared_gpu_cluster(mig)).start()
     try:
         config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
         with freeze_time(START) as frozen:
@@ -158,6 +153,23 @@ def test_shared_and_mig_gpus_are_counted_once_and_flagged(mig: int) -> None:
     # GPU 1 is pod c's alone; with MIG its three instances repeat one GPU's power.
     assert c.gpus == 1 and c.power_w["gpu"] == pytest.approx(150)
     assert c.info_value("attribution") == "exclusive"
+
+
+@pytest.mark.parametrize("mig", [0, 3])
+def test_replicas_of_one_model_on_one_gpu_count_it_once(mig: int) -> None:
+    endpoints = SimulatedEndpoints(shared_gpu_cluster(mig, b_serves="m/a")).start()
+    try:
+        config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            cycles(engine, frozen, 2)
+            a = figures(engine, "m/a")
+    finally:
+        endpoints.stop()
+    # Pods a and b both report GPU 0's whole 300 W: the model draws it once, not twice.
+    assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
+    assert a.tokens_per_second["prompt"] == pytest.approx(150)
+    assert a.info_value("attribution") == "exclusive"  # nobody else holds GPU 0
 
 
 class StaticPages(ThreadingHTTPServer):

@@ -806,7 +806,7 @@ def test_fault_on_the_lookback_queries_keeps_the_previous_history(
 @dataclass(frozen=True)
 class ValueTarget:
     model: str
-    row: str  # gpu | token | model: the labels of the query's rows
+    row: str  # gpu | gpu-id | token | model: the labels of the query's rows
     withheld: str  # the figure of `model` an invalid sample must withhold (or leave right)
 
 
@@ -814,7 +814,7 @@ VALUE_TARGETS = {
     "power_energy": ValueTarget(GLM, "gpu", "gauge"),
     "power_gauge": ValueTarget(MINIMAX, "gpu", "power"),
     "gpu_count": ValueTarget(GLM, "gpu", "power"),
-    "shared_gpus": ValueTarget(GLM, "gpu", "attribution"),
+    "shared_gpus": ValueTarget(GLM, "gpu-id", "power"),
     "busy": ValueTarget(GLM, "gpu", "busy"),
     "prompt": ValueTarget(GLM, "token", "model"),
     "generation": ValueTarget(GLM, "token", "model"),
@@ -825,13 +825,16 @@ BAD_VALUES = {"NaN": "nan", "+Inf": "plus-inf", "-Inf": "minus-inf", "-1": "nega
 
 def row_labels(cluster: SimCluster, target: ValueTarget) -> dict[str, str]:
     pod = pod_of(cluster, target.model)
+    gpu = {
+        "lce_namespace": pod.namespace,
+        "lce_pod": pod.name,
+        "lce_node": pod.node,
+        "lce_gpu_model": cluster.node(pod.node).product,
+    }
     if target.row == "gpu":
-        return {
-            "lce_namespace": pod.namespace,
-            "lce_pod": pod.name,
-            "lce_node": pod.node,
-            "lce_gpu_model": cluster.node(pod.node).product,
-        }
+        return gpu
+    if target.row == "gpu-id":  # one of the pod's GPUs, as if another pod held it too
+        return {**gpu, "lce_gpu_id": cluster.node(pod.node).uuid(pod.gpus[0])}
     if target.row == "token":
         return {"lce_namespace": pod.namespace, "lce_pod": pod.name, "lce_model": pod.model}
     return {"lce_namespace": pod.namespace, "lce_model": pod.model}
@@ -904,14 +907,9 @@ def test_invalid_value_is_never_exported_and_is_reported(
             len(power) == 1 and abs(power[0] - expected[0]) <= 0.02 * expected[0],
             (key, "power", power, expected),
         )
-    elif target.withheld == "attribution":
-        figure(info(samples, key)["attribution"] == "exclusive", info(samples, key))
     elif target.withheld == "busy":
         busy = of_model(samples, key, "llm_carbon_gpu_busy_ratio")
         figure(all(0 <= v <= 1 for v in busy), (key, "busy", busy))
-    elif target.withheld == "idle":
-        idle = of_model(samples, key, "llm_carbon_idle_power_watts")
-        figure(all(v >= 0 for v in idle), (key, "idle W", idle))
     elif target.withheld == "utilization":
         utilization = of_model(samples, key, "llm_carbon_utilization_ratio")
         figure(all(0 <= v <= 1 for v in utilization), (key, "utilization", utilization))

@@ -11,7 +11,8 @@ from collections import defaultdict
 import pytest
 import requests
 
-from exporter.simulation import SimCluster
+from exporter.simulated_endpoints import SimulatedEndpoints
+from exporter.simulation import SimCluster, shared_gpu_cluster
 from tests.harness import one, pick, wait_until
 from tests.integration.conftest import start_prometheus
 
@@ -244,3 +245,25 @@ def test_prometheus_stopped_mid_run_then_restarted(
         assert exporter.process.poll() is None
     finally:
         prometheus.stop()
+
+
+@pytest.mark.parametrize("mig", [0, 3])
+def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int) -> None:
+    # Pods a and b are replicas of m/a on GPU 0 (time-sliced copies, or MIG slices): each pod's
+    # DCGM series carry the GPU's whole power, and the model must draw it once.
+    cluster = shared_gpu_cluster(mig, b_serves="m/a")
+    endpoints = SimulatedEndpoints(cluster).start()
+    server = start_prometheus(tmp_path / "prometheus", endpoints, cluster)
+    try:
+        samples = exporter_factory(config_for(server.url)).samples()
+    finally:
+        server.stop()
+        endpoints.stop()
+    a, c = {"namespace": "ns", "model": "m/a"}, {"namespace": "ns", "model": "m/c"}
+    assert one(samples, "llm_carbon_gpus", **a) == 1
+    assert one(samples, "llm_carbon_power_watts", scope="gpu", **a) == pytest.approx(300, rel=0.01)
+    assert one(samples, "llm_carbon_tokens_per_second", phase="prompt", **a) == pytest.approx(
+        150, rel=0.01
+    )
+    assert pick(samples, "llm_carbon_model_info", **a)[0][0]["attribution"] == "exclusive"
+    assert one(samples, "llm_carbon_power_watts", scope="gpu", **c) == pytest.approx(150, rel=0.01)

@@ -14,6 +14,7 @@ from exporter.observations import (
     Observation,
     PodGpus,
     PodTokens,
+    SharedGpu,
 )
 
 SDSC, UNL = "gpu-a.sdsc.optiputer.net", "hcc-nrp-b.unl.edu"
@@ -140,9 +141,39 @@ def test_a_pod_serving_two_models_splits_power_by_tokens() -> None:
     assert out["m/a"].info_value("attribution") == "shared_pod"
 
 
-def test_shared_gpus_are_flagged() -> None:
-    out = figures_for([gpus("p", SDSC, 1, 200, shared_gpus=1)], [tokens("p", "m/a", 100, 0)])
-    assert out["m/a"].info_value("attribution") == "shared_gpu"
+def test_a_gpu_shared_with_another_pod_is_charged_in_full_and_flagged() -> None:
+    shared = (SharedGpu("GPU-0", 200, holders=2),)
+    out = figures_for(
+        [gpus("p", SDSC, 1, 200, shared=shared), gpus("q", SDSC, 1, 200, shared=shared)],
+        [tokens("p", "m/a", 100, 0), tokens("q", "m/b", 100, 0)],
+    )
+    for model in ("m/a", "m/b"):  # an upper bound for each, and said
+        assert out[model].power_w["gpu"] == 200 and out[model].gpus == 1
+        assert out[model].info_value("attribution") == "shared_gpu"
+
+
+def test_replicas_sharing_a_gpu_count_it_once() -> None:
+    # p holds GPU-0 and GPU-1; q holds GPU-0 (time-sliced or another MIG slice) and GPU-2.
+    g0 = SharedGpu("GPU-0", 200, holders=2)
+    out = figures_for(
+        [gpus("p", SDSC, 2, 200 + 300, shared=(g0,)), gpus("q", SDSC, 2, 200 + 250, shared=(g0,))],
+        [tokens("p", "m/a", 100, 0), tokens("q", "m/a", 50, 0)],
+    )
+    assert out["m/a"].gpus == 3 and out["m/a"].power_w["gpu"] == pytest.approx(750)
+    # only its own replicas hold GPU-0: the figure is exact, not an upper bound
+    assert out["m/a"].info_value("attribution") == "exclusive"
+
+
+def test_mig_slices_of_one_gpu_across_replicas_and_another_pod() -> None:
+    # Three slices of GPU-0: two replicas of m/a and one pod of m/b; each sees the whole 300 W.
+    g0 = SharedGpu("GPU-0", 300, holders=3)
+    out = figures_for(
+        [gpus(pod, SDSC, 1, 300, shared=(g0,)) for pod in ("a-1", "a-2", "b")],
+        [tokens("a-1", "m/a", 10, 0), tokens("a-2", "m/a", 30, 0), tokens("b", "m/b", 5, 0)],
+    )
+    assert out["m/a"].gpus == 1 and out["m/a"].power_w["gpu"] == pytest.approx(300)
+    assert out["m/b"].gpus == 1 and out["m/b"].power_w["gpu"] == pytest.approx(300)
+    assert out["m/a"].info_value("attribution") == "shared_gpu"  # m/b holds it too
 
 
 def test_same_model_in_two_namespaces_stays_apart() -> None:
