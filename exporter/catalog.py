@@ -36,6 +36,11 @@ class ModelSpec:
     precision: str = "bf16"
 
 
+# A served name that says FP8 (e.g. "nvidia/Llama-3.3-70B-Instruct-FP8") is served in FP8
+# unless its table entry names a precision.
+_FP8_NAME = re.compile(r"fp8", re.IGNORECASE)
+
+
 _GPU_FIELDS = (
     "name",
     "bf16_tflops",
@@ -85,7 +90,10 @@ class Catalog:
             for e in [*gpus, *builtin_gpu_entries()]
         )
         self._models = _PatternTable(
-            (e["pattern"], ModelSpec(**{k: e[k] for k in _MODEL_FIELDS if e.get(k) is not None}))
+            (
+                e["pattern"],
+                (e, ModelSpec(**{k: e[k] for k in _MODEL_FIELDS if e.get(k) is not None})),
+            )
             for e in [*models, *builtin_model_entries()]
         )
 
@@ -93,4 +101,10 @@ class Catalog:
         return self._gpus.find(model_name)  # type: ignore[return-value]
 
     def model(self, served_name: str) -> ModelSpec | None:
-        return self._models.find(served_name)  # type: ignore[return-value]
+        found = self._models.find(served_name)
+        if found is None:
+            return None
+        entry, spec = found  # type: ignore[misc]
+        if entry.get("precision") is None and _FP8_NAME.search(served_name):
+            return ModelSpec(spec.total_params_b, spec.active_params_b, "fp8")
+        return spec

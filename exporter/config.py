@@ -340,7 +340,8 @@ class ModelSpec(Strict):
     pattern: Regex
     total_params_b: PositiveNumber
     active_params_b: PositiveNumber
-    precision: Literal["bf16", "fp16", "fp8", "fp4", "int4", "int8"] = "bf16"
+    # Unset: fp8 where the served name says FP8, else bf16.
+    precision: Literal["bf16", "fp16", "fp8", "fp4", "int4", "int8"] | None = None
 
     def __post_init__(self) -> None:
         if self.active_params_b > self.total_params_b:
