@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -344,3 +346,37 @@ def running(*things: PrometheusServer | ExporterProcess) -> Iterator[None]:
     finally:
         for thing in reversed(things):
             thing.stop()
+
+
+class StaticPages(ThreadingHTTPServer):
+    """Serves `pages[path]` on a free loopback port: a body (status 200), or a (status, body)
+    pair; 404 for a path it does not have. Change `pages` between requests."""
+
+    daemon_threads = True
+
+    def __init__(self, pages: dict[str, str | tuple[int, str]]) -> None:
+        self.pages = pages
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:
+                page = self.pages.get(handler.path, (404, ""))
+                status, text = page if isinstance(page, tuple) else (200, page)
+                body = text.encode()
+                handler.send_response(status)
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            def log_message(handler, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()

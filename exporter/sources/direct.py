@@ -10,6 +10,7 @@ replicas of one model that share it count it once between them (see aggregation.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from exporter.sources.http_api import (
     HttpFetcher,
     HttpOptions,
     UpstreamError,
+    describe_invalid,
     is_valid_value,
     snippet,
 )
@@ -85,7 +87,10 @@ class DirectSource:
             names.gpu_engine_active,
         )
         self._token_names = (names.prompt_tokens, names.generation_tokens)
+        # Gauges with a ceiling: a ratio, and a percentage.
+        self._bounds = {base_name(names.gpu_engine_active): 1.0, base_name(names.gpu_util): 100.0}
         self._series: dict[SeriesKey, SeriesWindow] = {}
+        self._invalid: dict[SeriesKey, float] = {}  # this cycle's invalid samples
         self._requests = dict.fromkeys(self.upstreams, 0)
 
     @property
@@ -109,8 +114,16 @@ class DirectSource:
                 self.http.scrub(f"{upstream} HTTP {status} from {redact(url)}: {snippet(body)}"),
                 upstream,
             )
+        text = body.decode("utf-8", "replace")
+        if text.lstrip()[:1] == "<":  # an HTML error or login page served with 200
+            raise UpstreamError(
+                MALFORMED,
+                f"{upstream} page {redact(url)} is HTML, not Prometheus text exposition: "
+                f"{snippet(body)}",
+                upstream,
+            )
         try:
-            return list(parse(body.decode("utf-8", "replace"), names))
+            return list(parse(text, names))
         except ValueError as exc:
             raise UpstreamError(
                 MALFORMED,
@@ -120,19 +133,26 @@ class DirectSource:
             ) from None
 
     def _record(self, page: str, rows: list[Row], now: float, seen: set[SeriesKey]) -> None:
+        """Adds each row's sample to its series' window. A NaN, infinite or negative sample,
+        or one above its field's ceiling, never enters a window (it would spoil every rate
+        and mean over it for a whole window): its series is marked invalid for this cycle."""
         for name, labels, value in rows:
             key = (page, name, tuple(sorted(labels.items())))
+            seen.add(key)
+            if not is_valid_value(value) or value > self._bounds.get(name, math.inf):
+                self._invalid[key] = value
+                continue
             window = self._series.get(key)
             if window is None:
                 window = self._series[key] = SeriesWindow(self.window)
             window.add(now, value)
-            seen.add(key)
 
     def fetch(self) -> Observation:
         now = self.clock()
         settings = self.config.direct
         problems: list[tuple[str, str, str]] = []
         seen: set[SeriesKey] = set()
+        self._invalid = {}
 
         def read(url: str, upstream: str, names: tuple[str, ...]) -> list[Row]:
             rows = self._page(url, upstream, names)
@@ -149,6 +169,8 @@ class DirectSource:
         }
         for key in [k for k in self._series if k not in seen]:
             del self._series[key]  # a series gone from its page no longer counts
+        for url, rows in tokens.items():
+            self._check_token_page(url, rows, problems)
 
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
@@ -171,6 +193,38 @@ class DirectSource:
             time=now, gpus=tuple(gpu_rows), tokens=tuple(token_rows), problems=tuple(problems)
         )
 
+    def _describe(self, name: str, value: float) -> str:
+        bound = self._bounds.get(name)
+        if is_valid_value(value) and bound is not None:
+            return f"above its ceiling of {bound:g}"
+        return describe_invalid(value)
+
+    def _check_token_page(self, url: str, rows: list[Row], problems: list) -> None:
+        """Says so when an inference server's page has no token series, or series no model
+        can be named for: otherwise its models would just vanish."""
+        names = self.config.upstream.metrics
+        labels = self.config.upstream.token_labels.model
+        if not rows:
+            problems.append(
+                (
+                    "vllm",
+                    MISSING_SERIES,
+                    f"page {redact(url)} has no {names.prompt_tokens} or "
+                    f"{names.generation_tokens} series (upstream.metrics)",
+                )
+            )
+        elif not self.config.upstream.default_model and not any(
+            _first(row[1], labels) for row in rows
+        ):
+            problems.append(
+                (
+                    "vllm",
+                    MISSING_SERIES,
+                    f"token series on {redact(url)} carry no model label "
+                    f"({', '.join(labels)}): set upstream.default_model (TGI has none)",
+                )
+            )
+
     # ---- one pod's tokens
 
     def _pod_tokens(
@@ -190,18 +244,21 @@ class DirectSource:
                     continue
                 phase = 0 if name == base_name(names.prompt_tokens) else 1
                 phases[model].add(phase)
-                rate = self._series[(url, name, tuple(sorted(labels.items())))].counter_rate()
-                if rate is None:
-                    incomplete.add(model)  # one sample so far: a rate needs two
-                elif not is_valid_value(rate) or not is_valid_value(value):
+                key = (url, name, tuple(sorted(labels.items())))
+                if key in self._invalid:
                     problems.append(
                         (
                             "vllm",
                             INVALID_VALUE,
-                            f"{name} for {model!r} is {value!r}; model left out this cycle",
+                            f"{name} for {pod.namespace}/{pod.pod} model {model!r} is "
+                            f"{describe_invalid(value)}; model left out this cycle",
                         )
                     )
                     incomplete.add(model)
+                    continue
+                rate = self._series[key].counter_rate()
+                if rate is None:
+                    incomplete.add(model)  # one sample so far: a rate needs two
                 else:
                     rates[model][phase] += rate
         for model, seen in phases.items():
@@ -230,6 +287,7 @@ class DirectSource:
         names = self.config.upstream.metrics
         wanted_ids = set(pod.gpu_uuids)
         mine: dict[_Gpu, dict[str, list[float]]] = {}
+        bad: list[tuple[str, str, float]] = []  # (field, GPU id, sample) of invalid samples
         holders: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
         for page, rows in pages.items():
             for name, labels, _ in rows:
@@ -245,7 +303,11 @@ class DirectSource:
                     _first(labels, labels_cfg.node),
                     _first(labels, labels_cfg.gpu_model),
                 )
-                window = self._series[(page, name, tuple(sorted(labels.items())))]
+                key = (page, name, tuple(sorted(labels.items())))
+                if key in self._invalid:
+                    bad.append((name, gpu.gpu_id, self._invalid[key]))
+                    continue
+                window = self._series[key]
                 value = (
                     window.counter_rate()
                     if name == base_name(names.gpu_energy)
@@ -255,18 +317,35 @@ class DirectSource:
                     # MIG instances repeat their GPU's readings: one value per GPU and field.
                     fields = mine.setdefault(gpu, {})
                     fields[name] = [*fields.get(name, []), value]
-        if not mine:
+        energy, power = base_name(names.gpu_energy), base_name(names.gpu_power)
+        busy_fields = {base_name(names.gpu_engine_active): 1.0, base_name(names.gpu_util): 100.0}
+        consequences = {energy: "trying the power gauge", power: "power gauge not used"}
+        for field, gpu_id, value in bad:
             problems.append(
                 (
                     "dcgm",
-                    MISSING_SERIES,
-                    f"no GPU series for pod "
-                    f"{pod.namespace}/{pod.pod} (pod labels or direct.pods[].gpu_uuids)",
+                    INVALID_VALUE,
+                    f"{field} of GPU {gpu_id} for {pod.namespace}/{pod.pod} is "
+                    f"{self._describe(field, value)}; "
+                    f"{consequences.get(field, 'busy ratio withheld')} this cycle",
                 )
             )
+        bad_fields = {field for field, _, _ in bad}
+        for f in mine.values():
+            for field in bad_fields & {energy, power}:
+                f.pop(field, None)  # one GPU's bad reading spoils the field for the pod
+        if not mine:
+            if not bad:
+                problems.append(
+                    (
+                        "dcgm",
+                        MISSING_SERIES,
+                        f"no GPU series for pod "
+                        f"{pod.namespace}/{pod.pod} (pod labels or direct.pods[].gpu_uuids)",
+                    )
+                )
             return None
 
-        energy, power = base_name(names.gpu_energy), base_name(names.gpu_power)
         if all(energy in f for f in mine.values()):
             watts = [max(f[energy]) / 1000 for f in mine.values()]  # mJ/s -> W
             source = ENERGY_COUNTER
@@ -278,26 +357,17 @@ class DirectSource:
                 (
                     "dcgm",
                     MISSING_SERIES,
-                    f"no power reading yet for every GPU of {pod.namespace}/{pod.pod}",
+                    f"no valid power reading yet for every GPU of {pod.namespace}/{pod.pod}",
                 )
             )
             return None
-        if not all(is_valid_value(w) for w in watts):
-            problems.append(
-                (
-                    "dcgm",
-                    INVALID_VALUE,
-                    f"power {watts!r} for {pod.namespace}/{pod.pod}; pod dropped this cycle",
-                )
-            )
-            return None
-
         busy = []
         for f in mine.values():
-            if base_name(names.gpu_engine_active) in f:
-                busy.append(max(f[base_name(names.gpu_engine_active)]))
-            elif base_name(names.gpu_util) in f:
-                busy.append(max(f[base_name(names.gpu_util)]) / 100)
+            for field, scale in busy_fields.items():
+                if field in f:
+                    busy.append(max(f[field]) / scale)
+                    break
+        busy_bad = bool(bad_fields & busy_fields.keys())
         me = {(pod.namespace, pod.pod)}
         held_by = [len(holders.get((g.page, g.gpu_id), set()) | me) for g in mine]
         shared = tuple(
@@ -313,5 +383,5 @@ class DirectSource:
             power_w=sum(watts),
             power_source=source,
             shared=shared,
-            busy_ratio=sum(busy) / len(busy) if len(busy) == len(mine) else None,
+            busy_ratio=sum(busy) / len(busy) if len(busy) == len(mine) and not busy_bad else None,
         )

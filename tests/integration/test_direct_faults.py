@@ -1,0 +1,276 @@
+"""The fault matrix for the direct-scrape source (sidecar mode): an inference-server or
+dcgm-exporter page goes wrong for one cycle. Each fault must be counted under its reason and
+logged in one line, never put NaN, Inf or a wrong figure on the page, never make a counter
+go down, and be gone within two intervals of the pages coming right."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from freezegun import freeze_time
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import ExporterCollector
+from exporter.config import Config, build, default_document, merge
+from exporter.engine import Engine
+from exporter.figures import ModelFigures
+from exporter.sources.direct import DirectSource
+from tests.harness import StaticPages, parse_samples
+
+pytestmark = pytest.mark.integration
+
+START = "2026-11-26 12:00:00"
+INTERVAL = 30.0
+MODEL = "org/served-model"
+PROMPT_TPS, GENERATION_TPS, WATTS, BUSY = 900.0, 100.0, 250.0, 0.4
+GPU = 'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
+
+
+@dataclass(frozen=True)
+class Values:
+    """What the pages say at one moment: counters as totals, gauges as readings; a string
+    is written as is (NaN, +Inf, -1, …)."""
+
+    prompt: float | str
+    generation: float | str
+    energy_mj: float | str
+    power_w: float | str
+    busy: float | str
+
+
+def good(seconds: float) -> Values:
+    return Values(
+        PROMPT_TPS * seconds, GENERATION_TPS * seconds, WATTS * 1000 * seconds, WATTS, BUSY
+    )
+
+
+def vllm_page(v: Values) -> str:
+    labels = f'model_name="{MODEL}",engine="0"'
+    return (
+        "# TYPE vllm:prompt_tokens_total counter\n"
+        f"vllm:prompt_tokens_total{{{labels}}} {v.prompt}\n"
+        "# TYPE vllm:generation_tokens_total counter\n"
+        f"vllm:generation_tokens_total{{{labels}}} {v.generation}\n"
+    )
+
+
+def dcgm_page(v: Values) -> str:
+    return (
+        "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+        f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{GPU}}} {v.energy_mj}\n"
+        "# TYPE DCGM_FI_DEV_POWER_USAGE gauge\n"
+        f"DCGM_FI_DEV_POWER_USAGE{{{GPU}}} {v.power_w}\n"
+        "# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge\n"
+        f"DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{GPU}}} {v.busy}\n"
+    )
+
+
+def pages_at(seconds: float, values: Values | None = None) -> dict[str, str | tuple[int, str]]:
+    v = values or good(seconds)
+    return {"/vllm": vllm_page(v), "/dcgm": dcgm_page(v)}
+
+
+@dataclass(frozen=True)
+class Fault:
+    pages: Callable[[float], dict[str, str | tuple[int, str]]]  # the pages while it lasts
+    upstream: str
+    reason: str
+    cycle_ok: bool  # False: the whole cycle fails (the page cannot be read)
+    # What the model's figures must show during the fault (None: the model is left out).
+    during: Callable[[ModelFigures | None], bool] = field(default=lambda f: f is None)
+
+
+def bad_sample(name: str, value: str) -> Callable[[float], dict]:
+    return lambda s: pages_at(s, Values(**{**good(s).__dict__, name: value}))
+
+
+def power_by_gauge(f: ModelFigures | None) -> bool:
+    return (
+        f is not None
+        and f.info_value("power_source") == "power_gauge"
+        and math.isclose(f.power_w["gpu"], WATTS, rel_tol=0.01)
+    )
+
+
+def busy_withheld(f: ModelFigures | None) -> bool:
+    return f is not None and f.gpu_busy is None and f.power_w.get("gpu") is not None
+
+
+HTML = "<!doctype html><html><body>Sign in to continue</body></html>"
+FAULTS = {
+    "vllm-html-with-200": Fault(
+        lambda s: {**pages_at(s), "/vllm": HTML}, "vllm", "malformed_response", False
+    ),
+    "dcgm-html-with-200": Fault(
+        lambda s: {**pages_at(s), "/dcgm": HTML}, "dcgm", "malformed_response", False
+    ),
+    "vllm-http-500": Fault(
+        lambda s: {**pages_at(s), "/vllm": (500, "internal error")}, "vllm", "http_status", False
+    ),
+    "dcgm-http-503": Fault(
+        lambda s: {**pages_at(s), "/dcgm": (503, "busy")}, "dcgm", "http_status", False
+    ),
+    "vllm-page-without-token-series": Fault(
+        lambda s: {**pages_at(s), "/vllm": "# TYPE process_cpu_seconds_total counter\n"},
+        "vllm",
+        "missing_series",
+        True,
+    ),
+    "dcgm-page-without-this-pods-gpus": Fault(
+        lambda s: {**pages_at(s), "/dcgm": dcgm_page(good(s)).replace('pod="p"', 'pod="other"')},
+        "dcgm",
+        "missing_series",
+        True,
+        lambda f: f is not None and f.power_w == {},  # tokens stay, power is withheld
+    ),
+    "busy-above-one": Fault(
+        bad_sample("busy", "1.7"), "dcgm", "invalid_value", True, busy_withheld
+    ),
+}
+for _text, _name in {
+    "NaN": "nan",
+    "+Inf": "plus-inf",
+    "-Inf": "minus-inf",
+    "-1": "negative",
+}.items():
+    FAULTS[f"prompt-counter-{_name}"] = Fault(
+        bad_sample("prompt", _text), "vllm", "invalid_value", True
+    )
+    FAULTS[f"energy-counter-{_name}"] = Fault(
+        bad_sample("energy_mj", _text), "dcgm", "invalid_value", True, power_by_gauge
+    )
+    FAULTS[f"busy-{_name}"] = Fault(
+        bad_sample("busy", _text), "dcgm", "invalid_value", True, busy_withheld
+    )
+
+
+def sidecar(server: StaticPages, page: str, **settings: object) -> Config:
+    """A sidecar for pod ns/p reading `page` and /dcgm from `server`."""
+    pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}{page}"]}
+    document = {"source": "direct", "direct": {"dcgm_urls": [f"{server.base}/dcgm"], "pods": [pod]}}
+    return build(merge(default_document(), {**document, **settings}))
+
+
+def render(engine: Engine) -> list[tuple[str, dict[str, str], float]]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(engine))
+    return parse_samples(generate_latest(registry).decode())
+
+
+def the_model(engine: Engine) -> ModelFigures | None:
+    return next((f for f in engine.state.snapshot.models if f.model == MODEL), None)
+
+
+def is_right(f: ModelFigures | None) -> bool:
+    return (
+        f is not None
+        and math.isclose(f.power_w["gpu"], WATTS, rel_tol=0.01)
+        and math.isclose(f.joules_per_token[("gpu", "amortized")], WATTS / 1000, rel_tol=0.01)
+        and f.gpu_busy is not None
+        and math.isclose(f.gpu_busy, BUSY, rel_tol=0.01)
+    )
+
+
+@pytest.mark.parametrize("name", FAULTS)
+def test_a_page_fault_is_said_once_never_exported_and_recovered_from(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fault = FAULTS[name]
+    server = StaticPages({})
+    config = sidecar(server, "/vllm", exporter={"interval": f"{INTERVAL:g}s"})
+    totals: dict[tuple, float] = {}
+
+    def step(engine: Engine, frozen, seconds: float, pages: dict) -> bool:
+        server.pages = pages
+        ok = engine.run_cycle()
+        for sample_name, labels, value in render(engine):
+            assert math.isfinite(value), (sample_name, labels, value)
+            if sample_name.endswith("_total"):
+                key = (sample_name, tuple(sorted(labels.items())))
+                assert value >= totals.get(key, 0.0), f"{key} went down"
+                totals[key] = value
+        frozen.tick(INTERVAL)
+        return ok
+
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            seconds = 1000.0
+            for _ in range(3):
+                assert step(engine, frozen, seconds, pages_at(seconds))
+                seconds += INTERVAL
+            assert is_right(the_model(engine)), the_model(engine)
+            before = dict(engine.state.errors_total)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                ok = step(engine, frozen, seconds, fault.pages(seconds))
+            seconds += INTERVAL
+            warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+            assert ok == fault.cycle_ok
+            key = (fault.upstream, fault.reason)
+            assert engine.state.errors_total.get(key, 0) > before.get(key, 0), (
+                f"{key} not counted: {engine.state.errors_total}"
+            )
+            assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+            if fault.cycle_ok:  # a failed cycle keeps the last good figures until stale
+                assert fault.during(the_model(engine)), the_model(engine)
+            else:
+                up = {u: v for u, v in engine.state.up.items()}
+                assert up[fault.upstream] is False, up
+
+            recovered_after = None
+            for cycle in (1, 2):
+                assert step(engine, frozen, seconds, pages_at(seconds))
+                seconds += INTERVAL
+                if is_right(the_model(engine)) and all(engine.state.up.values()):
+                    recovered_after = cycle
+                    break
+            assert recovered_after is not None, (the_model(engine), engine.state.up)
+    finally:
+        server.close()
+
+
+def test_token_series_without_a_model_label_say_what_to_set(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # TGI's histogram sums carry no model label: without upstream.default_model no model can
+    # be named, and the sidecar must say so rather than show an empty page.
+    server = StaticPages({})
+    config = sidecar(
+        server,
+        "/tgi",
+        upstream={
+            "metrics": {
+                "prompt_tokens": "tgi_request_input_length_sum",
+                "generation_tokens": "tgi_request_generated_tokens_sum",
+            }
+        },
+    )
+    try:
+        with freeze_time(START) as frozen, caplog.at_level(logging.WARNING):
+            engine = Engine(config, DirectSource(config))
+            for seconds in (1000.0, 1030.0):
+                server.pages = {
+                    "/tgi": (
+                        "# TYPE tgi_request_input_length histogram\n"
+                        f"tgi_request_input_length_sum {900 * seconds}\n"
+                        f"tgi_request_input_length_count {seconds}\n"
+                        "# TYPE tgi_request_generated_tokens histogram\n"
+                        f"tgi_request_generated_tokens_sum {100 * seconds}\n"
+                        f"tgi_request_generated_tokens_count {seconds}\n"
+                    ),
+                    "/dcgm": dcgm_page(good(seconds)),
+                }
+                assert engine.run_cycle()
+                frozen.tick(INTERVAL)
+    finally:
+        server.close()
+    assert engine.state.snapshot.models == ()
+    assert engine.state.errors_total[("vllm", "missing_series")] == 2  # counted every cycle
+    said = [r.getMessage() for r in caplog.records if "default_model" in r.getMessage()]
+    assert len(said) == 1, said  # logged once while it lasts
