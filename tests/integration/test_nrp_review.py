@@ -87,6 +87,29 @@ def test_glm_does_not(samples) -> None:
     assert baselines == {"nrp-envelope", "frontier", "large-open"}
 
 
+# With the default rule (idle share above 0.5, or MFU below 1 %, while drawing power), and
+# the GPU table's loaded-idle draw (85 W per H100, 127 W per H200): the review's three
+# low-throughput models are flagged, each with most of its power below the idle floor.
+FLAGS = {
+    "moonshotai/Kimi-K2.5": 1,  # 116 W per H200 for 158 tok/s: idle share 1 (capped)
+    "MiniMaxAI/MiniMax-M2.5": 1,  # 105 W per H100 for 246 tok/s: idle share 1 (capped)
+    "Qwen/Qwen3.5-397B-A17B-FP8": 1,  # 154 W per H100: idle share 680/1235 = 0.55, MFU 0.5 %
+    "zai-org/GLM-4.7-FP8": 0,  # idle share 0.26, MFU 2.6 %
+    "openai/gpt-oss-120b": 0,  # idle share 0.28, MFU 1.5 %
+    "meta-llama/Llama-3.1-8B-Instruct": 1,  # drawing power with no tokens
+}
+
+
+@pytest.mark.parametrize(("model", "flag"), FLAGS.items())
+def test_which_review_models_read_underutilized(samples, model: str, flag: int) -> None:
+    assert one(samples, "llm_carbon_underutilized", model=model) == flag
+    idle_share = one(samples, "llm_carbon_idle_power_ratio", model=model)
+    if model == "Qwen/Qwen3.5-397B-A17B-FP8":
+        assert idle_share == pytest.approx(680 / 1235, rel=0.02)
+    else:
+        assert (idle_share > 0.5) == bool(flag)
+
+
 def test_look_back_gives_observed_idle_floor_and_peak(samples) -> None:
     # The idle model's own history is its idle floor; active models have a peak.
     idle = {"model": "meta-llama/Llama-3.1-8B-Instruct"}
