@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.aggregation import join
 from exporter.config import load
@@ -292,3 +296,87 @@ def test_observed_idle_floor_follows_a_shared_pods_share() -> None:
         history={("llm", "m/a"): ModelHistory(idle_floor_w_per_gpu=50)},
     )
     assert out["m/a"].idle_power_w == pytest.approx(50 * 2 * 0.75)
+
+
+# ---- invariants of the assembled figures, over generated clusters
+
+NODES = (SDSC, UNL, "gpu-d.hsrn.nyu.edu", "unmapped-node.example.org")
+PRODUCTS = (H100, H200, "NVIDIA A100-SXM4-80GB", "NVIDIA RTX A4000")
+MODELS = ("zai-org/GLM-4.7-FP8", "moonshotai/Kimi-K2.5", "org/unknown-model", "Qwen/Qwen3-8B")
+
+
+@st.composite
+def clusters(draw: st.DrawFn) -> tuple[list[PodGpus], list[PodTokens], dict]:
+    gpu_rows, token_rows = [], []
+    shared = SharedGpu("GPU-S", draw(st.floats(0, 700)), holders=2)
+    for index in range(draw(st.integers(1, 6))):
+        pod = f"p{index}"
+        n = draw(st.integers(1, 8))
+        gpu_rows.append(
+            gpus(
+                pod,
+                draw(st.sampled_from(NODES)),
+                n,
+                draw(st.floats(0, 700 * n)),
+                product=draw(st.sampled_from(PRODUCTS)),
+                source=draw(st.sampled_from((ENERGY_COUNTER, POWER_GAUGE))),
+                shared=(shared,) if draw(st.booleans()) else (),
+                busy_ratio=draw(st.none() | st.floats(0, 1)),
+            )
+        )
+        for model in draw(st.lists(st.sampled_from(MODELS), min_size=1, max_size=2, unique=True)):
+            token_rows.append(
+                tokens(pod, model, draw(st.floats(0, 5000)), draw(st.floats(0, 2000)))
+            )
+    history = {
+        ("llm", model): ModelHistory(
+            peak_tokens_per_second=draw(st.none() | st.floats(0, 10000)),
+            idle_floor_w_per_gpu=draw(st.none() | st.floats(0, 300)),
+        )
+        for model in MODELS
+    }
+    return gpu_rows, token_rows, history
+
+
+MARKET = FigureSettings.from_config(
+    load(overrides={"grid.regions": {"CAMX": {"market": 120.0}, "MROW": {"market": 600.0}}})
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clusters())
+def test_assembled_figures_keep_the_invariants(cluster) -> None:
+    gpu_rows, token_rows, history = cluster
+    for f in figures_for(gpu_rows, token_rows, MARKET, history).values():
+        values = [
+            *f.power_w.values(),
+            *f.joules_per_token.values(),
+            *f.grid_intensity.values(),
+            *f.co2_grams_per_token.values(),
+            *f.co2_grams_per_hour.values(),
+            *f.commercial.values(),
+            *(v for v in (f.idle_power_w, f.prompt_token_ratio) if v is not None),
+        ]
+        assert all(math.isfinite(v) and v >= 0 for v in values), f
+        for ratio in (f.utilization, f.mfu):  # above 1 only when capacity is stale, or
+            assert ratio is None or (math.isfinite(ratio) and ratio >= 0), f  # T counts cache hits
+        for ratio in (f.idle_power_ratio, f.gpu_busy, f.prompt_token_ratio):
+            assert ratio is None or 0 <= ratio <= 1, f
+        for scope in ("gpu", "facility"):
+            amortized = f.joules_per_token.get((scope, "amortized"))
+            marginal = f.joules_per_token.get((scope, "marginal"))
+            if amortized is not None and marginal is not None:
+                assert marginal <= amortized * (1 + 1e-9)
+            for basis, intensity in f.grid_intensity.items():
+                grams = f.co2_grams_per_token.get((scope, basis))
+                if grams is not None and amortized is not None:
+                    assert grams == pytest.approx(amortized * intensity / 3.6e6, rel=1e-6)
+        if f.power_w:
+            assert f.power_w["facility"] == pytest.approx(f.power_w["gpu"] * 1.2 * 1.4)
+        # market only where every region the model draws power in has a market factor
+        if "market" in f.grid_intensity:
+            assert set(f.regions) <= {"CAMX", "MROW"}
+        for (baseline, bound, _mix), value in f.commercial.items():
+            envelope = MARKET.baselines[baseline]
+            ends = (envelope.prefill[bound], envelope.decode[bound])
+            assert min(ends) * (1 - 1e-9) <= value <= max(ends) * (1 + 1e-9)
