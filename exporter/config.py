@@ -126,6 +126,11 @@ def _url(value: object) -> str:
     text = _string(value)
     if not re.match(r"^https?://[^/\s]+", text):
         raise ValueError(f"invalid URL {redact(text)!r} (want http:// or https://)")
+    if re.search(r"[?#]", text):
+        raise ValueError(
+            f"URL {redact(text.split('?')[0].split('#')[0])!r} carries a query or fragment: "
+            "paths are appended to it, and credentials belong in bearer_token_file or basic_auth"
+        )
     return text.rstrip("/")
 
 

@@ -10,6 +10,14 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_SECRET_PARAMETER = re.compile(
+    r"([?&](?:[\w.-]*(?:token|key|secret|password|passwd|auth|signature|sig))=)[^&#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
 def redact(text: str) -> str:
-    """`text` without the user:password part of any URL in it."""
-    return re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
+    """`text` without the user:password part of any URL in it, nor the values of query
+    parameters named like credentials (token, key, secret, password, auth, signature)."""
+    text = re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
+    return _SECRET_PARAMETER.sub(r"\1<redacted>", text)

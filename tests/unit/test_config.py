@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from exporter.config import ConfigError, default_document, load, merge
 from exporter.durations import parse_duration, promql_duration
+from exporter.text import redact
 
 
 def write(tmp_path: Path, data: object, name: str = "config.yaml") -> str:
@@ -159,6 +160,30 @@ def test_bad_values_name_their_key(tmp_path: Path, data: dict, expected: str) ->
 def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
     message = error_for(tmp_path, {"prometheus": {"url": "ftp://user:hunter2@prom"}})
     assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("key", "url"),
+    [
+        ("prometheus.url", "http://prom:9090/?access_token=hunter2"),
+        ("prometheus.url", "https://prom/#hunter2"),
+        ("direct.dcgm_urls", "http://node:9400/metrics?key=hunter2"),
+    ],
+)
+def test_urls_with_a_query_are_refused_without_echoing_it(
+    tmp_path: Path, key: str, url: str
+) -> None:
+    section, field = key.split(".")
+    value: object = [url] if field.endswith("urls") else url
+    message = error_for(tmp_path, {section: {field: value}})
+    assert message.startswith(key) and "query or fragment" in message
+    assert "hunter2" not in message
+
+
+def test_redact_hides_credentials_in_urls_and_secret_parameters() -> None:
+    text = redact("GET http://u:pw@h:9/q?query=up&access_token=t0k&apiKey=k3y&x=1 failed")
+    assert "pw" not in text and "t0k" not in text and "k3y" not in text
+    assert "query=up" in text and "x=1" in text  # the rest stays readable
 
 
 def test_header_values_are_not_echoed(tmp_path: Path) -> None:
