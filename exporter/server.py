@@ -12,7 +12,9 @@ import html
 import logging
 import threading
 from collections.abc import Callable
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -136,9 +138,18 @@ def _assumptions(engine: Engine) -> str:
 
 
 def _docs_link(url: str) -> str:
-    if url:
-        return f'<a href="{html.escape(url)}">methodology</a>'
-    return "methodology: docs/methodology.md in the exporter's source"
+    """The methodology document: `exporter.docs_url` where set, else the copy this exporter
+    serves itself (docs/methodology.md, packaged)."""
+    return f'<a href="{html.escape(url or METHODOLOGY_PATH)}">methodology</a>'
+
+
+METHODOLOGY_PATH = "/methodology"
+
+
+@cache
+def methodology_text() -> bytes:
+    """docs/methodology.md as packaged with the exporter (one file: the package holds a link)."""
+    return resources.files("exporter").joinpath("docs/methodology.md").read_bytes()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -169,6 +180,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(
                     503, b"not ready: no successful cycle yet\n", "text/plain; charset=utf-8"
                 )
+        elif path == METHODOLOGY_PATH:
+            self._send(200, methodology_text(), "text/plain; charset=utf-8")
         elif path == "/":
             state = engine.state
             stale = engine.is_stale(state)

@@ -70,6 +70,15 @@ def test_landing_page_shows_the_per_model_table(demo: str, tmp_path: Path) -> No
     assert models["meta-llama/Llama-3.1-8B-Instruct"]["J/tok"] == "-"
     assert "inactive" in models["meta-llama/Llama-3.1-8B-Instruct"]["notes"]
     assert 'href="/metrics"' in dom and "current" in dom
+    assert 'href="/methodology"' in dom
+
+
+def test_landing_page_links_the_methodology_it_serves(demo: str) -> None:
+    response = requests.get(f"{demo}/methodology", timeout=5)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    source = Path(__file__).resolve().parents[2] / "docs" / "methodology.md"
+    assert response.content == source.read_bytes()  # the repository's document, packaged
 
 
 def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None:
@@ -83,8 +92,12 @@ def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None
 
 
 def test_endpoints_do_not_change_state(demo: str) -> None:
-    for method in ("post", "put", "delete"):
-        response = getattr(requests, method)(f"{demo}/metrics", timeout=5)
-        assert response.status_code == 405
+    before = requests.get(f"{demo}/", timeout=5).text.count("<tr>")
+    for path in ("/", "/metrics", "/healthz", "/readyz", "/methodology"):
+        for method in ("post", "put", "delete", "patch"):
+            response = getattr(requests, method)(f"{demo}{path}", timeout=5)
+            assert response.status_code == 405, (method, path)
+            assert response.headers["Allow"] == "GET"
+    assert requests.get(f"{demo}/", timeout=5).text.count("<tr>") == before
     assert requests.get(f"{demo}/nope", timeout=5).status_code == 404
     assert requests.get(f"{demo}/readyz", timeout=5).status_code == 200

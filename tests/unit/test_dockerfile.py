@@ -205,5 +205,10 @@ def test_build_context_holds_what_the_build_copies(text: str) -> None:
     for data in (REPO / "exporter").rglob("*.yaml"):
         relative = str(data.relative_to(REPO))
         assert not ignored(relative, patterns), f"{relative}: excluded by .dockerignore"
+    # Package files that link outside exporter/ must have their target copied too.
+    for link in (p for p in (REPO / "exporter").rglob("*") if p.is_symlink()):
+        target = str(link.resolve().relative_to(REPO))
+        assert target in sources, f"{link.relative_to(REPO)} -> {target}: not copied"
+        assert not ignored(target, patterns), f"{target}: excluded by .dockerignore"
     for heavy in (".git", ".venv", "tests", "exporter/__pycache__/x.pyc"):
         assert ignored(heavy, patterns), f"{heavy} is in the build context"
