@@ -82,7 +82,10 @@ def test_variables(board: tuple[str, dict[str, Any]]) -> None:
         "prometheus",
     )
     by_name = {v["name"]: v for v in variables}
-    assert list(by_name) == ["datasource", "namespace", "model"]
+    assert list(by_name) == ["datasource", "namespace", "model", "methodology_url"]
+    docs = by_name["methodology_url"]
+    assert (docs["type"], docs["hide"]) == ("constant", 2)  # not a filter: hidden
+    assert docs["query"] == docs["current"]["value"] and docs["query"].endswith("/methodology")
     multi = FILTER_OPERATOR[name] == "=~"
     for label in ("namespace", "model"):
         variable = by_name[label]
@@ -212,15 +215,18 @@ def test_tables_merge_instant_frames(board: tuple[str, dict[str, Any]]) -> None:
             assert renamed == {f"Value #{t['refId']}" for t in panel["targets"]}, panel["title"]
 
 
-def test_methodology_panel_names_the_document(board: tuple[str, dict[str, Any]]) -> None:
+def test_methodology_panel_links_the_document(board: tuple[str, dict[str, Any]]) -> None:
     _, dashboard = board
     texts = [p for p in walk_panels(dashboard["panels"]) if p["type"] == "text"]
     assert len(texts) == 1
     content = texts[0]["options"]["content"]
-    # Named, not linked: a relative link would resolve against Grafana's own address.
-    assert "`docs/methodology.md`" in content and "](docs/" not in content
+    # Linked through the constant, never relatively: that would resolve against Grafana.
+    assert "](${methodology_url})" in content and "`docs/methodology.md`" in content
+    assert "](docs/" not in content and "](/" not in content
     assert (ROOT / "docs" / "methodology.md").is_file()
     assert "not a verdict" in content
+    links = [link for link in dashboard["links"] if link["type"] == "link"]
+    assert [link["url"] for link in links] == ["${methodology_url}"]
 
 
 def _colors(node: Any) -> list[str]:
