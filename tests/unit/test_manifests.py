@@ -284,7 +284,14 @@ def exporter_problems(pod: Doc, container: Doc) -> list[str]:
     ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
     if PORT not in ports.values():
         problems.append(f"no container port {PORT}")
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    probes = [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+    if len(pod.get("containers", [])) > 1:
+        # A sidecar must not gate its inference pod: while dcgm-exporter is unreachable the
+        # exporter is not ready, and the pod would leave its Service.
+        probes.pop()
+        if "readinessProbe" in container:
+            problems.append("a sidecar exporter has a readinessProbe")
+    for probe, path in probes:
         get = ((container.get(probe) or {}).get("httpGet")) or {}
         if get.get("path") != path:
             problems.append(f"{probe} path is {get.get('path')}, want {path}")
