@@ -16,6 +16,8 @@ import pytest
 import requests
 import yaml
 
+from exporter.config import merge
+from exporter.demo import demo_config
 from exporter.simulated_endpoints import SimulatedEndpoints
 from exporter.simulation import SimCluster, openmetrics_history, targets
 from tests.dashboards_util import (
@@ -52,9 +54,12 @@ class Evaluated:
         return f"{self.panel['title']} [{self.target['refId']}]: {self.expr}"
 
 
-def add_exporter_job(prometheus: PrometheusServer, exporter: ExporterProcess) -> None:
-    """Scrape the exporter the way the ServiceMonitor does: target labels of the exporter's
-    own pod, honor_labels so the models' namespace and model labels win."""
+def add_exporter_job(
+    prometheus: PrometheusServer, exporters: dict[ExporterProcess, dict[str, str]]
+) -> None:
+    """Scrape the exporters the way the ServiceMonitor (or the sidecars' PodMonitor) does:
+    target labels of the exporter's pod, honor_labels so the models' namespace and model
+    labels win."""
     config = yaml.safe_load(prometheus.config_path.read_text())
     config["scrape_configs"].append(
         {
@@ -63,10 +68,8 @@ def add_exporter_job(prometheus: PrometheusServer, exporter: ExporterProcess) ->
             "scrape_interval": "1s",
             "scrape_timeout": "1s",
             "static_configs": [
-                {
-                    "targets": [f"127.0.0.1:{exporter.port}"],
-                    "labels": {"namespace": "monitoring", "pod": "llm-carbon-exporter-0"},
-                }
+                {"targets": [f"127.0.0.1:{exporter.port}"], "labels": labels}
+                for exporter, labels in exporters.items()
             ],
         }
     )
@@ -104,7 +107,9 @@ def prometheus(
     exporter = ExporterProcess(
         workdir, {"prometheus": {"url": server.url}, "exporter": {"interval": "1s"}}
     )
-    add_exporter_job(server, exporter)
+    add_exporter_job(
+        server, {exporter: {"namespace": "monitoring", "pod": "llm-carbon-exporter-0"}}
+    )
     with running(server, exporter):
         server.start()
         exporter.start()
@@ -181,7 +186,12 @@ def test_legends_name_labels_the_series_carry(prometheus: PrometheusServer) -> N
         for result in evaluate(prometheus, board, variables):
             wanted = re.findall(r"\{\{\s*(\w+)\s*\}\}", result.target.get("legendFormat", ""))
             for series in result.series:
-                missing = [label for label in wanted if label not in series["metric"]]
+                # `replica` only on sidecars' series (the PodMonitor's relabeling): optional.
+                missing = [
+                    label
+                    for label in wanted
+                    if label not in series["metric"] and label != "replica"
+                ]
                 assert not missing, f"{result.where}: legend needs {missing}"
 
 
@@ -259,3 +269,69 @@ def test_alert_expressions_on_the_exporters_real_series(prometheus: PrometheusSe
     # The simulated traffic is agentic-like, the exporter reads its upstream, finds models
     # and joins every pod to its GPUs.
     assert current == {name: set() for name in current}
+
+
+QWEN = "Qwen/Qwen3.5-397B-A17B-FP8"  # two replicas, in California and Nebraska
+
+
+def panel_exprs(board: str, title: str) -> list[str]:
+    panel = next(p for p in queried_panels(BOARDS[board]) if p["title"] == title)
+    return [t["expr"] for t in panel["targets"]]
+
+
+def test_sidecar_replicas_add_up_and_stay_apart(
+    tmp_path, endpoints: SimulatedEndpoints, cluster: SimCluster
+) -> None:
+    """One sidecar per replica, each seeing only its own pod: fleet totals add the replicas
+    (not the largest of them), and per-model rows show each replica with its own figures."""
+    replicas = [p for p in cluster.pods if p.model == QWEN]
+    assert len(replicas) == 2
+    document = demo_config(cluster, endpoints.address, "127.0.0.1:0")
+    server = PrometheusServer(tmp_path, endpoints.address, [], scrape_interval=1)
+    sidecars = {}
+    for pod in replicas:
+        direct = document["direct"]
+        config = merge(
+            document,
+            {
+                "direct": {
+                    **direct,
+                    "pods": [p for p in direct["pods"] if p["pod"] == pod.name],
+                    "window": "10s",
+                },
+                "exporter": {"interval": "1s"},
+            },
+        )
+        del config["exporter"]["listen"]  # the process picks its own free port
+        # The PodMonitor's relabeling: the inference pod's name as `replica`.
+        sidecars[ExporterProcess(tmp_path, config)] = {"pod": pod.name, "replica": pod.name}
+    add_exporter_job(server, sidecars)
+    with running(server, *sidecars):
+        server.start()
+        for sidecar in sidecars:
+            sidecar.start()
+        server.wait_for_series('llm_carbon_power_watts{scope="gpu"}', 2)
+        (fleet,) = panel_exprs("overview.json", "GPU power (measured)")
+        fleet = substitute(fleet, {"datasource": "", **ALL})
+        total = sum(p.power_w for p in replicas)
+        wait_until(
+            lambda: abs(float(query(server, fleet)[0]["value"][1]) - total) < 0.02 * total,
+            30,
+            f"fleet GPU power to add both replicas' {total} W",
+        )
+        detail = {"namespace": replicas[0].namespace, "model": QWEN}
+        (power,) = panel_exprs("model-detail.json", "GPU power (measured)")
+        got = float(query(server, substitute(power, {"datasource": "", **detail}))[0]["value"][1])
+        assert got == pytest.approx(total, rel=0.02)
+        per_token = next(
+            e
+            for e in panel_exprs("overview.json", "Per-model figures")
+            if "llm_carbon_energy_joules_per_token" in e and 'accounting="amortized"' in e
+        )
+        rows = query(server, substitute(per_token, {"datasource": "", **ALL}))
+        assert {row["metric"].get("replica") for row in rows} == {p.name for p in replicas}
+        for row in rows:
+            pod = next(p for p in replicas if p.name == row["metric"]["replica"])
+            tps = pod.prompt_tps + pod.generation_tps
+            scale = 1.2 * 1.4 if 'scope="facility"' in per_token else 1.0
+            assert float(row["value"][1]) == pytest.approx(pod.power_w * scale / tps, rel=0.03)

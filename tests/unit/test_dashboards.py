@@ -267,7 +267,9 @@ def test_commercial_band_fills_between_its_own_series() -> None:
         for p in queried_panels(detail)
         if "commercial range" in p["title"].lower() and p["type"] == "timeseries"
     )
-    legends = {t["legendFormat"] for t in band["targets"]}
+    # Per-replica series (sidecars) carry " {{replica}}", empty with the Prometheus source:
+    # overrides match them by pattern, the shared commercial band by name.
+    legends = {t["legendFormat"].removesuffix(" {{replica}}") for t in band["targets"]}
     fills = [
         (o["matcher"]["options"], prop["value"])
         for o in band["fieldConfig"]["overrides"]
@@ -276,8 +278,15 @@ def test_commercial_band_fills_between_its_own_series() -> None:
     ]
     assert fills == [("commercial high", "commercial low")]
     assert {"commercial high", "commercial low"} <= legends
-    named = {o["matcher"]["options"] for o in band["fieldConfig"]["overrides"]}
+    overrides = band["fieldConfig"]["overrides"]
+    named = {o["matcher"]["options"] for o in overrides if o["matcher"]["id"] == "byName"}
     assert named <= legends, named - legends
+    for o in overrides:
+        if o["matcher"]["id"] == "byRegexp":
+            pattern = re.compile(o["matcher"]["options"])
+            assert [x for x in legends if pattern.fullmatch(x)], o["matcher"]
+            legend = next(x for x in legends if pattern.fullmatch(x))
+            assert pattern.fullmatch(legend + " ") and pattern.fullmatch(legend + " pod-1")
     assert {"amortized", "marginal"} <= legends
 
 

@@ -423,6 +423,11 @@ def pod_monitor_problems(monitor: Doc, pods: list[Doc]) -> list[str]:
                 problems.append(
                     f"port {endpoint.get('port')} is not the exporter container's {PORT}"
                 )
+        # The dashboards add sidecars' figures per model by this label.
+        if {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "replica"} not in (
+            endpoint.get("relabelings") or []
+        ):
+            problems.append("no relabeling of the pod name into `replica`")
     return problems
 
 
@@ -999,8 +1004,10 @@ def test_pod_monitor_check_catches(rendered: dict[str, list[Doc]]) -> None:
     monitor = copy.deepcopy(one(docs, "PodMonitor"))
     monitor["spec"]["podMetricsEndpoints"][0]["port"] = "http"  # vLLM's, not the exporter's
     monitor["metadata"]["labels"]["release"] = "other"
+    monitor["spec"]["podMetricsEndpoints"][0]["relabelings"] = []
     problems = " | ".join(pod_monitor_problems(monitor, templates))
     assert "port http" in problems and "release" in problems, problems
+    assert "replica" in problems, problems
 
 
 # --- the generator --------------------------------------------------------------------------
