@@ -10,7 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 # exporter/docs/methodology.md links here: the exporter serves it at /methodology.
 COPY docs/methodology.md ./docs/methodology.md
 COPY exporter ./exporter

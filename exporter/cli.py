@@ -221,8 +221,10 @@ def cmd_report(config: Config, fmt: str) -> int:
 
 def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
     config = load(path, environ=environ)
+    _require_upstream(config)  # what serve would refuse, check-config refuses too
+    window = config.direct.window if config.source == "direct" else config.prometheus.window
     print(
-        f"{path}: OK (source {config.source}, window {config.prometheus.window:g}s, "
+        f"{path}: OK (source {config.source}, window {window:g}s, "
         f"{len(config.grid.nodes)} node rules, default region {config.grid.default_region}, "
         f"{len(config.baselines)} baselines, preset {config.workload.default_preset})"
     )

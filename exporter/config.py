@@ -174,6 +174,22 @@ Count = Annotated[int, Meta(gt=0)]
 LabelChoices = Annotated[list[LabelName], Meta(min_length=1)]
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_MATCHERS = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*,?\s*")
+
+
+def selector_problem(selector: str) -> str:
+    """Why `selector` (PromQL label matchers, with or without braces) is not one, or ""."""
+    text = selector.strip()
+    if text.startswith("{") != text.endswith("}"):
+        return f"unbalanced braces in {selector!r}"
+    text = text.strip("{}").strip()
+    if not text or _MATCHERS.fullmatch(text):
+        return ""
+    return f'{text!r} is not a list of label matchers (label="value", =~, != or !~)'
+
+
 class Strict(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """A config section: unknown keys are errors, values never change after loading."""
 
@@ -406,6 +422,17 @@ def _references(config: Config) -> tuple[str, str] | None:
     window = config.direct.window if config.source == "direct" else config.prometheus.window
     if window < 1:
         return window_key, "must be at least 1s"
+    if config.exporter.interval < 1:
+        return "exporter.interval", "must be at least 1s (every cycle queries the upstream)"
+    for key in ("gpu_selector", "token_selector"):
+        problem = selector_problem(getattr(config.prometheus, key))
+        if problem:
+            return f"prometheus.{key}", problem
+    for name, value in config.prometheus.headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            return f"prometheus.headers.{name}", "not a valid HTTP header name"
+        if any(c in value for c in "\r\n\0"):
+            return f"prometheus.headers.{name}", "the value contains a line break"  # not shown
     if config.exporter.interval > window:
         # Power is known as a mean over the window: cycles further apart would leave
         # gaps in the energy and CO2 counters.
@@ -504,11 +531,16 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in a nested mapping, creating mappings on the way."""
+    """Set `a.b.c` in a nested mapping, creating mappings on the way. A part of the path the
+    document holds as something else (`prometheus: [1]`, then PROMETHEUS_URL) is an error
+    that names it."""
     *parents, last = dotted.split(".")
     node = document
-    for key in parents:
+    for depth, key in enumerate(parents):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"{where}: expected a mapping, got {_kind(node)} {_short(node)}")
     node[last] = value
 
 

@@ -141,17 +141,19 @@ class Engine:
         problems = frozenset(
             f"upstream {u}: {one_line(message)}" for u, _, message in observation.problems
         )
-        # A notice about pods without GPU series, unless an upstream problem explains it.
+        # A notice about pods without GPU series, unless an upstream problem explains it:
+        # one naming the pod, or an upstream with no usable series at all.
         explained = " ".join(problems)
         problems |= {
             text
             for pods, text in self._notices
-            if not any(f"{pod}{end}" in explained for pod in pods for end in ";, ")
+            if not observation.blind
+            and not any(f"{pod}{end}" in explained for pod in pods for end in ";, ")
         }
         for message in sorted(problems - self._last_problems):
             log.warning("%s", message)
         self._last_problems = problems
-        up = dict.fromkeys(self.source.upstreams, True)
+        up = {u: u not in observation.blind for u in self.source.upstreams}
         self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot, up=up)
         self.ready.set()
         return True

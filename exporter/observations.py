@@ -71,6 +71,9 @@ class Observation:
     tokens: tuple[PodTokens, ...]
     history: Mapping[tuple[str, str], ModelHistory] = field(default_factory=dict)
     problems: tuple[tuple[str, str, str], ...] = ()  # (upstream, reason, message), not fatal
+    # Upstreams that answered without any series of a kind the figures need (no GPU power
+    # series at all, a page without token series): upstream_up reads 0 for them.
+    blind: frozenset[str] = frozenset()
 
 
 def pods_serving(

@@ -169,14 +169,25 @@ class DirectSource:
         }
         for key in [k for k in self._series if k not in seen]:
             del self._series[key]  # a series gone from its page no longer counts
+        blind = set()
         for url, rows in tokens.items():
-            self._check_token_page(url, rows, problems)
+            if not self._check_token_page(url, rows, problems):
+                blind.add("vllm")
+        if dcgm and not any(dcgm.values()):
+            problems.append(
+                (
+                    "dcgm",
+                    MISSING_SERIES,
+                    "no GPU series on any dcgm-exporter page (check upstream.metrics)",
+                )
+            )
+            blind.add("dcgm")  # said once here, not again for every pod
 
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)
         for pod in settings.pods:
-            gpus = self._pod_gpus(pod, dcgm, problems)
+            gpus = self._pod_gpus(pod, dcgm, problems if "dcgm" not in blind else [])
             if gpus is not None:
                 gpu_rows.append(gpus)
             rows, incomplete = self._pod_tokens(pod, tokens, problems)
@@ -190,7 +201,11 @@ class DirectSource:
         unsure = pods_serving(served, left_out)
         gpu_rows = [g for g in gpu_rows if (g.namespace, g.pod) not in unsure]
         return Observation(
-            time=now, gpus=tuple(gpu_rows), tokens=tuple(token_rows), problems=tuple(problems)
+            time=now,
+            gpus=tuple(gpu_rows),
+            tokens=tuple(token_rows),
+            problems=tuple(problems),
+            blind=frozenset(blind),
         )
 
     def _describe(self, name: str, value: float) -> str:
@@ -199,9 +214,9 @@ class DirectSource:
             return f"above its ceiling of {bound:g}"
         return describe_invalid(value)
 
-    def _check_token_page(self, url: str, rows: list[Row], problems: list) -> None:
+    def _check_token_page(self, url: str, rows: list[Row], problems: list) -> bool:
         """Says so when an inference server's page has no token series, or series no model
-        can be named for: otherwise its models would just vanish."""
+        can be named for: otherwise its models would just vanish. False: nothing usable."""
         names = self.config.upstream.metrics
         labels = self.config.upstream.token_labels.model
         if not rows:
@@ -224,6 +239,9 @@ class DirectSource:
                     f"({', '.join(labels)}): set upstream.default_model (TGI has none)",
                 )
             )
+        else:
+            return True
+        return False
 
     # ---- one pod's tokens
 

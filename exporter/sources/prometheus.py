@@ -203,7 +203,8 @@ class PrometheusSource:
             problems.append((UPSTREAM, exc.reason, f"query {name}: {exc}"))
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
-        if not results["power_energy"] and not results["power_gauge"] and results["prompt"]:
+        blind = not results["power_energy"] and not results["power_gauge"] and results["prompt"]
+        if blind:
             problems.append(
                 (
                     UPSTREAM,
@@ -224,6 +225,7 @@ class PrometheusSource:
             tokens=tuple(tokens),
             history=dict(self._history),
             problems=tuple(problems),
+            blind=frozenset({UPSTREAM} if blind else ()),
         )
 
     # ---- per-cycle rows

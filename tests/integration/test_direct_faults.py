@@ -82,6 +82,7 @@ class Fault:
     cycle_ok: bool  # False: the whole cycle fails (the page cannot be read)
     # What the model's figures must show during the fault (None: the model is left out).
     during: Callable[[ModelFigures | None], bool] = field(default=lambda f: f is None)
+    blind: bool = False  # the page answered with nothing usable: its upstream_up reads 0
 
 
 def bad_sample(name: str, value: str) -> Callable[[float], dict]:
@@ -119,6 +120,15 @@ FAULTS = {
         "vllm",
         "missing_series",
         True,
+        blind=True,
+    ),
+    "dcgm-page-without-gpu-series": Fault(
+        lambda s: {**pages_at(s), "/dcgm": "# TYPE process_cpu_seconds_total counter\n"},
+        "dcgm",
+        "missing_series",
+        True,
+        lambda f: f is not None and f.power_w == {},
+        blind=True,
     ),
     "dcgm-page-without-this-pods-gpus": Fault(
         lambda s: {**pages_at(s), "/dcgm": dcgm_page(good(s)).replace('pod="p"', 'pod="other"')},
@@ -219,9 +229,8 @@ def test_a_page_fault_is_said_once_never_exported_and_recovered_from(
             assert len(warnings) == 1 and "\n" not in warnings[0], warnings
             if fault.cycle_ok:  # a failed cycle keeps the last good figures until stale
                 assert fault.during(the_model(engine)), the_model(engine)
-            else:
-                up = {u: v for u, v in engine.state.up.items()}
-                assert up[fault.upstream] is False, up
+            up = dict(engine.state.up)
+            assert up[fault.upstream] is (fault.cycle_ok and not fault.blind), up
 
             recovered_after = None
             for cycle in (1, 2):
@@ -272,5 +281,6 @@ def test_token_series_without_a_model_label_say_what_to_set(
         server.close()
     assert engine.state.snapshot.models == ()
     assert engine.state.errors_total[("vllm", "missing_series")] == 2  # counted every cycle
+    assert engine.state.up == {"vllm": False, "dcgm": True}
     said = [r.getMessage() for r in caplog.records if "default_model" in r.getMessage()]
     assert len(said) == 1, said  # logged once while it lasts

@@ -998,6 +998,33 @@ def test_partial_results_withhold_figures_and_say_so(
     driver.recover(lambda s: assert_matches(s, cluster))
 
 
+def test_no_power_series_at_all_reads_as_upstream_down(
+    proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess, logs: LogWatch
+) -> None:
+    # Prometheus answers, but no GPU power series match (a renamed metric, a wrong selector):
+    # no model has power figures, and that is the upstream's failure to say, not a quiet page.
+    cluster = sim.cluster
+    driver = make_driver()
+    good = driver.settle(cluster)
+    logs.new()
+    proxy.inject(
+        Rewrite(lambda document: document["data"]["result"].clear(), "no power series"),
+        driver.promql("power_energy", "power_gauge"),
+    )
+
+    assert driver.cycle()
+    samples = driver.scrape()
+    assert up(samples) == 0
+    assert error_delta(samples, good).get("missing_series", 0) >= 1
+    records = logs.new(logging.WARNING)
+    assert len(records) == 1 and "no GPU power series" in records[0].getMessage()
+    assert pick(samples, "llm_carbon_power_watts") == []  # nothing made up
+    assert model_keys(samples) == model_keys(good)  # token figures stay
+
+    proxy.clear()
+    driver.recover(lambda s: assert_matches(s, cluster))
+
+
 def test_a_replica_without_gpu_series_gives_no_partial_gpu_figures(
     proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess
 ) -> None:

@@ -3,6 +3,7 @@ errors naming the key."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, default_document, load, merge
+from exporter.config import ConfigError, default_document, load, merge, selector_problem
 from exporter.durations import parse_duration, promql_duration
 from exporter.text import redact
 
@@ -151,6 +152,12 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
             "upstream.metrics.prompt_tokens: invalid Prometheus metric name",
         ),
         ({"prometheus": []}, "prometheus:"),
+        ({"exporter": {"interval": "100ms"}}, "exporter.interval: must be at least 1s"),
+        ({"prometheus": {"gpu_selector": 'job="dcgm'}}, "prometheus.gpu_selector: 'job=\"dcgm'"),
+        ({"prometheus": {"token_selector": "{job=vllm}"}}, "prometheus.token_selector: '"),
+        ({"prometheus": {"gpu_selector": '{job="x"'}}, "gpu_selector: unbalanced braces"),
+        ({"prometheus": {"headers": {"X-Org": "a\nb"}}}, "headers.X-Org: the value contains a"),
+        ({"prometheus": {"headers": {"X Org": "a"}}}, "headers.X Org: not a valid HTTP header"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, data: dict, expected: str) -> None:
@@ -276,13 +283,13 @@ leaf = st.one_of(
     st.floats(allow_nan=True),
     st.text(max_size=12),
 )
-tree = st.recursive(
-    leaf,
-    lambda kids: st.one_of(
-        st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=8), kids, max_size=3)
-    ),
-    max_leaves=8,
-)
+
+
+def _branches(kids: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3)
+
+
+tree = st.recursive(leaf, _branches, max_leaves=8)
 keys = st.sampled_from(
     [
         "prometheus",
@@ -300,15 +307,52 @@ keys = st.sampled_from(
 )
 
 
+def _key_paths(document: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in document.items():
+        paths.append(prefix + key)
+        if isinstance(value, dict):
+            paths += _key_paths(value, f"{prefix}{key}.")
+    return paths
+
+
+# Every key the defaults have, and a few levels below the mappings whose keys are free.
+REAL_KEYS = sorted(
+    {*_key_paths(default_document()), "grid.regions.XX", "prometheus.headers.X-Scope-OrgID"}
+)
+
+
+def _said_in_one_line(attempt: Callable[[], object]) -> None:
+    try:
+        attempt()
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, tree, max_size=3))
 def test_generated_documents_never_crash(document: dict) -> None:
     from exporter.config import build
 
-    try:
-        build(merge(default_document(), document))
-    except ConfigError as exc:
-        assert "\n" not in str(exc) and str(exc)
+    _said_in_one_line(lambda: build(merge(default_document(), document)))
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(REAL_KEYS), tree, min_size=1, max_size=3))
+def test_generated_values_under_real_keys_never_crash(changes: dict) -> None:
+    _said_in_one_line(lambda: load(overrides=changes))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["PROMETHEUS_URL", "PROMETHEUS_BEARER_TOKEN_FILE", "POD_NAME"]),
+        st.text(max_size=40),
+        max_size=3,
+    )
+)
+def test_generated_environments_never_crash(environ: dict) -> None:
+    _said_in_one_line(lambda: load(environ=environ))
 
 
 @pytest.mark.parametrize(
@@ -328,3 +372,19 @@ def test_windows_and_factors_that_would_give_wrong_numbers(
     tmp_path: Path, data: dict, expected: str
 ) -> None:
     assert expected in error_for(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    ['job="dcgm"', '{job="dcgm", namespace!~"kube-.*"}', 'gpu=~"0,1",', "", "  "],
+)
+def test_good_selectors_pass(selector: str) -> None:
+    assert selector_problem(selector) == ""
+
+
+def test_environment_over_a_malformed_section_is_a_config_error(tmp_path: Path) -> None:
+    # Found by the generated-values test: set_path walked into a list with a traceback.
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus: [1]\n")
+    with pytest.raises(ConfigError, match=r"^prometheus: expected a mapping, got list \[1\]$"):
+        load(str(path), environ={"PROMETHEUS_URL": "http://prom:9090"})

@@ -168,7 +168,7 @@ def test_the_loop_survives_unexpected_errors(caplog) -> None:
                 stop.set()
             raise RuntimeError("a bug")
 
-    config = load(overrides={"exporter.interval": 0.01})
+    config = load(overrides={"exporter.interval": 1})
     engine = Engine(config, Broken(None, []))
     engine.run_forever(stop)
     assert engine.state.errors_total[("prometheus", "internal_error")] == 2
