@@ -3,10 +3,14 @@ must come out of the exporter's /metrics within 1%."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -279,3 +283,67 @@ def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int)
     )
     assert pick(samples, "llm_carbon_model_info", **a)[0][0]["attribution"] == "exclusive"
     assert one(samples, "llm_carbon_power_watts", scope="gpu", **c) == pytest.approx(150, rel=0.01)
+
+
+class EchoingUpstream(ThreadingHTTPServer):
+    """The worst upstream: answers every query with HTTP 500 and a body that repeats the
+    request's headers, credentials included."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(handler) -> None:
+                # Credentials first, so that a short error snippet would still show them.
+                headers = sorted(handler.headers.items(), key=lambda kv: kv[0] != "Authorization")
+                body = "".join(f"{k}: {v}\n" for k, v in headers).encode()
+                handler.send_response(500)
+                handler.send_header("Content-Length", str(len(body)))
+                handler.end_headers()
+                handler.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(handler, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic"])
+def test_credentials_never_reach_logs_metrics_or_pages(
+    tmp_path, exporter_factory, auth: str
+) -> None:
+    secret = "s3cr3t-" + auth + "-value"
+    (tmp_path / "secret").write_text(secret + "\n")
+    prometheus: dict = {"headers": {"X-Scope-OrgID": "tenant-a"}}
+    if auth == "bearer":
+        prometheus["bearer_token_file"] = str(tmp_path / "secret")
+    else:
+        prometheus["basic_auth"] = {"username": "reader", "password_file": str(tmp_path / "secret")}
+    upstream = EchoingUpstream()
+    try:
+        url = f"http://127.0.0.1:{upstream.server_address[1]}"
+        exporter = exporter_factory(
+            {"prometheus": {"url": url, **prometheus}, "exporter": {"interval": "1s"}},
+            wait_ready=False,
+        )
+        wait_until(
+            lambda: "reason=http_status" in exporter.log() and exporter.log().count("\n") >= 1,
+            20,
+            "the failed cycle's log line",
+        )
+        time.sleep(2.5)  # a few more cycles, each echoing the credentials back
+        seen = {
+            "log": exporter.log(),
+            "/metrics": exporter.metrics_text(),
+            "/": requests.get(f"{exporter.url}/", timeout=5).text,
+        }
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert "Authorization: " in seen["log"]  # the echo reached the log line, scrubbed
+    for where, text in seen.items():
+        assert secret not in text, f"the {auth} credential leaked into {where}"
+        assert base64.b64encode(f"reader:{secret}".encode()).decode() not in text, where
