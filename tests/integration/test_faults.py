@@ -971,12 +971,14 @@ def test_partial_results_withhold_figures_and_say_so(
     proxy: FaultProxy,
     make_driver: Callable[..., Driver],
     sim: SimProcess,
+    logs: LogWatch,
 ) -> None:
     cluster = sim.cluster
     key = key_of(cluster, case.model)
     pod = pod_of(cluster, case.model, case.replica).name
     driver = make_driver()
     good = driver.settle(cluster)
+    logs.new()
     proxy.inject(Rewrite(drop_pod(pod), f"drop {pod}"), driver.promql(*case.queries))
 
     assert driver.cycle()
@@ -990,6 +992,8 @@ def test_partial_results_withhold_figures_and_say_so(
         said = error_delta(samples, good).get(case.said_by, 0) >= 1
     if not said:
         raise NotReported(f"{case.said_by} does not report the incomplete result")
+    records = [r.getMessage() for r in logs.new(logging.WARNING)]
+    assert len(records) == 1 and pod in records[0], records  # one line, naming the pod
     if case.queries[0] in ("gpu_count", "power_energy"):
         assert of_model(samples, key, "llm_carbon_power_watts") == []
         assert info(samples, key)["power_source"] in ("missing", "incomplete")
@@ -1134,6 +1138,7 @@ def test_a_gpu_series_vanishes_then_returns(
     prom: PrometheusServer,
     make_driver: Callable[..., Driver],
     sim: SimProcess,
+    logs: LogWatch,
 ) -> None:
     """The NYU node's dcgm-exporter disappears: its models keep their token figures, lose
     their power figures (not keep stale ones), and the page counts the pods left without
@@ -1146,6 +1151,7 @@ def test_a_gpu_series_vanishes_then_returns(
         before, nodes=tuple(n for n in before.nodes if n.hostname != gone)
     )
     affected = {(p.namespace, p.model) for p in before.pods if p.node == gone}
+    logs.new()
     sim.set_cluster(without)
     try:
         wait_for_prometheus(prom, without, "the node's GPU series to leave the window")
@@ -1159,6 +1165,10 @@ def test_a_gpu_series_vanishes_then_returns(
             assert model_keys(samples) == set(truth(before))
 
         driver.recover(withheld)
+        # Said once per model while it lasts, naming the model, however many cycles.
+        records = [r.getMessage() for r in logs.new(logging.WARNING)]
+        assert len(records) == len(affected), records
+        assert all(any(f"{ns}/{model}" in r for r in records) for ns, model in affected)
     finally:
         sim.set_cluster(before)
     wait_for_prometheus(prom, before, "the node's GPU series to return")
