@@ -41,8 +41,11 @@ def row(f: ModelFigures) -> dict[str, str]:
         notes.append("inactive")
     if f.underutilized:
         notes.append("underutilized")
-    if f.info_value("power_source") in ("missing", "incomplete"):
-        notes.append(f"power {f.info_value('power_source')}")
+    source = f.info_value("power_source")
+    if source in ("missing", "incomplete"):
+        notes.append(f"power {source}")
+    elif source != "energy_counter":  # the preferred reading goes unsaid
+        notes.append(f"power from {'the power gauge' if source == 'power_gauge' else source}")
     if f.info_value("attribution") != "exclusive":
         notes.append(f.info_value("attribution"))
     scale = scale_baseline(f)
@@ -63,6 +66,7 @@ def row(f: ModelFigures) -> dict[str, str]:
 
 
 LEGEND = (
+    "Power: DCGM's energy counter unless a note says otherwise. "
     "J/tok: GPU power / (prompt + generation) tokens per second, idle included; marg.: above "
     "the idle floor. gCO2/tok: GPU scope, location-based grid. nrp mid / scale mid: commercial "
     "mid estimate (facility scope) of the nrp-envelope and of the size-matched baseline, at "

@@ -69,6 +69,9 @@ def test_landing_page_shows_the_per_model_table(demo: str, tmp_path: Path) -> No
     assert 0.3 < float(glm["J/tok"]) < 0.6
     assert models["meta-llama/Llama-3.1-8B-Instruct"]["J/tok"] == "-"
     assert "inactive" in models["meta-llama/Llama-3.1-8B-Instruct"]["notes"]
+    # Which power reading: the NYU node's dcgm-exporter has no energy counter.
+    assert "power from the power gauge" in models["MiniMaxAI/MiniMax-M2.5"]["notes"]
+    assert "power" not in glm["notes"]
     assert 'href="/metrics"' in dom and "current" in dom
     assert 'href="/methodology"' in dom
 
