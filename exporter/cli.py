@@ -65,7 +65,7 @@ def build_parser() -> Parser:
             "--vllm-url",
             metavar="URL",
             action="append",
-            help="inference server /metrics of this pod (repeatable)",
+            help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
         )
         direct.add_argument(
             "--dcgm-url",
@@ -109,6 +109,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exporter.log_level": getattr(args, "log_level", None),
     }
     vllm, dcgm = getattr(args, "vllm_url", None), getattr(args, "dcgm_url", None)
+    pod_flags = getattr(args, "pod", None) or getattr(args, "namespace", None)
+    if pod_flags and dcgm and not vllm:
+        # They name the pod of --vllm-url; without it they would quietly do nothing.
+        raise UsageError("--pod and --namespace name the pod of --vllm-url: give --vllm-url too")
     if vllm or dcgm:
         overrides["source"] = "direct"
         if vllm:

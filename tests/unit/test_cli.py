@@ -33,6 +33,11 @@ def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]
         ([], "the following arguments are required: COMMAND"),
         (["check-config"], "the following arguments are required: FILE"),
         (["check-config", "/nonexistent/config.yaml"], "/nonexistent/config.yaml: file not found"),
+        (["serve", "--pod", "p"], "--pod and --namespace belong to direct mode"),
+        (
+            ["serve", "--dcgm-url", "http://n:9400/metrics", "--pod", "p"],
+            "--pod and --namespace name the pod of --vllm-url: give --vllm-url too",
+        ),
     ],
 )
 def test_bad_invocations_exit_2_with_one_line(capsys, argv: list[str], expected: str) -> None:
@@ -47,6 +52,23 @@ def test_check_config_ok(capsys, tmp_path: Path) -> None:
     path.write_text("prometheus:\n  url: http://prom:9090\n")
     code, out, _ = run(capsys, "check-config", str(path))
     assert code == 0 and "OK" in out and "default region CAMX" in out
+
+
+def test_check_config_shows_the_window_of_the_source_in_use(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "source: direct\ndirect:\n  window: 2m\n  dcgm_urls: [http://n:9400/metrics]\n"
+        "  pods: [{pod: p, namespace: ns, vllm_urls: [http://127.0.0.1:8000/metrics]}]\n"
+    )
+    code, out, _ = run(capsys, "check-config", str(path))
+    assert code == 0 and "source direct, window 120s" in out
+
+
+def test_check_config_refuses_what_serve_would(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("grid:\n  default_region: CAMX\n")
+    code, _, err = run(capsys, "check-config", str(path))
+    assert code == 2 and "prometheus.url: not set" in err
 
 
 def test_environment_supplies_the_url(capsys, tmp_path: Path) -> None:
