@@ -99,29 +99,40 @@ def join(observation: Observation) -> list[ServedModel]:
 
 
 def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
-    """One model's pods as shares of their GPUs, each physical GPU counted once: MIG slices
-    and time-sliced copies of one GPU repeat its whole power under every holder, so a GPU
-    held by several of the model's pods is charged to the one with the largest share. A GPU
+    """One model's pods as shares of their GPUs, each physical GPU counted at most once:
+    MIG slices and time-sliced copies of one GPU repeat its whole power under every holder,
+    so where the model's holding pods' shares of a GPU add up to more than 1 (two replicas
+    on it), each is scaled down until they add up to 1, and the GPU is counted once. A GPU
     that pods outside the model also hold stays `shared_gpus`: charged in full, an upper
     bound."""
-    mine: dict[tuple[str, str], int] = defaultdict(int)
-    for row, _ in rows:
+    holding: dict[tuple[str, str], int] = defaultdict(int)  # the model's pods on each GPU
+    shares: dict[tuple[str, str], float] = defaultdict(float)  # and their shares, summed
+    for row, share in rows:
         for gpu in row.shared:
-            mine[(row.node, gpu.gpu_id)] += 1
+            holding[(row.node, gpu.gpu_id)] += 1
+            shares[(row.node, gpu.gpu_id)] += share
     seen: set[tuple[str, str]] = set()
     out = []
     for row, share in sorted(rows, key=lambda r: (-r[1], r[0].pod, r[0].node)):
-        repeated = [g for g in row.shared if (row.node, g.gpu_id) in seen]
-        seen.update((row.node, g.gpu_id) for g in row.shared)
+        keys = [(row.node, g.gpu_id) for g in row.shared]
+        repeated = sum(1 for key in keys if key in seen)
+        seen.update(keys)
+        excess = sum(
+            g.power_w * share * (1 - 1 / shares[key])
+            for g, key in zip(row.shared, keys, strict=True)
+            if shares[key] > 1
+        )
         out.append(
             PodShare(
                 pod=row.pod,
                 node=row.node,
                 gpu_model=row.gpu_model,
-                gpus=row.gpus - len(repeated),
-                power_w=max(0.0, row.power_w - sum(g.power_w for g in repeated)) * share,
+                gpus=row.gpus - repeated,
+                power_w=max(0.0, row.power_w * share - excess),
                 power_source=row.power_source,
-                shared_gpus=sum(1 for g in row.shared if g.holders > mine[(row.node, g.gpu_id)]),
+                shared_gpus=sum(
+                    1 for g, key in zip(row.shared, keys, strict=True) if g.holders > holding[key]
+                ),
                 busy_ratio=row.busy_ratio,
                 share=share,
             )

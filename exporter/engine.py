@@ -27,6 +27,7 @@ TOTALS_TTL_SECONDS = 86400.0  # forget the counters of a model unseen this long
 class Source(Protocol):
     name: str
     upstreams: tuple[str, ...]  # values of the `upstream` label
+    gpu_upstream: str  # the one of `upstreams` that GPU series come from
     window: float  # seconds over which power and token rates are means
 
     @property
@@ -147,7 +148,7 @@ class Engine:
         problems |= {
             text
             for pods, text in self._notices
-            if not observation.blind
+            if self.source.gpu_upstream not in observation.blind
             and not any(f"{pod}{end}" in explained for pod in pods for end in ";, ")
         }
         for message in sorted(problems - self._last_problems):

@@ -60,6 +60,7 @@ class _Gpu:
 class DirectSource:
     name = "direct"
     upstreams = ("vllm", "dcgm")
+    gpu_upstream = "dcgm"
 
     def __init__(
         self,
@@ -170,9 +171,9 @@ class DirectSource:
         for key in [k for k in self._series if k not in seen]:
             del self._series[key]  # a series gone from its page no longer counts
         blind = set()
-        for url, rows in tokens.items():
-            if not self._check_token_page(url, rows, problems):
-                blind.add("vllm")
+        usable = [self._check_token_page(url, rows, problems) for url, rows in tokens.items()]
+        if usable and not any(usable):  # one server down is that pod's problem
+            blind.add("vllm")
         if dcgm and not any(dcgm.values()):
             problems.append(
                 (
@@ -324,6 +325,7 @@ class DirectSource:
                 key = (page, name, tuple(sorted(labels.items())))
                 if key in self._invalid:
                     bad.append((name, gpu.gpu_id, self._invalid[key]))
+                    mine.setdefault(gpu, {})  # still one of the pod's GPUs, reading or not
                     continue
                 window = self._series[key]
                 value = (

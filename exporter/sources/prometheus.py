@@ -9,6 +9,7 @@ honorLabels false) wins over `pod`, and `Hostname` and `hostname` both work.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -101,6 +102,13 @@ class Queries:
                 for metric in (names.gpu_power, names.gpu_energy)
             )
 
+        def reading(expr: str, kind: str) -> str:
+            # Which reading a row holds, so each pod's shared GPUs use its own power source.
+            return f'label_replace({expr}, "lce_reading", "{kind}", "", "")'
+
+        energy_w = f"{one_gpu('rate', names.gpu_energy)} / 1000"
+        gauge_w = one_gpu("avg_over_time", names.gpu_power)
+
         model_tps = (
             f"sum by ({_by(MODEL)}) ({tok(names.prompt_tokens)}) "
             f"+ sum by ({_by(MODEL)}) ({tok(names.generation_tokens)})"
@@ -114,8 +122,7 @@ class Queries:
             # time-sliced copies), with the GPU's power: few rows, and what lets a model whose
             # replicas share a GPU count it once.
             shared_gpus=(
-                f"({one_gpu('rate', names.gpu_energy)} / 1000 "
-                f"or {one_gpu('avg_over_time', names.gpu_power)}) "
+                f"({reading(energy_w, ENERGY_COUNTER)} or {reading(gauge_w, POWER_GAUGE)}) "
                 f"and on (lce_node, lce_gpu_id) "
                 f"(count by (lce_node, lce_gpu_id) ({seen(GPU_ROW)}) > 1)"
             ),
@@ -152,6 +159,7 @@ class PrometheusSource:
 
     name = "prometheus"
     upstreams = ("prometheus",)
+    gpu_upstream = "prometheus"
 
     def __init__(
         self,
@@ -253,20 +261,29 @@ class PrometheusSource:
             ("power_gauge", keyed("power_gauge"), POWER_GAUGE),
         )
         busy = keyed("busy")
-        shared: dict[tuple[str, ...], list[tuple[str, float]]] = defaultdict(list)
-        holders: dict[tuple[str, str], int] = defaultdict(int)
-        unknown: set[tuple[str, ...]] = set()
+        # (pod row) -> GPU id -> reading -> W, for GPUs more than one pod holds
+        shared: dict[tuple[str, ...], dict[str, dict[str, float]]] = defaultdict(dict)
+        holders: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
         for sample in results.get("shared_gpus", []):
             key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
             gpu_id = sample.labels.get("lce_gpu_id", "")
             if not (key[0] and key[1] and gpu_id):
                 continue
-            holders[(key[2], gpu_id)] += 1
-            if not is_valid_value(sample.value):
-                # Its replicas could not count the GPU once: the pod's power is withheld.
-                invalid("shared_gpus", sample.value, key, "its power is unknown this cycle")
-                unknown.add(key)
-            shared[key].append((gpu_id, sample.value))
+            holders[(key[2], gpu_id)].add(key)
+            shared[key].setdefault(gpu_id, {})[sample.labels.get("lce_reading", "")] = sample.value
+
+        def shared_gpus(key: tuple[str, ...], source: str) -> tuple[SharedGpu, ...] | None:
+            """The pod's shared GPUs in the reading its power uses; None if one is invalid
+            (its replicas could not count the GPU once: the pod's power is withheld)."""
+            out = []
+            for gpu_id, readings in sorted(shared.get(key, {}).items()):
+                watts = readings.get(source, math.nan)
+                if not is_valid_value(watts):
+                    invalid("shared_gpus", watts, key, "its power is unknown this cycle")
+                    return None
+                out.append(SharedGpu(gpu_id, watts, len(holders[(key[2], gpu_id)])))
+            return tuple(out)
+
         rows = []
         for key, gpus in keyed("gpu_count").items():
             if not is_count(gpus):
@@ -287,10 +304,11 @@ class PrometheusSource:
                     if name == "power_gauge"
                     else "trying the power gauge",
                 )
-            if power is None or key in unknown:
+            held = shared_gpus(key, source) if power is not None else None
+            if power is None or held is None:
                 continue  # its model's power is then incomplete, and withheld
             ratio = busy.get(key)
-            if ratio is not None and not is_valid_value(ratio):
+            if ratio is not None and not (is_valid_value(ratio) and ratio <= 1):
                 invalid("busy", ratio, key, "busy ratio withheld")
                 ratio = None
             rows.append(
@@ -302,10 +320,7 @@ class PrometheusSource:
                     gpus=int(gpus),
                     power_w=power,
                     power_source=source,
-                    shared=tuple(
-                        SharedGpu(gpu_id, watts, holders[(key[2], gpu_id)])
-                        for gpu_id, watts in sorted(shared.get(key, ()))
-                    ),
+                    shared=held,
                     busy_ratio=ratio,
                 )
             )

@@ -320,6 +320,11 @@ def test_sidecar_replicas_add_up_and_stay_apart(
             f"fleet GPU power to add both replicas' {total} W",
         )
         detail = {"namespace": replicas[0].namespace, "model": QWEN}
+        # Every query of both boards evaluates (no many-to-many match across replicas).
+        for board, variables in (("overview.json", ALL), ("model-detail.json", detail)):
+            for panel in queried_panels(BOARDS[board]):
+                for target in panel["targets"]:
+                    query(server, substitute(target["expr"], {"datasource": "", **variables}))
         (power,) = panel_exprs("model-detail.json", "GPU power (measured)")
         got = float(query(server, substitute(power, {"datasource": "", **detail}))[0]["value"][1])
         assert got == pytest.approx(total, rel=0.02)

@@ -263,13 +263,14 @@ def test_prometheus_stopped_mid_run_then_restarted(
         prometheus.stop()
 
 
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 @pytest.mark.parametrize("mig", [0, 3])
-def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int) -> None:
+def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int, kind: str) -> None:
     # Pods a and b are replicas of m/a on GPU 0 (time-sliced copies, or MIG slices): each pod's
     # DCGM series carry the GPU's whole power, and the model must draw it once.
     cluster = shared_gpu_cluster(mig, b_serves="m/a")
     endpoints = SimulatedEndpoints(cluster).start()
-    server = start_prometheus(tmp_path / "prometheus", endpoints, cluster)
+    server = start_prometheus(tmp_path / "prometheus", endpoints, cluster, kind=kind)
     try:
         samples = exporter_factory(config_for(server.url)).samples()
     finally:

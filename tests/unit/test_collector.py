@@ -35,6 +35,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 class FixedSource:
     name = "prometheus"
     upstreams = ("prometheus",)
+    gpu_upstream = "prometheus"
     window = 300.0
     requests_by_upstream: ClassVar[dict[str, int]] = {"prometheus": 7}
 

@@ -376,7 +376,17 @@ def test_windows_and_factors_that_would_give_wrong_numbers(
 
 @pytest.mark.parametrize(
     "selector",
-    ['job="dcgm"', '{job="dcgm", namespace!~"kube-.*"}', 'gpu=~"0,1",', "", "  "],
+    [
+        'job="dcgm"',
+        '{job="dcgm", namespace!~"kube-.*"}',
+        'gpu=~"0,1",',
+        "job='dcgm'",
+        "job=`dcgm`",
+        '{"service.name"="dcgm"}',  # Prometheus 3's quoted (UTF-8) label names
+        'job="a\\"b"',
+        "",
+        "  ",
+    ],
 )
 def test_good_selectors_pass(selector: str) -> None:
     assert selector_problem(selector) == ""

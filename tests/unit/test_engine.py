@@ -35,6 +35,7 @@ class ScriptedSource:
 
     name = "prometheus"
     upstreams = ("prometheus",)
+    gpu_upstream = "prometheus"
     window = 300.0
 
     def __init__(self, frozen, script: list) -> None:

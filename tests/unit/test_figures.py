@@ -168,6 +168,25 @@ def test_replicas_sharing_a_gpu_count_it_once() -> None:
     assert out["m/a"].info_value("attribution") == "exclusive"
 
 
+def test_pods_serving_two_models_on_one_shared_gpu_charge_it_once_per_model() -> None:
+    # A and C time-share one 300 W GPU and both serve X and Y (A mostly X, C mostly Y): each
+    # model is charged the GPU once, in full (0.7 + 0.3 of it), flagged as a shared pod.
+    g0 = SharedGpu("GPU-0", 300, holders=2)
+    out = figures_for(
+        [gpus("a", SDSC, 1, 300, shared=(g0,)), gpus("c", SDSC, 1, 300, shared=(g0,))],
+        [
+            tokens("a", "m/x", 70, 0),
+            tokens("a", "m/y", 30, 0),
+            tokens("c", "m/x", 30, 0),
+            tokens("c", "m/y", 70, 0),
+        ],
+    )
+    for model in ("m/x", "m/y"):
+        assert out[model].power_w["gpu"] == pytest.approx(300)
+        assert out[model].gpus == 1
+        assert out[model].info_value("attribution") == "shared_pod"
+
+
 def test_mig_slices_of_one_gpu_across_replicas_and_another_pod() -> None:
     # Three slices of GPU-0: two replicas of m/a and one pod of m/b; each sees the whole 300 W.
     g0 = SharedGpu("GPU-0", 300, holders=3)
