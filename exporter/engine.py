@@ -225,8 +225,13 @@ class Engine:
 
     def _integrate(self, models: tuple[fig.ModelFigures, ...], now: float) -> None:
         """Advance the energy and CO2 counters by mean power x elapsed time. The elapsed time
-        is capped at the query window: power is only known as a mean over that window."""
+        is capped at the query window: power is only known as a mean over that window. A model
+        missing from a successful cycle restarts its clock when it returns, as on a first
+        sighting: nothing is known of its power while it was gone."""
         window = self.source.window
+        present = {f.key for f in models}
+        for key in [k for k in self._integrated_at if k not in present]:
+            del self._integrated_at[key]
         for f in models:
             key = f.key
             self._last_seen[key] = now
