@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 Series = tuple[str, Mapping[str, str], float]
 
@@ -279,17 +279,34 @@ def series_of(cluster: SimCluster, target: Target, t: float) -> list[Series]:
     return cluster.dcgm_series(cluster.node(target.key), t)
 
 
+# Where a dcgm-exporter pod that has since been replaced was scraped (a documentation address).
+PREVIOUS_DCGM_INSTANCE = "198.51.100.7:9400"
+
+
 def openmetrics_history(
-    cluster: SimCluster, instance: str, start: float, end: float, step: float
+    cluster: SimCluster,
+    instance: str,
+    start: float,
+    end: float,
+    step: float,
+    dcgm_restarted_at: float | None = None,
 ) -> str:
     """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
-    `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types)."""
+    `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types).
+
+    With `dcgm_restarted_at`, every dcgm-exporter was replaced at that time (a DaemonSet
+    rollout): earlier samples belong to the old pod, scraped at another address, so each GPU's
+    series is split in two (the energy counter itself runs on: it counts since driver load)."""
     rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
     steps = int((end - start) // step) + 1
     for target in targets(cluster):
+        before = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
         for i in range(steps):
             t = start + i * step
-            for name, labels, value in target.stored(series_of(cluster, target, t), instance):
+            stored_as, at = target, instance
+            if target.kind == "dcgm" and dcgm_restarted_at is not None and t < dcgm_restarted_at:
+                stored_as, at = before, PREVIOUS_DCGM_INSTANCE
+            for name, labels, value in stored_as.stored(series_of(cluster, target, t), at):
                 key = tuple(sorted(labels.items()))
                 rows.setdefault(name, {}).setdefault(key, []).append((t, value))
     lines = []

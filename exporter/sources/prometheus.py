@@ -45,6 +45,10 @@ POD = ("lce_namespace", "lce_pod")
 GPU_ROW = (*POD, "lce_node", "lce_gpu_model")
 TOKEN_ROW = (*POD, "lce_model")
 MODEL = ("lce_namespace", "lce_model")
+# Labels that tell apart series of one GPU that run at the same time (dcgm-exporter's MIG
+# instance and shared-GPU copy labels, and the scrape job); `instance` and the dcgm-exporter's
+# own `pod` are left out, as they change when its pod is replaced.
+SIDE_BY_SIDE = ("GPU_I_ID", "vgpu", "job")
 
 
 def _by(labels: tuple[str, ...]) -> str:
@@ -77,6 +81,7 @@ class Queries:
     def build(cls, config: Config) -> Queries:
         names = config.upstream.metrics
         window = promql_duration(config.prometheus.window)
+        window_seconds = config.prometheus.window
         lookback = promql_duration(config.utilization.lookback)
         gpu_sel = config.prometheus.gpu_selector.strip().strip("{}")
         tok_sel = config.prometheus.token_selector.strip().strip("{}")
@@ -90,8 +95,19 @@ class Queries:
             return _normalize(f"rate({metric}{{{tok_sel}}}[{window}])", tok_labels)
 
         def one_gpu(fn: str, metric: str) -> str:
-            # One value per physical GPU (MIG instances repeat their GPU's energy and power).
-            return f"max by ({_by((*GPU_ROW, 'lce_gpu_id'))}) ({gpu(fn, metric)})"
+            # One value per physical GPU: copies side by side (MIG instances, vgpu copies,
+            # another scrape job) repeat their GPU's energy and power, so take the largest.
+            series = gpu(fn, metric)
+            if fn == "increase":
+                # A counter's series also follow each other: a replaced dcgm-exporter pod is
+                # scraped at a new address, so each series covers part of the window and only
+                # their increases added up cover all of it. (Not rate(): VictoriaMetrics
+                # divides each series' increase by the time its own samples span.)
+                series = (
+                    f"sum by ({_by((*GPU_ROW, 'lce_gpu_id', *SIDE_BY_SIDE))}) ({series}) "
+                    f"/ {window_seconds:g}"
+                )
+            return f"max by ({_by((*GPU_ROW, 'lce_gpu_id'))}) ({series})"
 
         def per_gpu(agg: str, fn: str, metric: str) -> str:
             return f"{agg} by ({_by(GPU_ROW)}) ({one_gpu(fn, metric)})"
@@ -106,7 +122,7 @@ class Queries:
             # Which reading a row holds, so each pod's shared GPUs use its own power source.
             return f'label_replace({expr}, "lce_reading", "{kind}", "", "")'
 
-        energy_w = f"{one_gpu('rate', names.gpu_energy)} / 1000"
+        energy_w = f"{one_gpu('increase', names.gpu_energy)} / 1000"
         gauge_w = one_gpu("avg_over_time", names.gpu_power)
 
         model_tps = (
@@ -115,7 +131,7 @@ class Queries:
         )
 
         return cls(
-            power_energy=f"{per_gpu('sum', 'rate', names.gpu_energy)} / 1000",
+            power_energy=f"{per_gpu('sum', 'increase', names.gpu_energy)} / 1000",
             power_gauge=per_gpu("sum", "avg_over_time", names.gpu_power),
             gpu_count=f"count by ({_by(GPU_ROW)}) ({seen(GPU_ROW)})",
             # One row per (pod, GPU) for GPUs that more than one pod holds (MIG slices,

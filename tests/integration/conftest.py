@@ -30,12 +30,21 @@ def endpoints(cluster: SimCluster) -> Iterator[SimulatedEndpoints]:
 
 
 def start_prometheus(
-    workdir: Path, endpoints: SimulatedEndpoints, cluster: SimCluster, kind: str = "prometheus"
+    workdir: Path,
+    endpoints: SimulatedEndpoints,
+    cluster: SimCluster,
+    kind: str = "prometheus",
+    dcgm_restarted_ago: float | None = None,
 ) -> PrometheusServer:
     now = time.time()
     start = now - HISTORY_SECONDS
     history = openmetrics_history(
-        cluster, endpoints.address, start - start % SCRAPE_SECONDS, now - 1, SCRAPE_SECONDS
+        cluster,
+        endpoints.address,
+        start - start % SCRAPE_SECONDS,
+        now - 1,
+        SCRAPE_SECONDS,
+        dcgm_restarted_at=None if dcgm_restarted_ago is None else now - dcgm_restarted_ago,
     )
     server_class = VictoriaMetricsServer if kind == "victoria-metrics" else PrometheusServer
     server = server_class(

@@ -264,6 +264,34 @@ def test_prometheus_stopped_mid_run_then_restarted(
 
 
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
+def test_a_dcgm_exporter_rollout_inside_the_window_keeps_power_whole(
+    tmp_path, endpoints, cluster, exporter_factory, kind: str
+) -> None:
+    # Every dcgm-exporter pod was replaced 150 s ago: each GPU's energy counter is stored as
+    # two series (old and new scrape address), each covering half of the 5-minute window.
+    # Their rates add up to the GPU's power; the larger of them alone would be half of it.
+    prometheus = start_prometheus(
+        tmp_path / "prom", endpoints, cluster, kind=kind, dcgm_restarted_ago=150
+    )
+    try:
+        assert (
+            prometheus.query("count(count by (instance) (DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION))")[
+                0
+            ]["value"][1]
+            == "2"
+        )
+        samples = exporter_factory(config_for(prometheus.url)).samples()
+        for (namespace, model), row in expected(cluster).items():
+            key = {"namespace": namespace, "model": model}
+            assert one(samples, "llm_carbon_power_watts", scope="gpu", **key) == pytest.approx(
+                row["power"], rel=0.02
+            ), model
+            assert one(samples, "llm_carbon_gpus", **key) == row["gpus"]
+    finally:
+        prometheus.stop()
+
+
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 @pytest.mark.parametrize("mig", [0, 3])
 def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int, kind: str) -> None:
     # Pods a and b are replicas of m/a on GPU 0 (time-sliced copies, or MIG slices): each pod's
