@@ -308,6 +308,11 @@ class DirectSource:
         mine: dict[_Gpu, dict[str, list[float]]] = {}
         bad: list[tuple[str, str, float]] = []  # (field, GPU id, sample) of invalid samples
         holders: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        # Pods that claim a GPU by its id hold it too, whatever the DCGM labels say.
+        claimed: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for other in self.config.direct.pods:
+            for gpu_id in other.gpu_uuids:
+                claimed[gpu_id].add((other.namespace or "", other.pod or ""))
         for page, rows in pages.items():
             for name, labels, _ in rows:
                 gpu_id = _first(labels, labels_cfg.gpu_id)
@@ -389,7 +394,10 @@ class DirectSource:
                     break
         busy_bad = bool(bad_fields & busy_fields.keys())
         me = {(pod.namespace, pod.pod)}
-        held_by = [len(holders.get((g.page, g.gpu_id), set()) | me) for g in mine]
+        held_by = [
+            len(holders.get((g.page, g.gpu_id), set()) | claimed.get(g.gpu_id, set()) | me)
+            for g in mine
+        ]
         shared = tuple(
             SharedGpu(g.gpu_id, w, n) for g, w, n in zip(mine, watts, held_by, strict=True) if n > 1
         )

@@ -261,6 +261,61 @@ def test_other_inference_servers_through_name_mappings(server, overrides, page) 
     assert f.joules_per_token[("gpu", "amortized")] == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("b_serves", ["m/a", "m/b"])
+def test_a_gpu_configured_for_two_pods_is_counted_once_and_flagged(b_serves: str) -> None:
+    # dcgm-exporter without pod mapping: the GPU is found through direct.pods[].gpu_uuids,
+    # and both pods list it (time-slicing). Replicas of one model draw it once; pods of two
+    # models are each charged it in full, and say so.
+    pages = StaticPages({"/dcgm": ""})
+    page = (
+        "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+        'DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",'
+        'Hostname="n.ucsd.edu"} MJ\n'
+    )
+    tokens = {
+        "/a": 'vllm:prompt_tokens_total{{model_name="m/a"}} {n}\n'
+        'vllm:generation_tokens_total{{model_name="m/a"}} {n}\n',
+        "/b": f'vllm:prompt_tokens_total{{{{model_name="{b_serves}"}}}} {{n}}\n'
+        f'vllm:generation_tokens_total{{{{model_name="{b_serves}"}}}} {{n}}\n',
+    }
+    pods = [
+        {
+            "namespace": "ns",
+            "pod": name,
+            "vllm_urls": [f"{pages.base}/{name}"],
+            "gpu_uuids": ["GPU-9"],
+        }
+        for name in ("a", "b")
+    ]
+    config = build(
+        merge(
+            default_document(),
+            {"source": "direct", "direct": {"dcgm_urls": [f"{pages.base}/dcgm"], "pods": pods}},
+        )
+    )
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for step in range(3):
+                seconds = 1000 + step * 30
+                pages.pages["/dcgm"] = page.replace("MJ", str(300_000 * seconds))
+                for path, text in tokens.items():
+                    pages.pages[path] = text.format(n=50 * seconds)
+                assert engine.run_cycle(), engine.state.errors_total
+                frozen.tick(30)
+            models = {f.model: f for f in engine.state.snapshot.models}
+    finally:
+        pages.close()
+    a = models["m/a"]
+    if b_serves == "m/a":
+        assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
+        assert a.info_value("attribution") == "exclusive"
+    else:
+        for f in (a, models["m/b"]):
+            assert f.gpus == 1 and f.power_w["gpu"] == pytest.approx(300)
+            assert f.info_value("attribution") == "shared_gpu"
+
+
 def test_upstream_failures_are_reported_per_upstream(endpoints) -> None:
     glm_pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
     document = sidecar_config(endpoints, glm_pod.name)
