@@ -67,6 +67,7 @@ class DirectSource:
         config: Config,
         fetcher: HttpFetcher | None = None,
         clock: Callable[[], float] | None = None,
+        window_clock: Callable[[], float] | None = None,
     ) -> None:
         self.config = config
         settings = config.direct
@@ -80,6 +81,10 @@ class DirectSource:
             )
         )
         self.clock = clock or (lambda: time.time())
+        # Windows are timed by a clock that never steps back: after an NTP step back every
+        # new sample would look older than the last and be dropped, freezing every rate.
+        # An injected clock (tests, the benchmark) times both unless a window clock is given.
+        self.window_clock = window_clock or clock or (lambda: time.monotonic())
         names = config.upstream.metrics
         self._gpu_names = (
             names.gpu_energy,
@@ -159,7 +164,7 @@ class DirectSource:
             rows = self._page(url, upstream, names)
             # Stamped when its response arrived: pages are read one after another, and a
             # page's latency must not turn into a rate error.
-            self._record(url, rows, self.clock(), seen)
+            self._record(url, rows, self.window_clock(), seen)
             return rows
 
         dcgm = {url: read(url, "dcgm", self._gpu_names) for url in settings.dcgm_urls}
@@ -334,9 +339,9 @@ class DirectSource:
                     continue
                 window = self._series[key]
                 value = (
-                    window.counter_rate()
+                    window.updated_counter_rate()
                     if name == base_name(names.gpu_energy)
-                    else (window.mean())
+                    else window.mean()
                 )
                 if value is not None:
                     # MIG instances repeat their GPU's readings: one value per GPU and field.

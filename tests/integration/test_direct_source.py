@@ -15,7 +15,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from exporter.config import build, default_document, load, merge
+from exporter.config import Config, build, default_document, load, merge
 from exporter.demo import demo_config
 from exporter.engine import Engine
 from exporter.simulated_endpoints import SimulatedEndpoints
@@ -174,13 +174,14 @@ def test_replicas_of_one_model_on_one_gpu_count_it_once(mig: int) -> None:
     assert a.info_value("attribution") == "exclusive"  # nobody else holds GPU 0
 
 
+# One L40S held by pod ns/p, as dcgm-exporter labels it.
+L40S = 'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
+
+
 def dcgm_page(watts_mj: float) -> str:
-    labels = (
-        'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
-    )
     return (
         f"# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
-        f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{labels}}} {watts_mj:.0f}\n"
+        f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{L40S}}} {watts_mj:.0f}\n"
     )
 
 
@@ -314,6 +315,86 @@ def test_a_gpu_configured_for_two_pods_is_counted_once_and_flagged(b_serves: str
         for f in (a, models["m/b"]):
             assert f.gpus == 1 and f.power_w["gpu"] == pytest.approx(300)
             assert f.info_value("attribution") == "shared_gpu"
+
+
+def sidecar_on_static_pages(pages: StaticPages, **direct: object) -> Config:
+    return build(
+        merge(
+            default_document(),
+            {
+                "source": "direct",
+                "exporter": {"interval": 15},
+                "direct": {
+                    "dcgm_urls": [f"{pages.base}/dcgm"],
+                    "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{pages.base}/vllm"]}],
+                    **direct,
+                },
+            },
+        )
+    )
+
+
+def test_dcgm_updating_less_often_than_the_sidecar_reads_never_reads_as_zero_power() -> None:
+    # The sidecar reads every 15 s; dcgm-exporter refreshes its fields every 30 s (its
+    # default), so every other read repeats the last energy value. 300 W on one GPU.
+    pages = StaticPages({})
+    config = sidecar_on_static_pages(pages)
+    sources, watts = [], []
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for read in range(12):
+                refreshed = (read * 15 + 10) // 30 * 30  # when DCGM last refreshed
+                energy_mj = 10**9 + 300_000 * refreshed
+                pages.pages["/dcgm"] = (
+                    f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{L40S}}} {energy_mj}\n"
+                    f"DCGM_FI_DEV_POWER_USAGE{{{L40S}}} 300.0\n"
+                )
+                pages.pages["/vllm"] = (
+                    f'vllm:prompt_tokens_total{{model_name="m"}} {900 * read * 15}\n'
+                    f'vllm:generation_tokens_total{{model_name="m"}} {100 * read * 15}\n'
+                )
+                assert engine.run_cycle(), engine.state.errors_total
+                models = engine.state.snapshot.models
+                if models and models[0].power_w:
+                    sources.append(models[0].info_value("power_source"))
+                    watts.append(models[0].power_w["gpu"])
+                frozen.tick(15)
+    finally:
+        pages.close()
+    # Until the counter has shown two refreshes the gauge stands in; never 0 W, never half.
+    assert watts == pytest.approx([300.0] * len(watts)) and len(watts) == 11
+    assert sources[:3] == ["power_gauge"] * 3 and set(sources[3:]) == {"energy_counter"}
+
+
+def test_a_wall_clock_step_back_does_not_freeze_the_windows() -> None:
+    # An NTP step sets the wall clock back 10 minutes while the model stops serving. The
+    # windows run on a steady clock, so the rates follow: the model goes inactive within a
+    # window, instead of reading 1000 tok/s for the next 10 minutes.
+    pages = StaticPages({})
+    config = sidecar_on_static_pages(pages)
+    wall, steady = [1.8e9], [0.0]
+    source = DirectSource(config, clock=lambda: wall[0], window_clock=lambda: steady[0])
+    engine = Engine(config, source, clock=lambda: wall[0])
+    tokens = 0.0
+    try:
+        for read in range(40):
+            if read == 20:
+                wall[0] -= 600
+            tokens += 1000 * 15 if read < 20 else 0
+            pages.pages["/dcgm"] = f"DCGM_FI_DEV_POWER_USAGE{{{L40S}}} 300.0\n"
+            pages.pages["/vllm"] = (
+                f'vllm:prompt_tokens_total{{model_name="m"}} {tokens * 0.9}\n'
+                f'vllm:generation_tokens_total{{model_name="m"}} {tokens * 0.1}\n'
+            )
+            assert engine.run_cycle(), engine.state.errors_total
+            if read == 19:
+                assert engine.state.snapshot.models[0].active
+            wall[0] += 15
+            steady[0] += 15
+    finally:
+        pages.close()
+    assert not engine.state.snapshot.models[0].active
 
 
 def test_upstream_failures_are_reported_per_upstream(endpoints) -> None:

@@ -41,6 +41,28 @@ def test_time_going_backwards_is_ignored() -> None:
 def test_gauge_mean() -> None:
     assert window_of([(0, 100), (30, 200), (60, 300)]).mean() == 200
     assert SeriesWindow(60).mean() is None
+    # After a gap longer than the window, the sample kept from before it is not averaged in.
+    assert window_of([(0, 230), (30, 230), (3630, 60)], window=300).mean() == 60
+
+
+def test_a_counter_updated_less_often_than_read_is_timed_by_its_updates() -> None:
+    # DCGM refreshes every 30 s, the sidecar reads every 15 s: 300 W = 9000 J per update.
+    # Reading the plain rate, the first pair of samples (no update between them) says 0 W.
+    def reads(count: int) -> list[tuple[float, float]]:
+        return [(15 * i, 1e6 + 9000 * ((15 * i + 10) // 30)) for i in range(count)]
+
+    assert window_of(reads(2)).counter_rate() == 0.0  # what the plain rate would have said
+    assert window_of(reads(2)).updated_counter_rate() is None  # not known yet, not zero
+    assert window_of(reads(4)).updated_counter_rate() is None  # one update seen
+    for count in range(5, 30):
+        assert window_of(reads(count)).updated_counter_rate() == pytest.approx(300), count
+    # A reset (driver reload) between updates still counts the new value as the increase.
+    reset = [(0, 500.0), (15, 500.0), (30, 9500.0), (45, 9500.0), (60, 9000.0), (75, 9000.0)]
+    assert window_of(reset).updated_counter_rate() == pytest.approx(300)
+    # A counter updated at every read: the plain rate, from the second sample on.
+    assert window_of([(0, 0.0), (15, 4500.0)]).updated_counter_rate() == pytest.approx(300)
+    # A counter that never moves has no rate (its readings are stuck), rather than 0.
+    assert window_of([(0, 5.0), (15, 5.0), (30, 5.0)]).updated_counter_rate() is None
 
 
 def test_lookback_peak_and_idle_floor() -> None:
