@@ -160,21 +160,35 @@ class DirectSource:
         seen: set[SeriesKey] = set()
         self._invalid = {}
 
-        def read(url: str, upstream: str, names: tuple[str, ...]) -> list[Row]:
-            rows = self._page(url, upstream, names)
+        failed: dict[str, dict[str, UpstreamError]] = {"dcgm": {}, "vllm": {}}
+
+        def read(url: str, upstream: str, names: tuple[str, ...]) -> list[Row] | None:
+            try:
+                rows = self._page(url, upstream, names)
+            except UpstreamError as exc:
+                failed[upstream][url] = exc
+                return None
             # Stamped when its response arrived: pages are read one after another, and a
             # page's latency must not turn into a rate error.
             self._record(url, rows, self.window_clock(), seen)
             return rows
 
-        dcgm = {url: read(url, "dcgm", self._gpu_names) for url in settings.dcgm_urls}
-        tokens = {
-            url: read(url, "vllm", self._token_names)
-            for pod in settings.pods
-            for url in pod.vllm_urls
-        }
-        for key in [k for k in self._series if k not in seen]:
-            del self._series[key]  # a series gone from its page no longer counts
+        read_dcgm = {url: read(url, "dcgm", self._gpu_names) for url in settings.dcgm_urls}
+        vllm_urls = list(dict.fromkeys(u for pod in settings.pods for u in pod.vllm_urls))
+        read_tokens = {url: read(url, "vllm", self._token_names) for url in vllm_urls}
+        for upstream, errors in failed.items():
+            if errors and len(errors) == len(read_dcgm if upstream == "dcgm" else read_tokens):
+                raise next(iter(errors.values()))  # nothing of it could be read: a failed cycle
+            # Some pages could not be read: their pods' problem, said once per page.
+            for url, exc in errors.items():
+                problems.append((upstream, exc.reason, f"{exc}; {self._left_out(upstream, url)}"))
+        dcgm = {url: rows for url, rows in read_dcgm.items() if rows is not None}
+        tokens = {url: rows for url, rows in read_tokens.items() if rows is not None}
+        # A series gone from a page that was read no longer counts; an unread page's
+        # series are kept, both for their history and to know what it served.
+        unread = set(failed["dcgm"]) | set(failed["vllm"])
+        for key in [k for k in self._series if k not in seen and k[0] not in unread]:
+            del self._series[key]
         blind = set()
         usable = [self._check_token_page(url, rows, problems) for url, rows in tokens.items()]
         if usable and not any(usable):  # one server down is that pod's problem
@@ -193,7 +207,10 @@ class DirectSource:
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)
         for pod in settings.pods:
-            gpus = self._pod_gpus(pod, dcgm, problems if "dcgm" not in blind else [])
+            # Said once already: no GPU page at all, or a page that could not be read (whose
+            # pods then have no GPU series).
+            quiet = "dcgm" in blind or bool(failed["dcgm"])
+            gpus = self._pod_gpus(pod, dcgm, [] if quiet else problems)
             if gpus is not None:
                 gpu_rows.append(gpus)
             rows, incomplete = self._pod_tokens(pod, tokens, problems)
@@ -262,6 +279,9 @@ class DirectSource:
         incomplete: set[str] = set()
         phases: dict[str, set[int]] = defaultdict(set)
         for url in pod.vllm_urls:
+            if url not in pages:  # could not be read: what it served last is left out
+                incomplete |= self._models_last_read(url)
+                continue
             for name, labels, value in pages[url]:
                 model = _first(labels, model_labels) or default_model
                 if not model:
@@ -301,6 +321,39 @@ class DirectSource:
             for model, (prompt, generation) in sorted(rates.items())
             if model not in incomplete
         ], {(pod.namespace or "", model) for model in incomplete}
+
+    def _left_out(self, upstream: str, url: str) -> str:
+        """What an unreadable page costs this cycle, from what it held when last read."""
+        if upstream == "vllm":
+            models = sorted(self._models_last_read(url))
+            named = f"models {', '.join(models)}" if models else "its models"
+            return f"{named} left out this cycle"
+        labels = self.config.upstream.gpu_labels
+        held = {
+            (_first(dict(key), labels.namespace), _first(dict(key), labels.pod))
+            for page, _, key in self._series
+            if page == url
+        }
+        pods = sorted(
+            f"{p.namespace}/{p.pod}"
+            for p in self.config.direct.pods
+            if (p.namespace, p.pod) in held
+        )
+        return (
+            f"power of pods {', '.join(pods)} withheld this cycle"
+            if pods
+            else "no power from it this cycle"
+        )
+
+    def _models_last_read(self, url: str) -> set[str]:
+        """The models an inference server's page named when it was last read."""
+        model_labels = self.config.upstream.token_labels.model
+        default_model = self.config.upstream.default_model
+        return {
+            _first(dict(labels), model_labels) or default_model
+            for page, _, labels in self._series
+            if page == url
+        } - {""}
 
     # ---- one pod's GPUs
 

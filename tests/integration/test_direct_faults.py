@@ -284,3 +284,84 @@ def test_token_series_without_a_model_label_say_what_to_set(
     assert engine.state.up == {"vllm": False, "dcgm": True}
     said = [r.getMessage() for r in caplog.records if "default_model" in r.getMessage()]
     assert len(said) == 1, said  # logged once while it lasts
+
+
+def two_pods(server: StaticPages, b_model: str) -> tuple[Config, Callable[..., dict]]:
+    """Pods ns/a and ns/b on nodes n1 and n2 (one dcgm-exporter page each), one exporter
+    reading all four pages; pod a serves MODEL, pod b serves `b_model`."""
+    pods = [
+        {"namespace": "ns", "pod": name, "vllm_urls": [f"{server.base}/vllm-{name}"]}
+        for name in ("a", "b")
+    ]
+    dcgm_urls = [f"{server.base}/dcgm-n1", f"{server.base}/dcgm-n2"]
+    document = {"source": "direct", "direct": {"dcgm_urls": dcgm_urls, "pods": pods}}
+    config = build(merge(default_document(), document))
+
+    def pages(seconds: float, **broken: tuple[int, str]) -> dict:
+        v = good(seconds)
+        out: dict[str, str | tuple[int, str]] = {}
+        for pod, node, model in (("a", "n1", MODEL), ("b", "n2", b_model)):
+            out[f"/vllm-{pod}"] = vllm_page(v).replace(MODEL, model)
+            out[f"/dcgm-{node}"] = (
+                dcgm_page(v).replace('pod="p"', f'pod="{pod}"').replace("n.ucsd.edu", node)
+            )
+        return {**out, **{f"/{k.replace('_', '-')}": page for k, page in broken.items()}}
+
+    return config, pages
+
+
+@pytest.mark.parametrize(
+    ("broken", "b_model", "expect_b"),
+    [
+        # Pod b's server fails: its model is left out, pod a's figures stand.
+        ("vllm_b", "org/other-model", "absent"),
+        # Pod b serves a replica of pod a's model: the model is left out rather than shown
+        # with half its tokens.
+        ("vllm_b", MODEL, "absent"),
+        # Node n2's dcgm-exporter fails: pod b's model keeps its tokens, its power is withheld.
+        ("dcgm_n2", "org/other-model", "no power"),
+    ],
+)
+def test_one_unreadable_page_among_several_is_its_pods_problem(
+    broken: str, b_model: str, expect_b: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = StaticPages({})
+    config, pages = two_pods(server, b_model)
+    upstream = broken.split("_")[0]
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            seconds = 1000.0
+            for _ in range(3):
+                server.pages = pages(seconds)
+                assert engine.run_cycle(), engine.state.errors_total
+                frozen.tick(INTERVAL)
+                seconds += INTERVAL
+            caplog.clear()
+            server.pages = pages(seconds, **{broken: (500, "internal error")})
+            with caplog.at_level(logging.WARNING):
+                assert engine.run_cycle()  # the cycle stands
+            warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            models = {f.model: f for f in engine.state.snapshot.models}
+            assert len(warnings) == 1 and "HTTP 500" in warnings[0], warnings
+            assert ("models " if upstream == "vllm" else "power of pods ns/b ") in warnings[0]
+            assert engine.state.errors_total[(upstream, "http_status")] == 1
+            assert engine.state.up == {"vllm": True, "dcgm": True}
+            if b_model == MODEL:
+                assert MODEL not in models
+            else:
+                assert is_right(models[MODEL]), models[MODEL]
+                b = models.get(b_model)
+                assert b is None if expect_b == "absent" else (b is not None and b.power_w == {})
+            frozen.tick(INTERVAL)
+            seconds += INTERVAL
+            server.pages = pages(seconds)
+            assert engine.run_cycle()
+            models = {f.model: f for f in engine.state.snapshot.models}
+    finally:
+        server.close()
+    # Back at once: the history of the unread page was kept.
+    replicas = 2 if b_model == MODEL else 1
+    assert models[MODEL].power_w["gpu"] == pytest.approx(WATTS * replicas)
+    assert models[b_model].power_w["gpu"] == pytest.approx(WATTS * replicas)
+    assert models[MODEL].total_tokens_per_second == pytest.approx(1000 * replicas)
