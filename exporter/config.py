@@ -449,6 +449,7 @@ def _references(config: Config) -> tuple[str, str] | None:
             return "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
         if not config.direct.dcgm_urls:
             return "direct.dcgm_urls", "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)"
+        owner: dict[str, int] = {}
         for i, pod in enumerate(config.direct.pods):
             if not pod.pod or not pod.namespace:
                 return (
@@ -456,6 +457,13 @@ def _references(config: Config) -> tuple[str, str] | None:
                     "pod and namespace are required (--pod, --namespace, or POD_NAME and "
                     "POD_NAMESPACE)",
                 )
+            for j, url in enumerate(pod.vllm_urls):
+                if owner.setdefault(url, i) != i:
+                    return (
+                        f"direct.pods[{i}].vllm_urls[{j}]",
+                        f"already listed for direct.pods[{owner[url]}]: its tokens would "
+                        "count for both pods",
+                    )
 
     builtin = builtin_regions()
     known_regions = set(builtin) | set(config.grid.regions)

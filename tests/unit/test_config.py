@@ -187,6 +187,19 @@ def test_urls_with_a_query_are_refused_without_echoing_it(
     assert "hunter2" not in message
 
 
+def test_one_inference_server_page_under_two_pods_is_refused(tmp_path: Path) -> None:
+    pods = [
+        {"pod": name, "namespace": "ns", "vllm_urls": ["http://127.0.0.1:8000/metrics"]}
+        for name in ("a", "b")
+    ]
+    direct = {"dcgm_urls": ["http://127.0.0.1:9400/metrics"], "pods": pods}
+    message = error_for(tmp_path, {"source": "direct", "direct": direct})
+    assert message == (
+        "direct.pods[1].vllm_urls[0]: already listed for direct.pods[0]: its tokens would count "
+        "for both pods"
+    )
+
+
 def test_redact_hides_credentials_in_urls_and_secret_parameters() -> None:
     text = redact("GET http://u:pw@h:9/q?query=up&access_token=t0k&apiKey=k3y&x=1 failed")
     assert "pw" not in text and "t0k" not in text and "k3y" not in text
