@@ -29,6 +29,7 @@ from tests.dashboards_util import (
 )
 from tests.harness import ExporterProcess, PrometheusServer, running, wait_until
 from tests.integration.conftest import HISTORY_SECONDS, SCRAPE_SECONDS
+from tests.integration.test_prometheus_source import NODE_INTENSITY
 
 pytestmark = pytest.mark.integration
 
@@ -186,12 +187,7 @@ def test_legends_name_labels_the_series_carry(prometheus: PrometheusServer) -> N
         for result in evaluate(prometheus, board, variables):
             wanted = re.findall(r"\{\{\s*(\w+)\s*\}\}", result.target.get("legendFormat", ""))
             for series in result.series:
-                # `replica` only on sidecars' series (the PodMonitor's relabeling): optional.
-                missing = [
-                    label
-                    for label in wanted
-                    if label not in series["metric"] and label != "replica"
-                ]
+                missing = [label for label in wanted if label not in series["metric"]]
                 assert not missing, f"{result.where}: legend needs {missing}"
 
 
@@ -274,16 +270,21 @@ def test_alert_expressions_on_the_exporters_real_series(prometheus: PrometheusSe
 QWEN = "Qwen/Qwen3.5-397B-A17B-FP8"  # two replicas, in California and Nebraska
 
 
-def panel_exprs(board: str, title: str) -> list[str]:
+def panel_target_list(board: str, title: str) -> list[dict[str, Any]]:
     panel = next(p for p in queried_panels(BOARDS[board]) if p["title"] == title)
-    return [t["expr"] for t in panel["targets"]]
+    return panel["targets"]
+
+
+def panel_exprs(board: str, title: str) -> list[str]:
+    return [t["expr"] for t in panel_target_list(board, title)]
 
 
 def test_sidecar_replicas_add_up_and_stay_apart(
     tmp_path, endpoints: SimulatedEndpoints, cluster: SimCluster
 ) -> None:
     """One sidecar per replica, each seeing only its own pod: fleet totals add the replicas
-    (not the largest of them), and per-model rows show each replica with its own figures."""
+    (not the largest of them), and a model's figures are its replicas' added up: one row per
+    model, J/token and gCO2/token as totals over totals, grid intensity power-weighted."""
     replicas = [p for p in cluster.pods if p.model == QWEN]
     assert len(replicas) == 2
     document = demo_config(cluster, endpoints.address, "127.0.0.1:0")
@@ -303,8 +304,8 @@ def test_sidecar_replicas_add_up_and_stay_apart(
             },
         )
         del config["exporter"]["listen"]  # the process picks its own free port
-        # The PodMonitor's relabeling: the inference pod's name as `replica`.
-        sidecars[ExporterProcess(tmp_path, config)] = {"pod": pod.name, "replica": pod.name}
+        # The PodMonitor's relabeling: the inference pod's name as `serving_pod`.
+        sidecars[ExporterProcess(tmp_path, config)] = {"pod": pod.name, "serving_pod": pod.name}
     add_exporter_job(server, sidecars)
     with running(server, *sidecars):
         server.start()
@@ -328,15 +329,32 @@ def test_sidecar_replicas_add_up_and_stay_apart(
         (power,) = panel_exprs("model-detail.json", "GPU power (measured)")
         got = float(query(server, substitute(power, {"datasource": "", **detail}))[0]["value"][1])
         assert got == pytest.approx(total, rel=0.02)
-        per_token = next(
-            e
-            for e in panel_exprs("overview.json", "Per-model figures")
-            if "llm_carbon_energy_joules_per_token" in e and 'accounting="amortized"' in e
+        table = dict(
+            zip(
+                (t["refId"] for t in panel_target_list("overview.json", "Per-model figures")),
+                panel_exprs("overview.json", "Per-model figures"),
+                strict=True,
+            )
         )
-        rows = query(server, substitute(per_token, {"datasource": "", **ALL}))
-        assert {row["metric"].get("replica") for row in rows} == {p.name for p in replicas}
-        for row in rows:
-            pod = next(p for p in replicas if p.name == row["metric"]["replica"])
-            tps = pod.prompt_tps + pod.generation_tps
-            scale = 1.2 * 1.4 if 'scope="facility"' in per_token else 1.0
-            assert float(row["value"][1]) == pytest.approx(pod.power_w * scale / tps, rel=0.03)
+
+        def model_row(expr: str) -> float:
+            rows = query(server, substitute(expr, {"datasource": "", **ALL}))
+            assert [row["metric"]["model"] for row in rows] == [QWEN], rows
+            return float(rows[0]["value"][1])
+
+        tps = sum(p.prompt_tps + p.generation_tps for p in replicas)
+        facility = 1.2 * 1.4
+        grams_per_second = sum(p.power_w * NODE_INTENSITY[p.node] / 3.6e6 for p in replicas)
+        assert model_row(table["A"]) == sum(len(p.gpus) for p in replicas)
+        assert model_row(table["C"]) == pytest.approx(tps, rel=0.03)
+        assert model_row(table["D"]) == pytest.approx(total * facility / tps, rel=0.03)
+        assert model_row(table["F"]) == pytest.approx(grams_per_second * facility / tps, rel=0.03)
+        assert model_row(table["L"]) == pytest.approx(
+            sum(p.prompt_tps for p in replicas) / tps, rel=0.03
+        )
+        (intensity,) = panel_exprs("model-detail.json", "Grid intensity")
+        rows = query(server, substitute(intensity, {"datasource": "", **detail}))
+        assert [row["metric"]["basis"] for row in rows] == ["location"]
+        assert float(rows[0]["value"][1]) == pytest.approx(
+            grams_per_second * 3.6e6 / total, rel=0.03
+        )

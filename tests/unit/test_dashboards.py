@@ -267,9 +267,8 @@ def test_commercial_band_fills_between_its_own_series() -> None:
         for p in queried_panels(detail)
         if "commercial range" in p["title"].lower() and p["type"] == "timeseries"
     )
-    # Per-replica series (sidecars) carry " {{replica}}", empty with the Prometheus source:
-    # overrides match them by pattern, the shared commercial band by name.
-    legends = {t["legendFormat"].removesuffix(" {{replica}}") for t in band["targets"]}
+    # Overrides match the figures by pattern, the shared commercial band by name.
+    legends = {t["legendFormat"] for t in band["targets"]}
     fills = [
         (o["matcher"]["options"], prop["value"])
         for o in band["fieldConfig"]["overrides"]
@@ -323,16 +322,19 @@ def test_overview_covers_the_issue() -> None:
     } <= metrics
     table = next(p for p in queried_panels(overview) if p["title"] == "Per-model figures")
     text = " ".join(exprs(table))
+    # Per-token figures are computed from sums over a model's serving pods (sidecars): J/token
+    # amortized as facility power over tokens, gCO2/token as CO2 per hour over tokens, the
+    # prompt share as prompt over all tokens (the live tests check the values).
     for needle in (
-        'accounting="amortized"',
+        'llm_carbon_power_watts{scope="facility"',
         'accounting="marginal"',
-        "llm_carbon_co2_grams_per_token",
+        'llm_carbon_co2_grams_per_hour{scope="facility", basis="location"',
         'bound="low"',
         'bound="mid"',
         'bound="high"',
         "llm_carbon_utilization_ratio",
         "llm_carbon_model_flops_utilization_ratio",
-        "llm_carbon_prompt_token_ratio",
+        'llm_carbon_tokens_per_second{phase="prompt"',
         "llm_carbon_preset_prompt_token_ratio",
         "llm_carbon_underutilized",
     ):
@@ -351,5 +353,5 @@ def test_model_detail_covers_the_issue() -> None:
         "llm_carbon_idle_power_watts",
         "llm_carbon_tokens_per_second",
         "llm_carbon_utilization_ratio",
-        "llm_carbon_grid_intensity_grams_per_kwh",
+        "llm_carbon_co2_grams_per_hour",  # grid intensity: CO2 per hour over power, per basis
     } <= metrics

@@ -424,10 +424,10 @@ def pod_monitor_problems(monitor: Doc, pods: list[Doc]) -> list[str]:
                     f"port {endpoint.get('port')} is not the exporter container's {PORT}"
                 )
         # The dashboards add sidecars' figures per model by this label.
-        if {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "replica"} not in (
+        if {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "serving_pod"} not in (
             endpoint.get("relabelings") or []
         ):
-            problems.append("no relabeling of the pod name into `replica`")
+            problems.append("no relabeling of the pod name into `serving_pod`")
     return problems
 
 
@@ -1007,7 +1007,7 @@ def test_pod_monitor_check_catches(rendered: dict[str, list[Doc]]) -> None:
     monitor["spec"]["podMetricsEndpoints"][0]["relabelings"] = []
     problems = " | ".join(pod_monitor_problems(monitor, templates))
     assert "port http" in problems and "release" in problems, problems
-    assert "replica" in problems, problems
+    assert "serving_pod" in problems, problems
 
 
 # --- the generator --------------------------------------------------------------------------
