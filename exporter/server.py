@@ -146,6 +146,23 @@ def _docs_link(url: str) -> str:
 METHODOLOGY_PATH = "/methodology"
 
 
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip: listed (or `*`) without q=0."""
+    allowed: dict[str, bool] = {}
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        allowed[name.strip().lower()] = q > 0
+    return allowed.get("gzip", allowed.get("*", False))
+
+
 @cache
 def methodology_text() -> bytes:
     """docs/methodology.md as packaged with the exporter (one file: the package holds a link)."""
@@ -165,7 +182,7 @@ class Handler(BaseHTTPRequestHandler):
         engine = self.server.engine
         if path == "/metrics":
             accept = self.headers.get("Accept", "")
-            if "gzip" in self.headers.get("Accept-Encoding", ""):
+            if accepts_gzip(self.headers.get("Accept-Encoding", "")):
                 zipped, content_type = self.server.metrics.gzipped(accept)
                 self._send(200, zipped, content_type, {"Content-Encoding": "gzip"})
             else:
@@ -198,10 +215,21 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
+    def do_HEAD(self) -> None:
+        """GET's status and headers without its body (uptime checkers use HEAD)."""
+        self._head = True
+        try:
+            self.do_GET()
+        finally:
+            self._head = False
+
     def do_POST(self) -> None:
-        self._send(405, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET"})
+        self._send(
+            405, b"method not allowed\n", "text/plain; charset=utf-8", {"Allow": "GET, HEAD"}
+        )
 
     do_PUT = do_DELETE = do_PATCH = do_POST
+    _head = False
 
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
@@ -212,7 +240,8 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if not self._head:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

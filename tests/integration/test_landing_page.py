@@ -94,13 +94,35 @@ def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_head_answers_like_get_without_a_body(demo: str) -> None:
+    for path in ("/", "/metrics", "/healthz", "/readyz", "/methodology"):
+        get = requests.get(f"{demo}{path}", timeout=5)
+        head = requests.head(f"{demo}{path}", timeout=5)
+        assert head.status_code == get.status_code == 200, path
+        assert head.headers["Content-Type"] == get.headers["Content-Type"], path
+        assert head.content == b"", path
+    # The connection stays usable after a HEAD (no stray body in the stream).
+    with requests.Session() as session:
+        assert session.head(f"{demo}/healthz", timeout=5).status_code == 200
+        assert session.get(f"{demo}/healthz", timeout=5).text == "ok\n"
+
+
+def test_gzip_only_where_the_scraper_accepts_it(demo: str) -> None:
+    for header, zipped in (("gzip", True), ("gzip;q=0", False), ("identity", False), ("*", True)):
+        response = requests.get(
+            f"{demo}/metrics", headers={"Accept-Encoding": header}, timeout=5, stream=True
+        )
+        assert (response.headers.get("Content-Encoding") == "gzip") is zipped, header
+        response.close()
+
+
 def test_endpoints_do_not_change_state(demo: str) -> None:
     before = requests.get(f"{demo}/", timeout=5).text.count("<tr>")
     for path in ("/", "/metrics", "/healthz", "/readyz", "/methodology"):
         for method in ("post", "put", "delete", "patch"):
             response = getattr(requests, method)(f"{demo}{path}", timeout=5)
             assert response.status_code == 405, (method, path)
-            assert response.headers["Allow"] == "GET"
+            assert response.headers["Allow"] == "GET, HEAD"
     assert requests.get(f"{demo}/", timeout=5).text.count("<tr>") == before
     assert requests.get(f"{demo}/nope", timeout=5).status_code == 404
     assert requests.get(f"{demo}/readyz", timeout=5).status_code == 200
