@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from exporter import figures as fig
-from exporter.aggregation import join
+from exporter.aggregation import ServedModel, join
 from exporter.config import Config
 from exporter.lookback import LookbackTracker
 from exporter.observations import ModelHistory, Observation
@@ -87,7 +87,11 @@ class Engine:
         self._failures = 0
         self._last_dropped = 0
         self._notices: list[tuple[tuple[str, ...], str]] = []
-        self._lookback = LookbackTracker(config.utilization.lookback)
+        self._lookback = LookbackTracker(
+            config.utilization.lookback,
+            min_idle_w_per_gpu=config.underutilized.min_power_watts_per_gpu or 0.0,
+        )
+        self._hardware: dict[Key, tuple[str, ...]] = {}  # each model's GPU products
         self.listeners: list[Callable[[], None]] = []  # called after each published state
         self.ready = threading.Event()
 
@@ -173,6 +177,8 @@ class Engine:
             if dropped != self._last_dropped:
                 log.warning("%d models over exporter.max_models=%d were dropped", dropped, limit)
         self._last_dropped = dropped
+        for s in served:
+            self._check_hardware(s)
         models = tuple(
             fig.compute(s, self.settings, self._history(observation, s.key)) for s in served
         )
@@ -210,6 +216,23 @@ class Engine:
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
         )
+
+    def _check_hardware(self, served: ServedModel) -> None:
+        """A model moved to other GPU products starts its look-back afresh: an idle floor
+        and a peak seen on other hardware would misread the new one for a whole look-back."""
+        products = tuple(sorted({p.gpu_model for p in served.pods if p.gpu_model}))
+        if not products:
+            return  # power withheld this cycle: nothing to compare
+        before = self._hardware.get(served.key)
+        if before is not None and before != products:
+            log.info(
+                "model %s/%s now runs on %s (was %s): its look-back starts afresh",
+                *served.key,
+                ", ".join(products),
+                ", ".join(before),
+            )
+            self._lookback.forget(served.key)
+        self._hardware[served.key] = products
 
     def _history(self, observation: Observation, key: Key) -> ModelHistory:
         """The look-back this process has seen, joined with what the source knows (the
@@ -252,7 +275,13 @@ class Engine:
             for scope_basis, grams_per_hour in f.co2_grams_per_hour.items():
                 co2[scope_basis] += grams_per_hour / 3600.0 * elapsed
         for key in [k for k, seen in self._last_seen.items() if now - seen > TOTALS_TTL_SECONDS]:
-            for table in (self._energy, self._co2, self._integrated_at, self._last_seen):
+            for table in (
+                self._energy,
+                self._co2,
+                self._integrated_at,
+                self._last_seen,
+                self._hardware,
+            ):
                 table.pop(key, None)
 
     def _publish(

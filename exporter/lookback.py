@@ -1,5 +1,6 @@
 """Look-back history kept in process: per model, the peak window-mean throughput and the
-lowest window-mean power per GPU while inactive, in hourly buckets over the look-back period.
+lowest window-mean power per GPU while inactive, in buckets (hourly for a look-back of 12 h or
+more) over the look-back period.
 The engine feeds it after every cycle, whatever the source; the Prometheus source adds the
 peak its TSDB remembers from before this process started."""
 
@@ -33,9 +34,17 @@ class _Buckets:
 
 
 class LookbackTracker:
-    def __init__(self, lookback: float, bucket: float = BUCKET_SECONDS) -> None:
+    """`min_idle_w_per_gpu`: inactive windows drawing less per GPU say nothing about the idle
+    floor (a stuck or missing reading: no GPU idles at 0 W), and are not taken for it."""
+
+    def __init__(
+        self, lookback: float, bucket: float | None = None, min_idle_w_per_gpu: float = 0.0
+    ) -> None:
         self.lookback = lookback
-        self.bucket = bucket
+        # Hourly, or finer for a look-back under 12 h: pruning goes by whole buckets, so a
+        # bucket stretches the look-back by up to its own length.
+        self.bucket = bucket if bucket is not None else min(BUCKET_SECONDS, lookback / 12)
+        self.min_idle_w_per_gpu = min_idle_w_per_gpu
         self._models: dict[tuple[str, str], _Buckets] = {}
 
     def observe(
@@ -60,7 +69,13 @@ class LookbackTracker:
         if tokens_per_second > buckets.peak[-1]:
             buckets.peak[-1] = tokens_per_second
         if not active and power_w is not None and gpus > 0:
-            buckets.idle[-1] = min(buckets.idle[-1], power_w / gpus)
+            per_gpu = power_w / gpus
+            if per_gpu >= self.min_idle_w_per_gpu:
+                buckets.idle[-1] = min(buckets.idle[-1], per_gpu)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        """Drop a model's history (its GPUs changed: the old floor and peak do not apply)."""
+        self._models.pop(key, None)
 
     def prune(self, t: float) -> None:
         """Forget buckets older than the look-back, and models with none left: once a cycle."""

@@ -204,3 +204,44 @@ def test_observed_idle_floor_of_a_pod_serving_two_models() -> None:
         assert f.info_value("idle_source") == "observed"
         assert f.power_w["gpu"] == pytest.approx(400)
         assert f.idle_power_w == pytest.approx(400) and f.idle_power_ratio == pytest.approx(1.0)
+
+
+class HardwareScript(ScriptedSource):
+    """Replays (GPU product, GPU count, watts, tok/s) for one model's pod, one per cycle."""
+
+    def fetch(self) -> Observation:
+        self.calls += 1
+        product, count, watts, tps = self.script.pop(0)
+        now = self.frozen().timestamp()
+        gpus = (PodGpus("llm", "p", NODE, product, count, watts, ENERGY_COUNTER),)
+        return Observation(now, gpus, (PodTokens("llm", "p", "m", tps * 0.9, tps * 0.1),))
+
+
+def run_script(script: list[tuple[str, int, float, float]]):
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = Engine(load(), HardwareScript(lambda: frozen.time_to_freeze, script))
+        for _ in range(len(script)):
+            assert engine.run_cycle()
+            frozen.tick(30)
+    return engine.state.snapshot.models[0]
+
+
+H100, A100 = "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"
+
+
+def test_a_model_moved_to_other_gpus_does_not_keep_their_idle_floor() -> None:
+    # Idle on 8 H100s at 150 W each, then serving from one A100 at 140 W: the H100 floor
+    # (150 W per GPU, above the A100's whole draw) must not read as the A100's; the GPU
+    # table's 70 W does until the A100 has been seen idle.
+    f = run_script([(H100, 8, 1200.0, 0.0)] * 3 + [(A100, 1, 140.0, 500.0)])
+    assert f.info_value("idle_source") == "gpu_table"
+    assert f.idle_power_w == pytest.approx(70.0)
+    assert f.joules_per_token[("gpu", "marginal")] == pytest.approx(70.0 / 500.0)
+
+
+def test_an_idle_window_at_zero_watts_is_not_an_idle_floor() -> None:
+    # A stuck energy counter reads 0 W for one idle window: no GPU idles at 0 W, so the
+    # floor stays the plausible one (100 W per GPU), not 0 for a whole look-back.
+    f = run_script([(H100, 8, 800.0, 0.0), (H100, 8, 0.0, 0.0), (H100, 8, 2400.0, 1000.0)])
+    assert f.info_value("idle_source") == "observed"
+    assert f.idle_power_w == pytest.approx(800.0)

@@ -94,3 +94,16 @@ def test_lookback_prune_keeps_the_buckets_inside_the_window() -> None:
     tracker.prune(5400)  # horizon 1800: the first bucket goes, 1800-2100 stays
     history = tracker.history(key)
     assert history.idle_floor_w_per_gpu == 100 and history.peak_tokens_per_second == 40
+
+
+def test_a_short_lookback_is_not_stretched_by_hourly_buckets() -> None:
+    tracker = LookbackTracker(lookback=600)
+    key = ("ns", "m")
+    tracker.observe(key, 0, 1000, True, 800, 4)
+    tracker.observe(key, 30, 0, False, 400, 4)
+    for t in range(60, 700, 30):
+        tracker.observe(key, t, 10, True, 500, 4)
+    tracker.prune(700)
+    history = tracker.history(key)
+    # Ten minutes on, the early peak and idle window are gone (not kept until the hour).
+    assert history.peak_tokens_per_second == 10 and history.idle_floor_w_per_gpu is None
