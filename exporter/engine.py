@@ -320,6 +320,7 @@ class Engine:
         interval = self.config.exporter.interval
         next_start = time.monotonic()
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self.run_cycle()
             except Exception:  # a bug must not kill the loop: say so and keep serving
@@ -328,7 +329,7 @@ class Engine:
                 key = (self.source.upstreams[0], INTERNAL)
                 errors[key] = errors.get(key, 0) + 1
                 down = dict.fromkeys(self.source.upstreams, False)
-                self._publish(self.clock(), time.monotonic(), ok=False, errors=errors, up=down)
+                self._publish(self.clock(), started, ok=False, errors=errors, up=down)
             next_start += interval
             now = time.monotonic()
             if next_start < now:  # a slow cycle: skip the missed slots

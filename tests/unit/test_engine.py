@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
 
 import pytest
@@ -173,6 +174,7 @@ def test_the_loop_survives_unexpected_errors(caplog) -> None:
             self.calls += 1
             if self.calls >= 2:
                 stop.set()
+            time.sleep(0.05)  # the failed cycle's time still counts in its duration
             raise RuntimeError("a bug")
 
     config = load(overrides={"exporter.interval": 1})
@@ -180,6 +182,7 @@ def test_the_loop_survives_unexpected_errors(caplog) -> None:
     engine.run_forever(stop)
     assert engine.state.errors_total[("prometheus", "internal_error")] == 2
     assert engine.state.up == {"prometheus": False}  # a failed cycle is a failed cycle
+    assert engine.state.cycle_duration_seconds >= 0.05
     assert "cycle failed unexpectedly" in caplog.text
 
 
