@@ -118,17 +118,19 @@ class Engine:
         try:
             observation = self.source.fetch()
         except UpstreamError as exc:
-            upstream = exc.upstream or self.source.upstreams[0]
             self._failures += 1
-            errors[(upstream, exc.reason)] = errors.get((upstream, exc.reason), 0) + 1
-            log.warning(
-                "upstream %s failed (reason=%s, %d in a row): %s",
-                upstream,
-                exc.reason,
-                self._failures,
-                exc,
-            )
-            up = {**self.state.up, upstream: False}
+            up = dict(self.state.up)
+            for failure in (exc, *exc.also):
+                upstream = failure.upstream or self.source.upstreams[0]
+                errors[(upstream, failure.reason)] = errors.get((upstream, failure.reason), 0) + 1
+                log.warning(
+                    "upstream %s failed (reason=%s, %d in a row): %s",
+                    upstream,
+                    failure.reason,
+                    self._failures,
+                    failure,
+                )
+                up[upstream] = False
             self._publish(attempt_at, started, ok=False, errors=errors, up=up)
             return False
         for upstream, reason, _ in observation.problems:

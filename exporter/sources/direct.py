@@ -176,9 +176,19 @@ class DirectSource:
         read_dcgm = {url: read(url, "dcgm", self._gpu_names) for url in settings.dcgm_urls}
         vllm_urls = list(dict.fromkeys(u for pod in settings.pods for u in pod.vllm_urls))
         read_tokens = {url: read(url, "vllm", self._token_names) for url in vllm_urls}
+        pages_of = {"dcgm": read_dcgm, "vllm": read_tokens}
+        # An upstream none of whose pages could be read fails the cycle (each such upstream
+        # is said, so each reads down).
+        wholly = [
+            next(iter(errors.values()))
+            for upstream, errors in failed.items()
+            if errors and len(errors) == len(pages_of[upstream])
+        ]
+        if wholly:
+            first, *others = wholly
+            first.also = tuple(others)
+            raise first
         for upstream, errors in failed.items():
-            if errors and len(errors) == len(read_dcgm if upstream == "dcgm" else read_tokens):
-                raise next(iter(errors.values()))  # nothing of it could be read: a failed cycle
             # Some pages could not be read: their pods' problem, said once per page.
             for url, exc in errors.items():
                 problems.append((upstream, exc.reason, f"{exc}; {self._left_out(upstream, url)}"))

@@ -54,6 +54,7 @@ class UpstreamError(Exception):
         super().__init__(one_line(message))
         self.reason = reason
         self.upstream = upstream  # which upstream failed, where a source has several
+        self.also: tuple[UpstreamError, ...] = ()  # other upstreams that failed in the same cycle
 
 
 @dataclass(frozen=True)

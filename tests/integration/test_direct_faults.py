@@ -365,3 +365,25 @@ def test_one_unreadable_page_among_several_is_its_pods_problem(
     assert models[MODEL].power_w["gpu"] == pytest.approx(WATTS * replicas)
     assert models[b_model].power_w["gpu"] == pytest.approx(WATTS * replicas)
     assert models[MODEL].total_tokens_per_second == pytest.approx(1000 * replicas)
+
+
+def test_both_upstreams_unreadable_both_read_down(caplog: pytest.LogCaptureFixture) -> None:
+    server = StaticPages({})
+    config = sidecar(server, "/vllm", exporter={"interval": f"{INTERVAL:g}s"})
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for seconds in (1000.0, 1030.0):
+                server.pages = pages_at(seconds)
+                assert engine.run_cycle()
+                frozen.tick(INTERVAL)
+            server.pages = {"/vllm": (503, "loading"), "/dcgm": (500, "driver error")}
+            with caplog.at_level(logging.WARNING):
+                assert not engine.run_cycle()
+    finally:
+        server.close()
+    assert engine.state.up == {"vllm": False, "dcgm": False}
+    assert engine.state.errors_total[("vllm", "http_status")] == 1
+    assert engine.state.errors_total[("dcgm", "http_status")] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and {w.split()[1] for w in warnings} == {"vllm", "dcgm"}, warnings
