@@ -47,14 +47,16 @@ def test_review_figures(samples, model: str) -> None:
     )
     total = sum(v for _, v in pick(samples, "llm_carbon_tokens_per_second", model=model))
     assert total == pytest.approx(tps, rel=0.01)
-    # The review truncates (Kimi: 928 / 158 = 5.873 printed as 5.86).
+    # The review's J/token is its W over its tok/s as printed (Kimi: 928 / 158 = 5.873,
+    # printed 5.86), and the exporter's is the same quotient within 1 %.
+    assert watts / tps == pytest.approx(joules, abs=0.015)
     assert one(
         samples,
         "llm_carbon_energy_joules_per_token",
         scope="gpu",
         accounting="amortized",
         model=model,
-    ) == pytest.approx(joules, abs=0.015)
+    ) == pytest.approx(watts / tps, rel=0.01)
 
 
 def test_kimi_reads_underutilized_and_idle_explains_its_cost(samples) -> None:
