@@ -300,12 +300,13 @@ def openmetrics_history(
     rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
     steps = int((end - start) // step) + 1
     for target in targets(cluster):
-        before = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
+        restarted_at = dcgm_restarted_at if target.kind == "dcgm" else None
+        previous = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
         for i in range(steps):
             t = start + i * step
             stored_as, at = target, instance
-            if target.kind == "dcgm" and dcgm_restarted_at is not None and t < dcgm_restarted_at:
-                stored_as, at = before, PREVIOUS_DCGM_INSTANCE
+            if restarted_at is not None and t < restarted_at:
+                stored_as, at = previous, PREVIOUS_DCGM_INSTANCE
             for name, labels, value in stored_as.stored(series_of(cluster, target, t), at):
                 key = tuple(sorted(labels.items()))
                 rows.setdefault(name, {}).setdefault(key, []).append((t, value))

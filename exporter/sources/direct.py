@@ -57,6 +57,11 @@ class _Gpu:
     product: str
 
 
+def _models_left_out(models: set[str]) -> str:
+    named = f"models {', '.join(sorted(models))}" if models else "its models"
+    return f"{named} left out this cycle"
+
+
 class DirectSource:
     name = "direct"
     upstreams = ("vllm", "dcgm")
@@ -96,6 +101,12 @@ class DirectSource:
         # Gauges with a ceiling: a ratio, and a percentage.
         self._bounds = {base_name(names.gpu_engine_active): 1.0, base_name(names.gpu_util): 100.0}
         self._series: dict[SeriesKey, SeriesWindow] = {}
+        # Pods that claim a GPU by its id (direct.pods[].gpu_uuids) hold it, whatever the DCGM
+        # labels say.
+        self._claimed: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for pod in settings.pods:
+            for gpu_id in pod.gpu_uuids:
+                self._claimed[gpu_id].add((pod.namespace or "", pod.pod or ""))
         self._invalid: dict[SeriesKey, float] = {}  # this cycle's invalid samples
         self._requests = dict.fromkeys(self.upstreams, 0)
 
@@ -188,10 +199,17 @@ class DirectSource:
             first, *others = wholly
             first.also = tuple(others)
             raise first
+        # What each unreadable inference-server page served when last read: left out now.
+        unread_models = {url: self._models_last_read(url) for url in failed["vllm"]}
         for upstream, errors in failed.items():
             # Some pages could not be read: their pods' problem, said once per page.
             for url, exc in errors.items():
-                problems.append((upstream, exc.reason, f"{exc}; {self._left_out(upstream, url)}"))
+                cost = (
+                    _models_left_out(unread_models[url])
+                    if upstream == "vllm"
+                    else self._power_withheld(url)
+                )
+                problems.append((upstream, exc.reason, f"{exc}; {cost}"))
         dcgm = {url: rows for url, rows in read_dcgm.items() if rows is not None}
         tokens = {url: rows for url, rows in read_tokens.items() if rows is not None}
         # A series gone from a page that was read no longer counts; an unread page's
@@ -216,14 +234,14 @@ class DirectSource:
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)
+        # Said once already: no GPU page at all, or a page that could not be read (whose pods
+        # then have no GPU series).
+        quiet = "dcgm" in blind or bool(failed["dcgm"])
         for pod in settings.pods:
-            # Said once already: no GPU page at all, or a page that could not be read (whose
-            # pods then have no GPU series).
-            quiet = "dcgm" in blind or bool(failed["dcgm"])
             gpus = self._pod_gpus(pod, dcgm, [] if quiet else problems)
             if gpus is not None:
                 gpu_rows.append(gpus)
-            rows, incomplete = self._pod_tokens(pod, tokens, problems)
+            rows, incomplete = self._pod_tokens(pod, tokens, unread_models, problems)
             token_rows.extend(rows)
             left_out |= incomplete
             served += [(r.namespace, r.pod, r.model) for r in rows]
@@ -279,9 +297,14 @@ class DirectSource:
     # ---- one pod's tokens
 
     def _pod_tokens(
-        self, pod: DirectPod, pages: Mapping[str, list[Row]], problems: list
+        self,
+        pod: DirectPod,
+        pages: Mapping[str, list[Row]],
+        unread_models: Mapping[str, set[str]],
+        problems: list,
     ) -> tuple[list[PodTokens], set[tuple[str, str]]]:
-        """The pod's token rates, and the (namespace, model) keys left out this cycle."""
+        """The pod's token rates, and the (namespace, model) keys left out this cycle (with
+        the models its unreadable pages served when last read)."""
         names = self.config.upstream.metrics
         model_labels = self.config.upstream.token_labels.model
         default_model = self.config.upstream.default_model
@@ -290,7 +313,7 @@ class DirectSource:
         phases: dict[str, set[int]] = defaultdict(set)
         for url in pod.vllm_urls:
             if url not in pages:  # could not be read: what it served last is left out
-                incomplete |= self._models_last_read(url)
+                incomplete |= unread_models[url]
                 continue
             for name, labels, value in pages[url]:
                 model = _first(labels, model_labels) or default_model
@@ -332,18 +355,17 @@ class DirectSource:
             if model not in incomplete
         ], {(pod.namespace or "", model) for model in incomplete}
 
-    def _left_out(self, upstream: str, url: str) -> str:
-        """What an unreadable page costs this cycle, from what it held when last read."""
-        if upstream == "vllm":
-            models = sorted(self._models_last_read(url))
-            named = f"models {', '.join(models)}" if models else "its models"
-            return f"{named} left out this cycle"
+    def _power_withheld(self, url: str) -> str:
+        """What an unreadable dcgm-exporter page costs this cycle: the power of the pods
+        whose GPUs it held when last read."""
         labels = self.config.upstream.gpu_labels
-        held = {
-            (_first(dict(key), labels.namespace), _first(dict(key), labels.pod))
-            for page, _, key in self._series
-            if page == url
-        }
+        held = set()
+        for page, _, key in self._series:
+            if page == url:
+                series_labels = dict(key)
+                held.add(
+                    (_first(series_labels, labels.namespace), _first(series_labels, labels.pod))
+                )
         pods = sorted(
             f"{p.namespace}/{p.pod}"
             for p in self.config.direct.pods
@@ -376,11 +398,6 @@ class DirectSource:
         mine: dict[_Gpu, dict[str, list[float]]] = {}
         bad: list[tuple[str, str, float]] = []  # (field, GPU id, sample) of invalid samples
         holders: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
-        # Pods that claim a GPU by its id hold it too, whatever the DCGM labels say.
-        claimed: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        for other in self.config.direct.pods:
-            for gpu_id in other.gpu_uuids:
-                claimed[gpu_id].add((other.namespace or "", other.pod or ""))
         for page, rows in pages.items():
             for name, labels, _ in rows:
                 gpu_id = _first(labels, labels_cfg.gpu_id)
@@ -463,7 +480,7 @@ class DirectSource:
         busy_bad = bool(bad_fields & busy_fields.keys())
         me = {(pod.namespace, pod.pod)}
         held_by = [
-            len(holders.get((g.page, g.gpu_id), set()) | claimed.get(g.gpu_id, set()) | me)
+            len(holders.get((g.page, g.gpu_id), set()) | self._claimed.get(g.gpu_id, set()) | me)
             for g in mine
         ]
         shared = tuple(
