@@ -15,7 +15,7 @@ import pytest
 import requests
 from freezegun import freeze_time
 
-from exporter.config import Config, build, default_document, load, merge
+from exporter.config import build, default_document, load, merge
 from exporter.demo import demo_config
 from exporter.engine import Engine
 from exporter.simulated_endpoints import SimulatedEndpoints
@@ -36,6 +36,8 @@ from tests.harness import (
     stop_process,
     wait_until,
 )
+from tests.integration.test_direct_faults import GPU as L40S
+from tests.integration.test_direct_faults import sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -172,10 +174,6 @@ def test_replicas_of_one_model_on_one_gpu_count_it_once(mig: int) -> None:
     assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
     assert a.tokens_per_second["prompt"] == pytest.approx(150)
     assert a.info_value("attribution") == "exclusive"  # nobody else holds GPU 0
-
-
-# One L40S held by pod ns/p, as dcgm-exporter labels it.
-L40S = 'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
 
 
 def dcgm_page(watts_mj: float) -> str:
@@ -317,28 +315,11 @@ def test_a_gpu_configured_for_two_pods_is_counted_once_and_flagged(b_serves: str
             assert f.info_value("attribution") == "shared_gpu"
 
 
-def sidecar_on_static_pages(pages: StaticPages, **direct: object) -> Config:
-    return build(
-        merge(
-            default_document(),
-            {
-                "source": "direct",
-                "exporter": {"interval": 15},
-                "direct": {
-                    "dcgm_urls": [f"{pages.base}/dcgm"],
-                    "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": [f"{pages.base}/vllm"]}],
-                    **direct,
-                },
-            },
-        )
-    )
-
-
 def test_dcgm_updating_less_often_than_the_sidecar_reads_never_reads_as_zero_power() -> None:
     # The sidecar reads every 15 s; dcgm-exporter refreshes its fields every 30 s (its
     # default), so every other read repeats the last energy value. 300 W on one GPU.
     pages = StaticPages({})
-    config = sidecar_on_static_pages(pages)
+    config = sidecar(pages, "/vllm", exporter={"interval": 15})
     sources, watts = [], []
     try:
         with freeze_time(START) as frozen:
@@ -372,7 +353,7 @@ def test_a_wall_clock_step_back_does_not_freeze_the_windows() -> None:
     # windows run on a steady clock, so the rates follow: the model goes inactive within a
     # window, instead of reading 1000 tok/s for the next 10 minutes.
     pages = StaticPages({})
-    config = sidecar_on_static_pages(pages)
+    config = sidecar(pages, "/vllm", exporter={"interval": 15})
     wall, steady = [1.8e9], [0.0]
     source = DirectSource(config, clock=lambda: wall[0], window_clock=lambda: steady[0])
     engine = Engine(config, source, clock=lambda: wall[0])
