@@ -94,8 +94,9 @@ METRICS: tuple[MetricSpec, ...] = (
     _model(
         "llm_carbon_idle_power_watts",
         "Idle floor of the model's GPUs: lowest window-mean power per GPU while inactive "
-        "over the look-back (idle_source=observed), else the GPU table's loaded-idle power x "
-        "GPU count (idle_source=gpu_table).",
+        "over the look-back, counting windows of at least min_power_watts_per_gpu on the "
+        "current GPU products (idle_source=observed), else the GPU table's loaded-idle power "
+        "x GPU count (idle_source=gpu_table).",
     ),
     _model(
         "llm_carbon_idle_power_ratio",
