@@ -301,8 +301,8 @@ def measure_lookback(hours: float, workdir: Path, args: argparse.Namespace) -> d
     look-back's cost grows with the history it scans."""
     from worker import prometheus_config
 
-    from exporter.sources.http_api import PrometheusClient
-    from exporter.sources.prometheus import Queries
+    from exporter.sources.prometheus_api import PrometheusClient
+    from exporter.sources.promql import Queries
 
     here = workdir / f"lookback-{hours:g}h"
     here.mkdir(parents=True)
@@ -353,8 +353,10 @@ class LoadRun:
 
 # One serving process per run, so each peak RSS belongs to one kind of load.
 LOAD_RUNS = {
-    "exporter": LoadRun("exporter", "exporter.server (pre-rendered, gzip kept)", "prometheus"),
-    "exporter_plain": LoadRun("exporter", "exporter.server (plain: body kept)", "plain"),
+    "exporter": LoadRun(
+        "exporter", "exporter server (pre-rendered, gzip kept)", "prometheus"
+    ),
+    "exporter_plain": LoadRun("exporter", "exporter server (plain: body kept)", "plain"),
     "stock": LoadRun(
         "stock", "prometheus_client start_http_server (render per scrape)", "prometheus"
     ),
@@ -363,13 +365,13 @@ LOAD_RUNS = {
     ),
     "exporter_cycling": LoadRun(
         "exporter",
-        "exporter.server, a cycle every 2 s (pre-render on the engine thread)",
+        "exporter server, a cycle every 2 s (pre-render on the engine thread)",
         "prometheus",
         interval=2.0,
     ),
     "exporter_cycling_lazy": LoadRun(
         "exporter",
-        "exporter.server, a cycle every 2 s, no pre-render (what-if, as at 2db771d)",
+        "exporter server, a cycle every 2 s, no pre-render (what-if, as at 2db771d)",
         "prometheus",
         interval=2.0,
         lazy=True,

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from exporter.simulation import (
+from exporter.demo.simulation import (
     EPOCH,
     GPU_PRODUCTS,
     SimCluster,

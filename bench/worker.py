@@ -35,7 +35,7 @@ from load import PROMETHEUS_HEADERS  # noqa: E402
 
 from exporter.config import Config, build, default_document, merge  # noqa: E402
 from exporter.engine import Engine  # noqa: E402
-from exporter.observations import Observation  # noqa: E402
+from exporter.model.observations import Observation  # noqa: E402
 from exporter.sources.prometheus import PrometheusSource  # noqa: E402
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -336,7 +336,7 @@ def tracker_pass(engine: Engine) -> dict[str, float]:
 def run_cycles(args: argparse.Namespace) -> dict[str, Any]:
     from prometheus_client import generate_latest
 
-    from exporter.server import MetricsCache, start
+    from exporter.exposition.server import MetricsCache, start
 
     rss_imports = status_kib("VmRSS")
     bench = Bench(args.prometheus, args.at)
@@ -484,7 +484,7 @@ def run_full_lookback(args: argparse.Namespace) -> dict[str, Any]:
     """The exporter after a full utilization.lookback (7 days) of cycles: the tracker filled
     (`fill_lookback`), then real cycles against Prometheus, scraped between cycles as in
     `cycles`. A fresh process, so its RSS is this state's alone."""
-    from exporter.server import start
+    from exporter.exposition.server import start
 
     bench = Bench(args.prometheus, args.at)
     engine = bench.engine
@@ -534,8 +534,8 @@ def run_serve(args: argparse.Namespace) -> None:
     """Serve /metrics for the load generator until stdin closes."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from exporter.collector import ExporterCollector
-    from exporter.server import Handler, start
+    from exporter.exposition.collector import ExporterCollector
+    from exporter.exposition.server import Handler, start
 
     bench = Bench(args.prometheus, args.at, args.interval or 30.0)
     engine = bench.engine
@@ -660,7 +660,7 @@ def run_sidecar(args: argparse.Namespace) -> dict[str, Any]:
 
     from synthetic import SIDECAR_T0, sidecar_cluster, sidecar_pages
 
-    from exporter.sources.exposition import parse
+    from exporter.sources.page_parser import parse
 
     cluster = sidecar_cluster()
     pod = cluster.pods[0]

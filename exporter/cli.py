@@ -156,7 +156,7 @@ def _make_engine(config: Config) -> Engine:
 
 
 def cmd_serve(config: Config) -> int:
-    from exporter import server
+    from exporter.exposition import server
 
     _require_upstream(config)
     engine = _make_engine(config)
@@ -198,7 +198,7 @@ def stop_on_signals(log: logging.Logger) -> threading.Event:
 
 
 def cmd_report(config: Config, fmt: str) -> int:
-    from exporter import report
+    from exporter.exposition import report
 
     _require_upstream(config)
     engine = _make_engine(config)
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "check-config":
             return cmd_check_config(args.file, environ)
         if args.command == "demo":
-            from exporter.demo import run_demo
+            from exporter.demo.run import run_demo
 
             setup_logging("warning")
             return run_demo(args.listen)

@@ -417,7 +417,7 @@ def as_dict(section: Struct) -> dict[str, Any]:
 def _references(config: Config) -> tuple[str, str] | None:
     """The first cross-reference problem as (key path, message): checks that need more than
     one key, run once the document has the right shape."""
-    from exporter.grid import builtin_regions  # the built-in table is data, not config
+    from exporter.model.grid import builtin_regions  # the built-in table is data, not config
 
     window_key = "direct.window" if config.source == "direct" else "prometheus.window"
     window = config.direct.window if config.source == "direct" else config.prometheus.window

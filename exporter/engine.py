@@ -10,13 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from exporter import figures as fig
-from exporter.aggregation import ServedModel, join
 from exporter.config import Config
-from exporter.lookback import LookbackTracker
-from exporter.observations import ModelHistory, Observation
-from exporter.sources.http_api import INTERNAL, UpstreamError
-from exporter.text import one_line
+from exporter.model import figures as fig
+from exporter.model.join import ServedModel, join
+from exporter.model.lookback import LookbackTracker
+from exporter.model.observations import ModelHistory, Observation
+from exporter.model.problems import INTERNAL, MISSING_SERIES, Problem, UpstreamError, pod_ref
 
 log = logging.getLogger("exporter")
 
@@ -83,10 +82,10 @@ class Engine:
         self._co2: dict[Key, dict[tuple[str, str], float]] = {}
         self._integrated_at: dict[Key, float] = {}
         self._last_seen: dict[Key, float] = {}
-        self._last_problems: frozenset[str] = frozenset()
+        self._last_problems: frozenset[Problem] = frozenset()
         self._failures = 0
         self._last_dropped = 0
-        self._notices: list[tuple[tuple[str, ...], str]] = []
+        self._notices: list[Problem] = []
         self._lookback = LookbackTracker(
             config.utilization.lookback,
             min_idle_w_per_gpu=config.underutilized.min_power_watts_per_gpu or 0.0,
@@ -133,8 +132,9 @@ class Engine:
                 up[upstream] = False
             self._publish(attempt_at, started, ok=False, errors=errors, up=up)
             return False
-        for upstream, reason, _ in observation.problems:
-            errors[(upstream, reason)] = errors.get((upstream, reason), 0) + 1
+        for problem in observation.problems:
+            key = (problem.upstream, problem.reason)
+            errors[key] = errors.get(key, 0) + 1
         if self._failures:
             log.info(
                 "upstream %s recovered after %d failed cycle(s)",
@@ -144,22 +144,7 @@ class Engine:
             self._failures = 0
 
         snapshot = self.compute(observation)
-        # Problems are counted every cycle but logged once, while they last.
-        problems = frozenset(
-            f"upstream {u}: {one_line(message)}" for u, _, message in observation.problems
-        )
-        # A notice about pods without GPU series, unless an upstream problem explains it:
-        # one naming the pod, or an upstream with no usable series at all.
-        explained = " ".join(problems)
-        problems |= {
-            text
-            for pods, text in self._notices
-            if self.source.gpu_upstream not in observation.blind
-            and not any(f"{pod}{end}" in explained for pod in pods for end in ";, ")
-        }
-        for message in sorted(problems - self._last_problems):
-            log.warning("%s", message)
-        self._last_problems = problems
+        self._log_once(observation)
         up = {u: u not in observation.blind for u in self.source.upstreams}
         self._publish(attempt_at, started, ok=True, errors=errors, snapshot=snapshot, up=up)
         self.ready.set()
@@ -197,10 +182,12 @@ class Engine:
         self._lookback.prune(observation.time)
         self._integrate(models, observation.time)
         self._notices = [
-            (
-                tuple(f"{s.namespace}/{pod}" for pod in s.pods_without_gpus),
+            Problem(
+                self.source.gpu_upstream,
+                MISSING_SERIES,
                 f"model {s.namespace}/{s.model}: pods {', '.join(s.pods_without_gpus)} have "
                 "token series but no DCGM GPU series; its power figures are withheld",
+                frozenset(pod_ref(s.namespace, pod) for pod in s.pods_without_gpus),
             )
             for s in served
             if s.pods_without_gpus
@@ -218,6 +205,19 @@ class Engine:
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
         )
+
+    def _log_once(self, observation: Observation) -> None:
+        """Problems are counted every cycle but logged once, while they last; so are the
+        notices about pods without GPU series, unless a GPU-side problem names one of their
+        pods or the GPU upstream has no usable series at all (either says why already)."""
+        gpu_side = self.source.gpu_upstream
+        explained = {pod for p in observation.problems if p.upstream == gpu_side for pod in p.pods}
+        current = set(observation.problems)
+        if gpu_side not in observation.blind:
+            current |= {n for n in self._notices if not n.pods & explained}
+        for problem in sorted(current - self._last_problems, key=lambda p: p.message):
+            log.warning("upstream %s: %s", problem.upstream, problem.message)
+        self._last_problems = frozenset(current)
 
     def _check_hardware(self, served: ServedModel) -> None:
         """A model moved to other GPU products starts its look-back afresh: an idle floor

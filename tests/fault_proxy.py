@@ -30,8 +30,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import SimCluster
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.simulation import SimCluster
 from tests.harness import free_port
 
 QUERY_PATH = "/api/v1/query"

@@ -21,7 +21,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulation import Target
+from exporter.demo.simulation import Target
 
 
 def free_port() -> int:

@@ -1,14 +1,9 @@
-"""The Prometheus-query source: a constant number of PromQL instant queries per cycle, each
-aggregated on the server to one row per pod, turned into an `Observation`.
-
-Label handling happens in PromQL: each canonical label (`lce_pod`, ...) is filled from the
-first configured upstream label that is present, so `exported_pod` (dcgm-exporter scraped with
-honorLabels false) wins over `pod`, and `Hostname` and `hostname` both work.
-"""
+"""The Prometheus-query source: runs the queries of `promql.Queries` (concurrently, at one
+evaluation time) and turns their rows into an `Observation`: one `PodGpus` per pod and node,
+one `PodTokens` per pod and model, and a `Problem` for every row it cannot use."""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections import defaultdict
@@ -16,9 +11,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from exporter.config import Config, as_dict
-from exporter.durations import promql_duration
-from exporter.observations import (
+from exporter.config import Config
+from exporter.model.observations import (
     ENERGY_COUNTER,
     POWER_GAUGE,
     ModelHistory,
@@ -28,146 +22,181 @@ from exporter.observations import (
     SharedGpu,
     pods_serving,
 )
-from exporter.sources.http_api import (
+from exporter.model.problems import (
     INVALID_VALUE,
     MISSING_SERIES,
-    PrometheusClient,
-    Sample,
+    Problem,
     UpstreamError,
-    is_count,
-    is_valid_value,
+    pod_ref,
 )
-
-log = logging.getLogger(__name__)
+from exporter.sources.prometheus_api import PrometheusClient, Sample
+from exporter.sources.promql import GPU_ROW, REQUIRED, TOKEN_ROW, Queries
+from exporter.sources.validation import is_count, is_valid_value
 
 UPSTREAM = "prometheus"
-POD = ("lce_namespace", "lce_pod")
-GPU_ROW = (*POD, "lce_node", "lce_gpu_model")
-TOKEN_ROW = (*POD, "lce_model")
-MODEL = ("lce_namespace", "lce_model")
-# Labels that tell apart series of one GPU that run at the same time (dcgm-exporter's MIG
-# instance and shared-GPU copy labels, and the scrape job); `instance` and the dcgm-exporter's
-# own `pod` are left out, as they change when its pod is replaced.
-SIDE_BY_SIDE = ("GPU_I_ID", "vgpu", "job")
+GpuKey = tuple[str, ...]  # GPU_ROW values: namespace, pod, node, GPU model
 
 
-def _by(labels: tuple[str, ...]) -> str:
-    return ", ".join(labels)
+def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
+    """Rows of a per-pod GPU query by pod key; rows of GPUs no pod holds are dropped."""
+    rows: dict[GpuKey, float] = {}
+    for sample in samples:
+        key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
+        if key[0] and key[1]:
+            rows[key] = sample.value
+    return rows
 
 
-def _normalize(expr: str, choices: Mapping[str, list[str]]) -> str:
-    """Wrap `expr` in label_replace calls so `lce_<key>` holds the first present label of
-    each `choices[key]` (the least preferred is applied first, the preferred last)."""
-    for key, labels in choices.items():
-        for label in reversed(labels):
-            expr = f'label_replace({expr}, "lce_{key}", "$1", "{label}", "(?s)(.+)")'
-    return expr
+def _invalid(query: str, value: float, key: GpuKey, consequence: str) -> Problem:
+    pod = pod_ref(key[0], key[1])
+    return Problem(
+        UPSTREAM,
+        INVALID_VALUE,
+        f"query {query}: {value!r} for pod {pod}; {consequence}",
+        frozenset({pod}),
+    )
 
 
 @dataclass(frozen=True)
-class Queries:
-    """Every PromQL expression the source runs, built once from the configuration."""
+class _SharedReadings:
+    """The `shared_gpus` query's rows: per pod, each shared GPU's power by reading, and the
+    pods holding each (node, GPU)."""
 
-    power_energy: str
-    power_gauge: str
-    gpu_count: str
-    shared_gpus: str
-    busy: str
-    prompt: str
-    generation: str
-    peak_tokens: str
+    watts: Mapping[GpuKey, Mapping[str, Mapping[str, float]]]
+    holders: Mapping[tuple[str, str], frozenset[GpuKey]]
 
     @classmethod
-    def build(cls, config: Config) -> Queries:
-        names = config.upstream.metrics
-        window = promql_duration(config.prometheus.window)
-        window_seconds = config.prometheus.window
-        lookback = promql_duration(config.utilization.lookback)
-        gpu_sel = config.prometheus.gpu_selector.strip().strip("{}")
-        tok_sel = config.prometheus.token_selector.strip().strip("{}")
-        gpu_labels = as_dict(config.upstream.gpu_labels)
-        tok_labels = as_dict(config.upstream.token_labels)
+    def of(cls, samples: list[Sample]) -> _SharedReadings:
+        watts: dict[GpuKey, dict[str, dict[str, float]]] = defaultdict(dict)
+        holders: dict[tuple[str, str], set[GpuKey]] = defaultdict(set)
+        for sample in samples:
+            key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
+            gpu_id = sample.labels.get("lce_gpu_id", "")
+            if not (key[0] and key[1] and gpu_id):
+                continue
+            holders[(key[2], gpu_id)].add(key)
+            reading = sample.labels.get("lce_reading", "")
+            watts[key].setdefault(gpu_id, {})[reading] = sample.value
+        return cls(watts, {k: frozenset(v) for k, v in holders.items()})
 
-        def gpu(fn: str, metric: str) -> str:
-            return _normalize(f"{fn}({metric}{{{gpu_sel}}}[{window}])", gpu_labels)
-
-        def tok(metric: str) -> str:
-            return _normalize(f"rate({metric}{{{tok_sel}}}[{window}])", tok_labels)
-
-        def one_gpu(fn: str, metric: str) -> str:
-            # One value per physical GPU: copies side by side (MIG instances, vgpu copies,
-            # another scrape job) repeat their GPU's energy and power, so take the largest.
-            series = gpu(fn, metric)
-            if fn == "increase":
-                # A counter's series also follow each other: a replaced dcgm-exporter pod is
-                # scraped at a new address, so each series covers part of the window and only
-                # their increases added up cover all of it. (Not rate(): VictoriaMetrics
-                # divides each series' increase by the time its own samples span.)
-                series = (
-                    f"sum by ({_by((*GPU_ROW, 'lce_gpu_id', *SIDE_BY_SIDE))}) ({series}) "
-                    f"/ {window_seconds:g}"
+    def of_pod(
+        self, key: GpuKey, source: str, problems: list[Problem]
+    ) -> tuple[SharedGpu, ...] | None:
+        """The pod's shared GPUs in the reading its power uses; None if one is invalid (its
+        replicas could not count the GPU once: the pod's power is withheld)."""
+        out = []
+        for gpu_id, readings in sorted(self.watts.get(key, {}).items()):
+            watts = readings.get(source, math.nan)
+            if not is_valid_value(watts):
+                problems.append(
+                    _invalid("shared_gpus", watts, key, "its power is unknown this cycle")
                 )
-            return f"max by ({_by((*GPU_ROW, 'lce_gpu_id'))}) ({series})"
+                return None
+            out.append(SharedGpu(gpu_id, watts, len(self.holders[(key[2], gpu_id)])))
+        return tuple(out)
 
-        def per_gpu(agg: str, fn: str, metric: str) -> str:
-            return f"{agg} by ({_by(GPU_ROW)}) ({one_gpu(fn, metric)})"
 
-        def seen(row: tuple[str, ...]) -> str:
-            return " or ".join(
-                f"max by ({_by((*row, 'lce_gpu_id'))}) ({gpu('last_over_time', metric)})"
-                for metric in (names.gpu_power, names.gpu_energy)
+def _pod_power(
+    key: GpuKey, tables: Mapping[str, Mapping[GpuKey, float]], problems: list[Problem]
+) -> tuple[float, str] | None:
+    """(W, reading) of a pod: the energy counter's rate where valid, else the gauge's mean."""
+    for query, kind in (("power_energy", ENERGY_COUNTER), ("power_gauge", POWER_GAUGE)):
+        value = tables[query].get(key)
+        if value is None:
+            continue
+        if is_valid_value(value):
+            return value, kind
+        fallback = (
+            "its power is unknown this cycle" if kind == POWER_GAUGE else "trying the power gauge"
+        )
+        problems.append(_invalid(query, value, key, fallback))
+    return None
+
+
+def _busy(key: GpuKey, busy: Mapping[GpuKey, float], problems: list[Problem]) -> float | None:
+    ratio = busy.get(key)
+    if ratio is not None and not (is_valid_value(ratio) and ratio <= 1):
+        problems.append(_invalid("busy", ratio, key, "busy ratio withheld"))
+        return None
+    return ratio
+
+
+def gpu_rows(results: Mapping[str, list[Sample]], problems: list[Problem]) -> list[PodGpus]:
+    """One row per pod and node with a valid GPU count and power (and, for GPUs it shares,
+    valid shared readings); every row left out says why in `problems`."""
+    tables = {name: _keyed(results.get(name, [])) for name in ("power_energy", "power_gauge")}
+    busy = _keyed(results.get("busy", []))
+    shared = _SharedReadings.of(results.get("shared_gpus", []))
+    rows = []
+    for key, gpus in _keyed(results.get("gpu_count", [])).items():
+        if not is_count(gpus):
+            problems.append(_invalid("gpu_count", gpus, key, "its GPUs are unknown this cycle"))
+            continue
+        power = _pod_power(key, tables, problems)
+        held = shared.of_pod(key, power[1], problems) if power is not None else None
+        if power is None or held is None:
+            continue  # its model's power is then incomplete, and withheld
+        rows.append(
+            PodGpus(
+                namespace=key[0],
+                pod=key[1],
+                node=key[2],
+                gpu_model=key[3],
+                gpus=int(gpus),
+                power_w=power[0],
+                power_source=power[1],
+                shared=held,
+                busy_ratio=_busy(key, busy, problems),
             )
-
-        def reading(expr: str, kind: str) -> str:
-            # Which reading a row holds, so each pod's shared GPUs use its own power source.
-            return f'label_replace({expr}, "lce_reading", "{kind}", "", "")'
-
-        energy_w = f"{one_gpu('increase', names.gpu_energy)} / 1000"
-        gauge_w = one_gpu("avg_over_time", names.gpu_power)
-
-        model_tps = (
-            f"sum by ({_by(MODEL)}) ({tok(names.prompt_tokens)}) "
-            f"+ sum by ({_by(MODEL)}) ({tok(names.generation_tokens)})"
         )
-
-        return cls(
-            power_energy=f"{per_gpu('sum', 'increase', names.gpu_energy)} / 1000",
-            power_gauge=per_gpu("sum", "avg_over_time", names.gpu_power),
-            gpu_count=f"count by ({_by(GPU_ROW)}) ({seen(GPU_ROW)})",
-            # One row per (pod, GPU) for GPUs that more than one pod holds (MIG slices,
-            # time-sliced copies), with the GPU's power: few rows, and what lets a model whose
-            # replicas share a GPU count it once.
-            shared_gpus=(
-                f"({reading(energy_w, ENERGY_COUNTER)} or {reading(gauge_w, POWER_GAUGE)}) "
-                f"and on (lce_node, lce_gpu_id) "
-                f"(count by (lce_node, lce_gpu_id) ({seen(GPU_ROW)}) > 1)"
-            ),
-            busy=(
-                f"{per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
-                f"or {per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
-            ),
-            prompt=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.prompt_tokens)})",
-            generation=f"sum by ({_by(TOKEN_ROW)}) ({tok(names.generation_tokens)})",
-            peak_tokens=f"max_over_time(({model_tps})[{lookback}:{window}])",
-        )
-
-    def per_cycle(self) -> dict[str, str]:
-        return {
-            "power_energy": self.power_energy,
-            "power_gauge": self.power_gauge,
-            "gpu_count": self.gpu_count,
-            "shared_gpus": self.shared_gpus,
-            "busy": self.busy,
-            "prompt": self.prompt,
-            "generation": self.generation,
-        }
-
-    def lookback(self) -> dict[str, str]:
-        return {"peak_tokens": self.peak_tokens}
+    return rows
 
 
-# Queries whose failure fails the cycle; the others degrade one figure.
-REQUIRED = ("gpu_count", "prompt", "generation")
+def token_rows(
+    results: Mapping[str, list[Sample]], problems: list[Problem]
+) -> tuple[list[PodTokens], set[tuple[str, str]]]:
+    """Token rates per pod and model, and the pods that served a model left out. A model
+    with an invalid or one-sided row (a pod in one token query but not the other: a partial
+    result) is left out this cycle, with a problem, rather than shown with a wrong rate."""
+    rates: dict[tuple[str, ...], list[float | None]] = {}
+    left_out: set[tuple[str, str]] = set()
+    for index, name in enumerate(("prompt", "generation")):
+        for sample in results[name]:
+            key = tuple(sample.labels.get(label, "") for label in TOKEN_ROW)
+            if not all(key):
+                continue
+            rates.setdefault(key, [None, None])[index] = sample.value
+            if not is_valid_value(sample.value):
+                problems.append(
+                    Problem.of_pods(
+                        UPSTREAM,
+                        INVALID_VALUE,
+                        f"query {name}: {sample.value!r} for {key[0]}/{key[1]} model "
+                        f"{key[2]!r}; model left out this cycle",
+                        [pod_ref(key[0], key[1])],
+                    )
+                )
+                left_out.add((key[0], key[2]))
+    for (ns, pod, model), (prompt, generation) in rates.items():
+        if prompt is None or generation is None:
+            missing = "prompt" if prompt is None else "generation"
+            problems.append(
+                Problem.of_pods(
+                    UPSTREAM,
+                    MISSING_SERIES,
+                    f"pod {ns}/{pod} model {model!r} has no {missing} token series; model "
+                    "left out this cycle",
+                    [pod_ref(ns, pod)],
+                )
+            )
+            left_out.add((ns, model))
+    rows = [
+        PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
+        for (ns, pod, model), (p, g) in sorted(rates.items())
+        if (ns, model) not in left_out and p is not None and g is not None
+    ]
+    served = [(ns, pod, model) for ns, pod, model in rates]
+    return rows, pods_serving(served, left_out)
 
 
 class PrometheusSource:
@@ -204,45 +233,24 @@ class PrometheusSource:
 
     def fetch(self) -> Observation:
         at = self.clock()
-        problems: list[tuple[str, str, str]] = []
-        results: dict[str, list[Sample]] = {}
-        failed: dict[str, UpstreamError] = {}
-        # The queries run concurrently (all at the same evaluation time), so a cycle takes
-        # about as long as its slowest query, not their sum: a slow upstream cannot push a
-        # cycle past the staleness limit.
-        queries = self.queries.per_cycle()
-        futures = {
-            name: self._pool.submit(self.client.query, promql, at)
-            for name, promql in queries.items()
-        }
-        for name in queries:
-            try:
-                results[name] = futures[name].result()
-            except UpstreamError as exc:
-                failed[name] = exc
-                results[name] = []
-        for name, exc in failed.items():
-            if name in REQUIRED:
-                raise exc
-            problems.append((UPSTREAM, exc.reason, f"query {name}: {exc}"))
-        if "power_energy" in failed and "power_gauge" in failed:
-            raise failed["power_gauge"]  # no power at all: nothing honest to compute
-        blind = not results["power_energy"] and not results["power_gauge"] and results["prompt"]
+        problems: list[Problem] = []
+        results = self._run_queries(at, problems)
+        blind = bool(
+            not results["power_energy"] and not results["power_gauge"] and results["prompt"]
+        )
         if blind:
             problems.append(
-                (
+                Problem(
                     UPSTREAM,
                     MISSING_SERIES,
-                    "no GPU power series (energy counter or power "
-                    "gauge) matched; check upstream.metrics and prometheus.gpu_selector",
+                    "no GPU power series (energy counter or power gauge) matched; check "
+                    "upstream.metrics and prometheus.gpu_selector",
                 )
             )
         self._refresh_history(at, problems)
-        tokens, unsure_pods = self._token_rows(results, problems)
+        tokens, unsure_pods = token_rows(results, problems)
         # A pod whose other model was left out cannot split its power honestly this cycle.
-        gpus = [
-            g for g in self._gpu_rows(results, problems) if (g.namespace, g.pod) not in unsure_pods
-        ]
+        gpus = [g for g in gpu_rows(results, problems) if (g.namespace, g.pod) not in unsure_pods]
         return Observation(
             time=at,
             gpus=tuple(gpus),
@@ -252,144 +260,35 @@ class PrometheusSource:
             blind=frozenset({UPSTREAM} if blind else ()),
         )
 
-    # ---- per-cycle rows
-
-    def _gpu_rows(self, results: dict[str, list[Sample]], problems: list) -> list[PodGpus]:
-        def keyed(name: str) -> dict[tuple[str, ...], float]:
-            rows: dict[tuple[str, ...], float] = {}
-            for sample in results.get(name, []):
-                key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
-                if key[0] and key[1]:  # else a GPU no pod holds
-                    rows[key] = sample.value
-            return rows
-
-        def invalid(name: str, value: float, key: tuple[str, ...], consequence: str) -> None:
-            problems.append(
-                (
-                    UPSTREAM,
-                    INVALID_VALUE,
-                    f"query {name}: {value!r} for pod {key[0]}/{key[1]}; {consequence}",
-                )
-            )
-
-        power_tables = (
-            ("power_energy", keyed("power_energy"), ENERGY_COUNTER),
-            ("power_gauge", keyed("power_gauge"), POWER_GAUGE),
-        )
-        busy = keyed("busy")
-        # (pod row) -> GPU id -> reading -> W, for GPUs more than one pod holds
-        shared: dict[tuple[str, ...], dict[str, dict[str, float]]] = defaultdict(dict)
-        holders: dict[tuple[str, str], set[tuple[str, ...]]] = defaultdict(set)
-        for sample in results.get("shared_gpus", []):
-            key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
-            gpu_id = sample.labels.get("lce_gpu_id", "")
-            if not (key[0] and key[1] and gpu_id):
-                continue
-            holders[(key[2], gpu_id)].add(key)
-            shared[key].setdefault(gpu_id, {})[sample.labels.get("lce_reading", "")] = sample.value
-
-        def shared_gpus(key: tuple[str, ...], source: str) -> tuple[SharedGpu, ...] | None:
-            """The pod's shared GPUs in the reading its power uses; None if one is invalid
-            (its replicas could not count the GPU once: the pod's power is withheld)."""
-            out = []
-            for gpu_id, readings in sorted(shared.get(key, {}).items()):
-                watts = readings.get(source, math.nan)
-                if not is_valid_value(watts):
-                    invalid("shared_gpus", watts, key, "its power is unknown this cycle")
-                    return None
-                out.append(SharedGpu(gpu_id, watts, len(holders[(key[2], gpu_id)])))
-            return tuple(out)
-
-        rows = []
-        for key, gpus in keyed("gpu_count").items():
-            if not is_count(gpus):
-                invalid("gpu_count", gpus, key, "its GPUs are unknown this cycle")
-                continue
-            power, source = None, ""
-            for name, table, kind in power_tables:
-                if key not in table:
-                    continue
-                if is_valid_value(table[key]):
-                    power, source = table[key], kind
-                    break
-                invalid(
-                    name,
-                    table[key],
-                    key,
-                    "its power is unknown this cycle"
-                    if name == "power_gauge"
-                    else "trying the power gauge",
-                )
-            held = shared_gpus(key, source) if power is not None else None
-            if power is None or held is None:
-                continue  # its model's power is then incomplete, and withheld
-            ratio = busy.get(key)
-            if ratio is not None and not (is_valid_value(ratio) and ratio <= 1):
-                invalid("busy", ratio, key, "busy ratio withheld")
-                ratio = None
-            rows.append(
-                PodGpus(
-                    namespace=key[0],
-                    pod=key[1],
-                    node=key[2],
-                    gpu_model=key[3],
-                    gpus=int(gpus),
-                    power_w=power,
-                    power_source=source,
-                    shared=held,
-                    busy_ratio=ratio,
-                )
-            )
-        return rows
-
-    def _token_rows(
-        self, results: dict[str, list[Sample]], problems: list
-    ) -> tuple[list[PodTokens], set[tuple[str, str]]]:
-        """Token rates per pod and model, and the pods that served a model left out. A model
-        with an invalid or one-sided row (a pod in one token query but not the other: a
-        partial result) is left out this cycle, with a problem, rather than shown with a wrong
-        rate."""
-        rates: dict[tuple[str, str, str], list[float | None]] = {}
-        left_out: set[tuple[str, str]] = set()
-        for index, name in enumerate(("prompt", "generation")):
-            for sample in results[name]:
-                key = tuple(sample.labels.get(label, "") for label in TOKEN_ROW)
-                if not all(key):
-                    continue
-                rates.setdefault(key, [None, None])[index] = sample.value
-                if not is_valid_value(sample.value):
-                    problems.append(
-                        (
-                            UPSTREAM,
-                            INVALID_VALUE,
-                            f"query {name}: {sample.value!r} "
-                            f"for {key[0]}/{key[1]} model {key[2]!r}; model left out "
-                            "this cycle",
-                        )
-                    )
-                    left_out.add((key[0], key[2]))
-        for (ns, pod, model), (prompt, generation) in rates.items():
-            if prompt is None or generation is None:
-                missing = "prompt" if prompt is None else "generation"
-                problems.append(
-                    (
-                        UPSTREAM,
-                        MISSING_SERIES,
-                        f"pod {ns}/{pod} model {model!r} has "
-                        f"no {missing} token series; model left out this cycle",
-                    )
-                )
-                left_out.add((ns, model))
-        rows = [
-            PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
-            for (ns, pod, model), (p, g) in sorted(rates.items())
-            if (ns, model) not in left_out and p is not None and g is not None
-        ]
-        return rows, pods_serving(rates, left_out)
+    def _run_queries(self, at: float, problems: list[Problem]) -> dict[str, list[Sample]]:
+        """Every per-cycle query's rows. The queries run concurrently (all at the same
+        evaluation time), so a cycle takes about as long as its slowest query, not their
+        sum: a slow upstream cannot push a cycle past the staleness limit. A required
+        query's failure, or both power queries', fails the cycle; another's is a problem."""
+        queries = self.queries.per_cycle()
+        futures = {
+            name: self._pool.submit(self.client.query, promql, at)
+            for name, promql in queries.items()
+        }
+        results: dict[str, list[Sample]] = {}
+        failed: dict[str, UpstreamError] = {}
+        for name in queries:
+            try:
+                results[name] = futures[name].result()
+            except UpstreamError as exc:
+                failed[name] = exc
+                results[name] = []
+        for name, exc in failed.items():
+            if name in REQUIRED:
+                raise exc
+            problems.append(exc.problem(UPSTREAM, f"query {name}: "))
+        if "power_energy" in failed and "power_gauge" in failed:
+            raise failed["power_gauge"]  # no power at all: nothing honest to compute
+        return results
 
     # ---- look-back history, refreshed every utilization.refresh
 
-    def _refresh_history(self, at: float, problems: list) -> None:
+    def _refresh_history(self, at: float, problems: list[Problem]) -> None:
         due = self._history_at is None or at - self._history_at >= self.config.utilization.refresh
         if not due:
             return
@@ -398,7 +297,7 @@ class PrometheusSource:
             try:
                 samples = self.client.query(promql, at)
             except UpstreamError as exc:
-                problems.append((UPSTREAM, exc.reason, f"look-back query {name}: {exc}"))
+                problems.append(exc.problem(UPSTREAM, f"look-back query {name}: "))
                 self._history_at = at  # keep the previous history; retry at the next refresh
                 return
             for sample in samples:
@@ -409,11 +308,11 @@ class PrometheusSource:
                     history.setdefault(key, {})[name] = sample.value
                 else:
                     problems.append(
-                        (
+                        Problem(
                             UPSTREAM,
                             INVALID_VALUE,
-                            f"look-back query {name}: "
-                            f"{sample.value!r} for {key[0]} model {key[1]!r}; ignored",
+                            f"look-back query {name}: {sample.value!r} for {key[0]} model "
+                            f"{key[1]!r}; ignored",
                         )
                     )
         self._history = {

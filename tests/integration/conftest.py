@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import SimCluster, nrp_cluster, openmetrics_history, targets
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.simulation import SimCluster, nrp_cluster, openmetrics_history, targets
 from tests.harness import ExporterProcess, PrometheusServer, VictoriaMetricsServer, wait_until
 
 SCRAPE_SECONDS = 2

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.collector import SPECS
+from exporter.exposition.collector import SPECS
 from tests.dashboards_util import (
     DETAIL_UID,
     OVERVIEW_UID,

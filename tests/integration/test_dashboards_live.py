@@ -17,9 +17,9 @@ import requests
 import yaml
 
 from exporter.config import merge
-from exporter.demo import demo_config
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import SimCluster, openmetrics_history, targets
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.run import demo_config
+from exporter.demo.simulation import SimCluster, openmetrics_history, targets
 from tests.dashboards_util import (
     alert_rules,
     grafana_regex_escape,

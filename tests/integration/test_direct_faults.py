@@ -14,10 +14,10 @@ import pytest
 from freezegun import freeze_time
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import ExporterCollector
 from exporter.config import Config, build, default_document, merge
 from exporter.engine import Engine
-from exporter.figures import ModelFigures
+from exporter.exposition.collector import ExporterCollector
+from exporter.model.figures import ModelFigures
 from exporter.sources.direct import DirectSource
 from tests.harness import StaticPages, parse_samples
 

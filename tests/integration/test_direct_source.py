@@ -16,15 +16,15 @@ import requests
 from freezegun import freeze_time
 
 from exporter.config import build, default_document, load, merge
-from exporter.demo import demo_config
-from exporter.engine import Engine
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import (
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.run import demo_config
+from exporter.demo.simulation import (
     EPOCH,
     nrp_cluster,
     shared_gpu_cluster,
     targets,
 )
+from exporter.engine import Engine
 from exporter.sources.direct import DirectSource
 from tests.harness import (
     StaticPages,

@@ -33,10 +33,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter import server as http_server
 from exporter.config import Config, load
-from exporter.engine import Engine
-from exporter.simulation import (
+from exporter.demo.simulation import (
     GPU_PRODUCTS,
     SimCluster,
     SimNode,
@@ -45,6 +43,8 @@ from exporter.simulation import (
     nrp_cluster,
     targets,
 )
+from exporter.engine import Engine
+from exporter.exposition import server as http_server
 from exporter.sources.prometheus import PrometheusSource
 from tests.fault_proxy import (
     Delay,

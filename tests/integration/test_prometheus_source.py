@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import SimCluster, shared_gpu_cluster
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.simulation import SimCluster, shared_gpu_cluster
 from tests.harness import one, pick, wait_until
 from tests.integration.conftest import start_prometheus
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.catalog import Catalog, builtin_gpu_entries, builtin_model_entries
+from exporter.model.catalog import Catalog, builtin_gpu_entries, builtin_model_entries
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "methodology.md"
 

@@ -14,19 +14,19 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
 
-from exporter.collector import METRICS, MODEL_LABELS, SPECS, ExporterCollector, Families
 from exporter.config import load
-from exporter.encoding import escape_label_value
 from exporter.engine import Engine
-from exporter.metrics_doc import markdown
-from exporter.observations import (
+from exporter.exposition.collector import METRICS, MODEL_LABELS, SPECS, ExporterCollector, Families
+from exporter.exposition.encoding import escape_label_value
+from exporter.exposition.metrics_doc import markdown
+from exporter.exposition.server import MetricsCache
+from exporter.model.observations import (
     ENERGY_COUNTER,
     ModelHistory,
     Observation,
     PodGpus,
     PodTokens,
 )
-from exporter.server import MetricsCache
 from tests.harness import parse_samples, pick
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -218,7 +218,9 @@ def test_model_labels_come_first_on_every_model_metric() -> None:
 
 def test_readme_metrics_table_is_generated_from_the_catalogue() -> None:
     text = README.read_text()
-    assert markdown() in text, "README metrics table is stale: run python -m exporter.metrics_doc"
+    assert markdown() in text, (
+        "README metrics table is stale: run python -m exporter.exposition.metrics_doc"
+    )
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in METRICS])

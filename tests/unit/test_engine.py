@@ -13,8 +13,8 @@ from freezegun import freeze_time
 
 from exporter.config import load
 from exporter.engine import Engine
-from exporter.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
-from exporter.sources.http_api import CONNECT, INVALID_VALUE, UpstreamError
+from exporter.model.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
+from exporter.model.problems import CONNECT, INVALID_VALUE, Problem, UpstreamError
 
 NODE = "gpu-a.sdsc.optiputer.net"  # CAMX
 CAMX = 428.464 * 0.45359237
@@ -156,7 +156,7 @@ def test_model_cap_keeps_the_biggest_and_counts_the_rest(caplog) -> None:
 
 def test_problems_are_counted_every_time_and_logged_once(caplog) -> None:
     caplog.set_level(logging.WARNING)
-    problem = (("prometheus", INVALID_VALUE, "query power_gauge: nan for pod llm/x"),)
+    problem = (Problem("prometheus", INVALID_VALUE, "query power_gauge: nan for pod llm/x"),)
     with freeze_time("2026-11-26 12:00:00") as frozen:
         engine = make_engine(frozen, [([("m", 1, 50)], problem)] * 2)
         engine.run_cycle()

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.aggregation import join
 from exporter.config import load
-from exporter.figures import FigureSettings, ModelFigures, compute
-from exporter.observations import (
+from exporter.model.figures import FigureSettings, ModelFigures, compute
+from exporter.model.join import join
+from exporter.model.observations import (
     ENERGY_COUNTER,
     POWER_GAUGE,
     ModelHistory,

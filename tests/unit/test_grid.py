@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from exporter.config import load
-from exporter.grid import NodeRegionMap, builtin_regions, resolve_regions
+from exporter.model.grid import NodeRegionMap, builtin_regions, resolve_regions
 
 
 def test_egrid_values_match_the_published_rates() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter import methodology as m
+from exporter.model import methodology as m
 
 # Watts: 0 or at least a microwatt (denormal floats make products round by factors of 2).
 power = st.one_of(st.just(0.0), st.floats(min_value=1e-6, max_value=1e5))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.lookback import LookbackTracker
-from exporter.rates import SeriesWindow
+from exporter.model.lookback import LookbackTracker
+from exporter.sources.rates import SeriesWindow
 
 
 def window_of(points: list[tuple[float, float]], window: float = 300) -> SeriesWindow:

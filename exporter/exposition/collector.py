@@ -14,10 +14,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.encoding import Row, encode
 from exporter.engine import Engine, EngineState, Snapshot
-from exporter.figures import BOUNDS, ModelFigures
-from exporter.sources.http_api import REASONS
+from exporter.exposition.encoding import Row, encode
+from exporter.model.figures import BOUNDS, ModelFigures
+from exporter.model.problems import REASONS
 
 MODEL_LABELS = ("namespace", "model")
 INFO_LABELS = (

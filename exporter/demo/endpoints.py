@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from exporter.simulation import SimCluster, page, targets
+from exporter.demo.simulation import SimCluster, page, targets
 
 
 def _stamp(text: str, t: float) -> str:

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from exporter.config import BasicAuth, PrometheusSettings
-from exporter.sources.http_api import (
+from exporter.model.problems import (
     AUTH_FILE,
     CONNECT,
     HTTP_STATUS,
@@ -30,10 +30,9 @@ from exporter.sources.http_api import (
     QUERY_ERROR,
     TIMEOUT,
     TOO_LARGE,
-    PrometheusClient,
-    Sample,
     UpstreamError,
 )
+from exporter.sources.prometheus_api import PrometheusClient, Sample
 
 TIMEOUT_S = 0.3
 HOLD_S = 5.0  # how long a slow handler holds at most; teardown releases it at once

@@ -11,11 +11,11 @@ import time
 from typing import TextIO
 
 from exporter.config import ConfigError, build, default_document, merge
+from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.simulation import SimCluster, nrp_cluster, targets
 from exporter.engine import Engine
-from exporter.report import table
-from exporter.server import parse_listen, start
-from exporter.simulated_endpoints import SimulatedEndpoints
-from exporter.simulation import SimCluster, nrp_cluster, targets
+from exporter.exposition.report import table
+from exporter.exposition.server import parse_listen, start
 
 INTERVAL_S = 5
 WINDOW_S = 60

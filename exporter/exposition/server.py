@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.collector import ExporterCollector
 from exporter.engine import Engine
-from exporter.report import html_table
+from exporter.exposition.collector import ExporterCollector
+from exporter.exposition.report import html_table
 
 log = logging.getLogger("exporter.http")
 

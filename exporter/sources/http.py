@@ -1,13 +1,10 @@
 """HTTP access to upstreams: `HttpFetcher` (authentication, TLS, a total timeout, a
 response-size cap, every failure classified into one `UpstreamError` reason, secrets never in
-messages) and, on top of it, `PrometheusClient` for the Prometheus HTTP query API
-(Prometheus, Thanos, Mimir, VictoriaMetrics)."""
+messages)."""
 
 from __future__ import annotations
 
 import base64
-import json
-import math
 import re
 import threading
 import time
@@ -17,50 +14,14 @@ from dataclasses import dataclass, field
 import requests
 import urllib3
 
-from exporter.config import PrometheusSettings
-from exporter.text import one_line, redact
-
-# Reasons, the values of llm_carbon_exporter_upstream_errors_total{reason}.
-CONNECT = "connect"
-TIMEOUT = "timeout"
-HTTP_STATUS = "http_status"
-QUERY_ERROR = "query_error"
-MALFORMED = "malformed_response"
-TOO_LARGE = "response_too_large"
-INVALID_VALUE = "invalid_value"
-MISSING_SERIES = "missing_series"
-AUTH_FILE = "credentials_file"
-PARTIAL = "partial_response"
-INTERNAL = "internal_error"  # a bug in the exporter during a cycle (logged with a traceback)
-REASONS = (
+from exporter.model.problems import (
+    AUTH_FILE,
     CONNECT,
     TIMEOUT,
-    HTTP_STATUS,
-    QUERY_ERROR,
-    MALFORMED,
     TOO_LARGE,
-    INVALID_VALUE,
-    MISSING_SERIES,
-    AUTH_FILE,
-    PARTIAL,
-    INTERNAL,
+    UpstreamError,
 )
-
-
-class UpstreamError(Exception):
-    """An upstream failure with a reason (a bounded label value) and a one-line message."""
-
-    def __init__(self, reason: str, message: str, upstream: str | None = None) -> None:
-        super().__init__(one_line(message))
-        self.reason = reason
-        self.upstream = upstream  # which upstream failed, where a source has several
-        self.also: tuple[UpstreamError, ...] = ()  # other upstreams that failed in the same cycle
-
-
-@dataclass(frozen=True)
-class Sample:
-    labels: Mapping[str, str]
-    value: float
+from exporter.text import redact
 
 
 @dataclass(frozen=True)
@@ -204,92 +165,6 @@ class HttpFetcher:
         return b"".join(chunks)
 
 
-class PrometheusClient:
-    """Instant queries against one Prometheus-compatible query API."""
-
-    def __init__(self, settings: PrometheusSettings) -> None:
-        if not settings.url:
-            raise ValueError("prometheus.url is not set")
-        self.url = settings.url.rstrip("/")
-        self.http = HttpFetcher(
-            HttpOptions(
-                timeout=settings.timeout,
-                max_response_bytes=settings.max_response_bytes,
-                setting="prometheus",
-                headers=dict(settings.headers),
-                bearer_token_file=settings.bearer_token_file,
-                basic_auth=(
-                    (settings.basic_auth.username, settings.basic_auth.password_file)
-                    if settings.basic_auth
-                    else None
-                ),
-                ca_file=settings.ca_file,
-                insecure_skip_verify=settings.insecure_skip_verify,
-                accept="application/json",
-            )
-        )
-
-    @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    def close(self) -> None:
-        self.http.close()
-
-    def query(self, promql: str, at: float) -> list[Sample]:
-        """An instant vector query evaluated at `at` (Unix seconds)."""
-        data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
-        result_type = data.get("resultType")
-        if result_type != "vector":
-            raise UpstreamError(MALFORMED, f"expected a vector result, got {result_type!r}")
-        result = data.get("result")
-        if not isinstance(result, list):
-            raise UpstreamError(MALFORMED, "result is not a list")
-        samples = []
-        for item in result:
-            try:
-                labels = item["metric"]
-                _, raw = item["value"]
-                value = float(raw)
-            except (KeyError, TypeError, ValueError):
-                raise UpstreamError(MALFORMED, "a result item lacks metric or value") from None
-            if not isinstance(labels, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-            ):
-                raise UpstreamError(MALFORMED, "a result item's metric is not a string mapping")
-            samples.append(Sample(labels, value))
-        return samples
-
-    def _get(self, path: str, params: Mapping[str, str]) -> dict:
-        status, body = self.http.get(self.url + path, params)
-        url, scrub = redact(self.url), self.http.scrub
-        payload = _decode(body)
-        if status >= 400 or (payload and payload.get("status") == "error"):
-            if payload and payload.get("status") == "error":
-                detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}".strip()
-                reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
-            else:
-                detail = snippet(body)
-                reason = HTTP_STATUS
-            raise UpstreamError(reason, scrub(f"HTTP {status} from {url}{path}: {detail}"))
-        if payload is None:
-            raise UpstreamError(
-                MALFORMED, scrub(f"{url}{path} did not return JSON: {snippet(body)}")
-            )
-        if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
-            raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
-        # A querier's failed store (Thanos partial responses, VictoriaMetrics isPartial): the
-        # result may lack series. PromQL's own annotations ("PromQL info: metric might not be
-        # a counter ...", which older Prometheus and Thanos put under warnings) are not that.
-        warnings = [
-            str(w) for w in payload.get("warnings") or [] if not str(w).startswith("PromQL ")
-        ]
-        if warnings or payload.get("isPartial") is True:
-            detail = "; ".join(warnings) or "isPartial"
-            raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {detail}"))
-        return payload["data"]
-
-
 def _read_secret(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
@@ -297,14 +172,6 @@ def _read_secret(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise UpstreamError(AUTH_FILE, f"cannot read credentials file {path!r}: {why}") from None
-
-
-def _decode(body: bytes) -> dict | None:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def snippet(body: bytes) -> str:
@@ -320,23 +187,3 @@ def _first_line(exc: BaseException) -> str:
     if match:
         return match.group(0).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def is_count(value: float) -> bool:
-    """A finite, non-negative whole number: what a GPU count must be."""
-    return is_valid_value(value) and value == int(value)
-
-
-def is_valid_value(value: float) -> bool:
-    """Finite and not negative: what a power or rate sample must be."""
-    return math.isfinite(value) and value >= 0
-
-
-def describe_invalid(value: float) -> str:
-    """What is wrong with a sample that is not valid, in words that stay the same while the
-    fault lasts (a log line is written once per distinct message)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return "negative"

@@ -7,7 +7,7 @@ import html
 from typing import Any
 
 from exporter.engine import Snapshot
-from exporter.figures import FigureSettings, ModelFigures
+from exporter.model.figures import FigureSettings, ModelFigures
 
 COLUMNS = (
     ("namespace", "namespace"),

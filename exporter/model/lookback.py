@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from array import array
 
-from exporter.observations import ModelHistory
+from exporter.model.observations import ModelHistory
 
 BUCKET_SECONDS = 3600.0  # a week of look-back is 168 buckets per model
 

@@ -7,12 +7,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter import methodology as m
-from exporter.aggregation import ServedModel
-from exporter.catalog import Catalog
 from exporter.config import Config, as_dict
-from exporter.grid import GridRegion, NodeRegionMap, resolve_regions
-from exporter.observations import ModelHistory
+from exporter.model import methodology as m
+from exporter.model.catalog import Catalog
+from exporter.model.grid import GridRegion, NodeRegionMap, resolve_regions
+from exporter.model.join import ServedModel
+from exporter.model.observations import ModelHistory
 
 SCOPES = ("gpu", "facility")
 BASES = ("location", "market")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from exporter.observations import Observation, PodGpus
+from exporter.model.observations import Observation, PodGpus
 
 ModelKey = tuple[str, str]  # (namespace, model)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from exporter.model.problems import Problem
+
 ENERGY_COUNTER = "energy_counter"
 POWER_GAUGE = "power_gauge"
 
@@ -70,7 +72,7 @@ class Observation:
     gpus: tuple[PodGpus, ...]
     tokens: tuple[PodTokens, ...]
     history: Mapping[tuple[str, str], ModelHistory] = field(default_factory=dict)
-    problems: tuple[tuple[str, str, str], ...] = ()  # (upstream, reason, message), not fatal
+    problems: tuple[Problem, ...] = ()  # not fatal: counted and logged
     # Upstreams that answered without any series of a kind the figures need (no GPU power
     # series at all, a page without token series): upstream_up reads 0 for them.
     blind: frozenset[str] = frozenset()

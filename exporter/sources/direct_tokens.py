@@ -1,0 +1,121 @@
+"""The direct source's token side: each configured pod's token rates per model, read off its
+inference servers' pages held in a `SeriesStore`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from exporter.config import Config, DirectPod
+from exporter.model.observations import PodTokens
+from exporter.model.problems import INVALID_VALUE, MISSING_SERIES, Problem, pod_ref
+from exporter.sources.direct_gpus import first_label
+from exporter.sources.page_parser import Row, base_name
+from exporter.sources.series_store import SeriesStore, series_key
+from exporter.sources.validation import describe_invalid
+from exporter.text import redact
+
+UPSTREAM = "vllm"
+
+
+class TokenReader:
+    def __init__(self, config: Config, store: SeriesStore) -> None:
+        names = config.upstream.metrics
+        self.prompt, self.generation = names.prompt_tokens, names.generation_tokens
+        self.model_labels = config.upstream.token_labels.model
+        self.default_model = config.upstream.default_model
+        self.store = store
+
+    def _model(self, labels: Mapping[str, str]) -> str:
+        return first_label(labels, self.model_labels) or self.default_model
+
+    def models_last_read(self, page: str) -> set[str]:
+        """The models an inference server's page named when it was last read."""
+        return {self._model(labels) for labels in self.store.labels_on(page)} - {""}
+
+    def check_page(self, url: str, rows: list[Row], problems: list[Problem]) -> bool:
+        """Says so when an inference server's page has no token series, or series no model
+        can be named for: otherwise its models would just vanish. False: nothing usable."""
+        if not rows:
+            problems.append(
+                Problem(
+                    UPSTREAM,
+                    MISSING_SERIES,
+                    f"page {redact(url)} has no {self.prompt} or {self.generation} series "
+                    "(upstream.metrics)",
+                )
+            )
+            return False
+        if not self.default_model and not any(self._model(row[1]) for row in rows):
+            problems.append(
+                Problem(
+                    UPSTREAM,
+                    MISSING_SERIES,
+                    f"token series on {redact(url)} carry no model label "
+                    f"({', '.join(self.model_labels)}): set upstream.default_model (TGI has none)",
+                )
+            )
+            return False
+        return True
+
+    def pod_tokens(
+        self,
+        pod: DirectPod,
+        pages: Mapping[str, list[Row]],
+        unread_models: Mapping[str, set[str]],
+        problems: list[Problem],
+    ) -> tuple[list[PodTokens], set[tuple[str, str]]]:
+        """The pod's token rates, and the (namespace, model) keys left out this cycle (with
+        the models its unreadable pages served when last read)."""
+        namespace, name = pod.namespace or "", pod.pod or ""
+        ref = pod_ref(namespace, name)
+        rates: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        incomplete: set[str] = set()
+        phases: dict[str, set[int]] = defaultdict(set)
+        prompt = base_name(self.prompt)
+        for url in pod.vllm_urls:
+            if url not in pages:  # could not be read: what it served last is left out
+                incomplete |= unread_models[url]
+                continue
+            for series, labels, value in pages[url]:
+                model = self._model(labels)
+                if not model:
+                    continue
+                phase = 0 if series == prompt else 1
+                phases[model].add(phase)
+                key = series_key(url, series, labels)
+                if key in self.store.invalid:
+                    problems.append(
+                        Problem(
+                            UPSTREAM,
+                            INVALID_VALUE,
+                            f"{series} for {ref} model {model!r} is {describe_invalid(value)}; "
+                            "model left out this cycle",
+                            frozenset({ref}),
+                        )
+                    )
+                    incomplete.add(model)
+                    continue
+                rate = self.store.windows[key].counter_rate()
+                if rate is None:
+                    incomplete.add(model)  # one sample so far: a rate needs two
+                else:
+                    rates[model][phase] += rate
+        for model, seen in phases.items():
+            if len(seen) < 2:
+                problems.append(
+                    Problem(
+                        UPSTREAM,
+                        MISSING_SERIES,
+                        f"{ref} model {model!r} has only one of the prompt and generation "
+                        "token series; model left out",
+                        frozenset({ref}),
+                    )
+                )
+                incomplete.add(model)
+        rows = [
+            PodTokens(namespace, name, model, p, g)
+            for model, (p, g) in sorted(rates.items())
+            if model not in incomplete
+        ]
+        return rows, {(namespace, model) for model in incomplete}
