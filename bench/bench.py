@@ -353,9 +353,7 @@ class LoadRun:
 
 # One serving process per run, so each peak RSS belongs to one kind of load.
 LOAD_RUNS = {
-    "exporter": LoadRun(
-        "exporter", "exporter server (pre-rendered, gzip kept)", "prometheus"
-    ),
+    "exporter": LoadRun("exporter", "exporter server (pre-rendered, gzip kept)", "prometheus"),
     "exporter_plain": LoadRun("exporter", "exporter server (plain: body kept)", "plain"),
     "stock": LoadRun(
         "stock", "prometheus_client start_http_server (render per scrape)", "prometheus"

@@ -4,7 +4,7 @@ regions and an unmapped site, nodes without the energy counter, with profiling, 
 dcgm-exporter label styles, idle models, two-engine pods), and their stored history as
 OpenMetrics text for `promtool tsdb create-blocks-from openmetrics`.
 
-The history is written one node at a time (exporter.simulation.openmetrics_history on a
+The history is written one node at a time (tests.simulated.openmetrics_history on a
 one-node cluster), so memory stays flat at 2,000 models; lines are grouped by metric name on
 disk and only the series the exporter's queries read are kept.
 """
@@ -23,8 +23,8 @@ from exporter.demo.simulation import (
     SimNode,
     SimPod,
     exposition,
-    openmetrics_history,
 )
+from tests.simulated import openmetrics_history
 
 GPUS_PER_NODE = 8
 # Base names: most match the built-in model table (MFU and size class are computed), one does

@@ -16,11 +16,11 @@ from exporter.model.join import ServedModel, join
 from exporter.model.lookback import LookbackTracker
 from exporter.model.observations import ModelHistory, Observation
 from exporter.model.problems import INTERNAL, MISSING_SERIES, Problem, UpstreamError, pod_ref
+from exporter.model.settings import FigureSettings
+from exporter.model.snapshot import Key, Snapshot
+from exporter.model.totals import Totals
 
 log = logging.getLogger("exporter")
-
-Key = tuple[str, str]
-TOTALS_TTL_SECONDS = 86400.0  # forget the counters of a model unseen this long
 
 
 class Source(Protocol):
@@ -35,20 +35,6 @@ class Source(Protocol):
     def fetch(self) -> Observation: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """One good cycle's results."""
-
-    taken_at: float
-    models: tuple[fig.ModelFigures, ...]
-    energy_joules_total: Mapping[Key, Mapping[str, float]]
-    co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]
-    last_seen: Mapping[Key, float]
-    unmapped_nodes: int = 0
-    pods_without_gpus: int = 0
-    models_dropped: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,13 +61,10 @@ class Engine:
     ) -> None:
         self.config = config
         self.source = source
-        self.settings = fig.FigureSettings.from_config(config)
+        self.settings = FigureSettings.from_config(config)
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
         self.state = EngineState()
-        self._energy: dict[Key, dict[str, float]] = {}
-        self._co2: dict[Key, dict[tuple[str, str], float]] = {}
-        self._integrated_at: dict[Key, float] = {}
-        self._last_seen: dict[Key, float] = {}
+        self._totals = Totals(source.window)
         self._last_problems: frozenset[Problem] = frozenset()
         self._failures = 0
         self._last_dropped = 0
@@ -180,7 +163,8 @@ class Engine:
                 attributed_gpus,
             )
         self._lookback.prune(observation.time)
-        self._integrate(models, observation.time)
+        for key in self._totals.integrate(models, observation.time):
+            self._hardware.pop(key, None)
         self._notices = [
             Problem(
                 self.source.gpu_upstream,
@@ -198,9 +182,9 @@ class Engine:
         return Snapshot(
             taken_at=observation.time,
             models=models,
-            energy_joules_total={k: dict(v) for k, v in self._energy.items() if k in keys},
-            co2_grams_total={k: dict(v) for k, v in self._co2.items() if k in keys},
-            last_seen={k: self._last_seen[k] for k in keys},
+            energy_joules_total={k: dict(self._totals.energy[k]) for k in keys},
+            co2_grams_total={k: dict(self._totals.co2[k]) for k in keys},
+            last_seen={k: self._totals.last_seen[k] for k in keys},
             unmapped_nodes=unmapped,
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
@@ -247,44 +231,6 @@ class Engine:
         return ModelHistory(
             peak_tokens_per_second=peak, idle_floor_w_per_gpu=own.idle_floor_w_per_gpu
         )
-
-    def _integrate(self, models: tuple[fig.ModelFigures, ...], now: float) -> None:
-        """Advance the energy and CO2 counters by mean power x elapsed time. The elapsed time
-        is capped at the query window: power is only known as a mean over that window. A model
-        missing from a successful cycle restarts its clock when it returns, as on a first
-        sighting: nothing is known of its power while it was gone."""
-        window = self.source.window
-        present = {f.key for f in models}
-        for key in [k for k in self._integrated_at if k not in present]:
-            del self._integrated_at[key]
-        for f in models:
-            key = f.key
-            self._last_seen[key] = now
-            energy = self._energy.setdefault(key, {scope: 0.0 for scope in fig.SCOPES})
-            co2 = self._co2.setdefault(key, {})
-            for scope_basis in f.co2_grams_per_hour:
-                co2.setdefault(scope_basis, 0.0)
-            if not f.power_w:
-                self._integrated_at.pop(key, None)
-                continue
-            previous = self._integrated_at.get(key)
-            self._integrated_at[key] = now
-            if previous is None or now <= previous:
-                continue
-            elapsed = min(now - previous, window)
-            for scope, watts in f.power_w.items():
-                energy[scope] += watts * elapsed
-            for scope_basis, grams_per_hour in f.co2_grams_per_hour.items():
-                co2[scope_basis] += grams_per_hour / 3600.0 * elapsed
-        for key in [k for k, seen in self._last_seen.items() if now - seen > TOTALS_TTL_SECONDS]:
-            for table in (
-                self._energy,
-                self._co2,
-                self._integrated_at,
-                self._last_seen,
-                self._hardware,
-            ):
-                table.pop(key, None)
 
     def _publish(
         self,

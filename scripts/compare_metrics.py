@@ -28,12 +28,16 @@ VOLATILE = ("llm_carbon_exporter_cycle_duration_seconds",)
 
 
 def _first(*modules: str):
-    """The first of `modules` that imports (module paths moved between revisions)."""
+    """The first of `modules` that imports from the checkout being dumped (module paths
+    moved between revisions; an editable install may offer the other checkout's)."""
+    root = Path(importlib.import_module("exporter").__file__).parent
     for name in modules:
         try:
-            return importlib.import_module(name)
+            module = importlib.import_module(name)
         except ModuleNotFoundError:
             continue
+        if Path(module.__file__).is_relative_to(root):
+            return module
     raise ModuleNotFoundError(modules[-1])
 
 

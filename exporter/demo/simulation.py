@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 Series = tuple[str, Mapping[str, str], float]
 
@@ -190,11 +190,11 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(labels: Mapping[str, str]) -> str:
+def format_labels(labels: Mapping[str, str]) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
 
 
-def _value(value: float) -> str:
+def format_value(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) > 1e6 else repr(float(value))
 
 
@@ -207,7 +207,9 @@ def exposition(series: Iterable[Series]) -> str:
     for name, rows in by_name.items():
         kind, text = HELP.get(name, ("untyped", name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-        lines += [f"{name}{{{_labels(labels)}}} {_value(value)}" for _, labels, value in rows]
+        lines += [
+            f"{name}{{{format_labels(labels)}}} {format_value(value)}" for _, labels, value in rows
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -224,21 +226,6 @@ class Target:
     honor_labels: bool
     kind: str  # vllm | dcgm
     key: str  # pod name or node hostname
-
-    def stored(self, series: Iterable[Series], instance: str) -> Iterator[Series]:
-        """Series labels after the scrape: target labels attached, collisions renamed
-        `exported_*` unless honor_labels (Prometheus's rules)."""
-        target = {**self.labels, "job": self.job, "instance": instance}
-        for name, labels, value in series:
-            out = dict(labels)
-            for key, tval in target.items():
-                if key in out:
-                    if not self.honor_labels:
-                        out[f"exported_{key}"] = out.pop(key)
-                        out[key] = tval
-                else:
-                    out[key] = tval
-            yield name, out, value
 
 
 def targets(cluster: SimCluster) -> list[Target]:
@@ -279,47 +266,7 @@ def series_of(cluster: SimCluster, target: Target, t: float) -> list[Series]:
     return cluster.dcgm_series(cluster.node(target.key), t)
 
 
-# Where a dcgm-exporter pod that has since been replaced was scraped (a documentation address).
-PREVIOUS_DCGM_INSTANCE = "198.51.100.7:9400"
-
-
-def openmetrics_history(
-    cluster: SimCluster,
-    instance: str,
-    start: float,
-    end: float,
-    step: float,
-    dcgm_restarted_at: float | None = None,
-) -> str:
-    """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
-    `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types).
-
-    With `dcgm_restarted_at`, every dcgm-exporter was replaced at that time (a DaemonSet
-    rollout): earlier samples belong to the old pod, scraped at another address, so each GPU's
-    series is split in two (the energy counter itself runs on: it counts since driver load)."""
-    rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
-    steps = int((end - start) // step) + 1
-    for target in targets(cluster):
-        restarted_at = dcgm_restarted_at if target.kind == "dcgm" else None
-        previous = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
-        for i in range(steps):
-            t = start + i * step
-            stored_as, at = target, instance
-            if restarted_at is not None and t < restarted_at:
-                stored_as, at = previous, PREVIOUS_DCGM_INSTANCE
-            for name, labels, value in stored_as.stored(series_of(cluster, target, t), at):
-                key = tuple(sorted(labels.items()))
-                rows.setdefault(name, {}).setdefault(key, []).append((t, value))
-    lines = []
-    for name, per_series in rows.items():
-        for key, points in per_series.items():
-            label_text = _labels(dict(key))
-            lines += [f"{name}{{{label_text}}} {_value(v)} {t:.3f}" for t, v in points]
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"
-
-
-# ---- the clusters used by the demo and the tests
+# ---- the cluster the demo serves
 
 
 def nrp_cluster(wave: float = 0.0) -> SimCluster:
@@ -441,15 +388,3 @@ def nrp_cluster(wave: float = 0.0) -> SimCluster:
         ),
     )
     return SimCluster(nodes=(a, b, c, d), pods=pods)
-
-
-def shared_gpu_cluster(mig: int = 0, b_serves: str = "m/b") -> SimCluster:
-    """One A100 node: pods a and b share GPU 0 (time-sliced copies, or MIG slices), c has GPU 1;
-    b serves `b_serves` (another model by default, or a second replica of a's)."""
-    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
-    pods = (
-        SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
-        SimPod("ns", "b", b_serves, node.hostname, (0,), 100.0, 50.0, 5.0),
-        SimPod("ns", "c", "m/c", node.hostname, (1,), 150.0, 80.0, 8.0),
-    )
-    return SimCluster(nodes=(node,), pods=pods)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from exporter.engine import Snapshot
-from exporter.model.figures import FigureSettings, ModelFigures
+from exporter.exposition.catalogue import json_model
+from exporter.model.figures import ModelFigures
+from exporter.model.settings import FigureSettings
+from exporter.model.snapshot import Snapshot
 
 COLUMNS = (
     ("namespace", "namespace"),
@@ -123,9 +125,8 @@ def html_table(snapshot: Snapshot | None) -> str:
 
 
 def to_dict(snapshot: Snapshot, settings: FigureSettings) -> dict[str, Any]:
-    def pairs(mapping: Any) -> dict[str, float]:
-        return {"/".join(k) if isinstance(k, tuple) else k: v for k, v in mapping.items()}
-
+    """The JSON report: the assumptions, and every model's per-model metrics (see
+    `catalogue.json_model`)."""
     return {
         "taken_at": snapshot.taken_at,
         "assumptions": {
@@ -135,28 +136,5 @@ def to_dict(snapshot: Snapshot, settings: FigureSettings) -> dict[str, Any]:
             "default_region": settings.node_regions.default,
             "default_preset": settings.default_preset,
         },
-        "models": [
-            {
-                "namespace": f.namespace,
-                "model": f.model,
-                "info": dict(f.info),
-                "gpus": f.gpus,
-                "active": f.active,
-                "underutilized": f.underutilized,
-                "tokens_per_second": dict(f.tokens_per_second),
-                "prompt_token_ratio": f.prompt_token_ratio,
-                "power_watts": dict(f.power_w),
-                "energy_joules_per_token": pairs(f.joules_per_token),
-                "idle_power_watts": f.idle_power_w,
-                "idle_power_ratio": f.idle_power_ratio,
-                "utilization_ratio": f.utilization,
-                "model_flops_utilization_ratio": f.mfu,
-                "gpu_busy_ratio": f.gpu_busy,
-                "grid_intensity_grams_per_kwh": dict(f.grid_intensity),
-                "co2_grams_per_token": pairs(f.co2_grams_per_token),
-                "co2_grams_per_hour": pairs(f.co2_grams_per_hour),
-                "commercial_joules_per_token": pairs(f.commercial),
-            }
-            for f in snapshot.models
-        ],
+        "models": [json_model(f, snapshot) for f in snapshot.models],
     }

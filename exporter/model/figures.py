@@ -1,110 +1,49 @@
 """Per-model figures: the methodology applied to one served model, with the context labels
-that explain the numbers. Pure: settings and observations in, an immutable record out."""
+that explain the numbers. Pure: settings and observations in, an immutable record out.
+
+`compute` runs named steps, each a small pure function: GPU power, grid intensity and CO2,
+the idle floor, per-token energy, utilization (capacity, MFU, DCGM busy), the underutilized
+flag, the commercial envelopes, and the info labels."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-from exporter.config import Config, as_dict
 from exporter.model import methodology as m
-from exporter.model.catalog import Catalog
-from exporter.model.grid import GridRegion, NodeRegionMap, resolve_regions
-from exporter.model.join import ServedModel
+from exporter.model.catalog import GpuSpec, ModelSpec
+from exporter.model.join import PodShare, ServedModel
 from exporter.model.observations import ModelHistory
+from exporter.model.settings import FigureSettings
 
 SCOPES = ("gpu", "facility")
 BASES = ("location", "market")
 BOUNDS = ("low", "mid", "high")
 PHASES = ("prompt", "generation")
+ACCOUNTINGS = ("amortized", "marginal")
+MIXES = ("preset", "observed")
 
 
 @dataclass(frozen=True)
-class Envelope:
-    """A commercial baseline: J/token per phase and bound, facility scope."""
+class ModelInfo:
+    """The labels of llm_carbon_model_info: what the model's figures rest on."""
 
-    name: str
-    prefill: Mapping[str, float]
-    decode: Mapping[str, float]
-    note: str = ""
+    gpu_type: str
+    nodes: str
+    regions: str
+    size_class: str
+    preset: str
+    capacity_source: str
+    idle_source: str
+    attribution: str
+    power_source: str
+    mfu_basis: str
+
+    def labels(self) -> dict[str, str]:
+        return asdict(self)
 
 
-@dataclass(frozen=True)
-class FigureSettings:
-    """The methodology's inputs, resolved once from the configuration."""
-
-    min_tokens_per_second: float
-    host_overhead: float
-    pue: float
-    regions: Mapping[str, GridRegion]
-    node_regions: NodeRegionMap
-    presets: Mapping[str, tuple[int, int]]
-    default_preset: str
-    model_presets: tuple[tuple[re.Pattern[str], str], ...]
-    baselines: Mapping[str, Envelope]
-    always_compare: tuple[str, ...]
-    size_classes: tuple[tuple[str, float | None], ...]
-    catalog: Catalog
-    capacities: tuple[tuple[re.Pattern[str], float], ...]
-    underutilized: Mapping[str, float | None]
-
-    @classmethod
-    def from_config(cls, config: Config) -> FigureSettings:
-        regions = resolve_regions(config.grid.regions)
-        return cls(
-            min_tokens_per_second=config.exporter.min_tokens_per_second,
-            host_overhead=config.facility.host_overhead,
-            pue=config.facility.pue,
-            regions=regions,
-            node_regions=NodeRegionMap(
-                [(rule.pattern, rule.region) for rule in config.grid.nodes],
-                config.grid.default_region,
-            ),
-            presets={
-                name: (p.input_tokens, p.output_tokens)
-                for name, p in config.workload.presets.items()
-            },
-            default_preset=config.workload.default_preset,
-            model_presets=tuple(
-                (re.compile(rule.pattern), rule.preset) for rule in config.workload.models
-            ),
-            baselines={
-                name: Envelope(name, as_dict(b.prefill), as_dict(b.decode), b.note)
-                for name, b in config.baselines.items()
-            },
-            always_compare=tuple(config.comparison.always),
-            size_classes=tuple(
-                (c.name, c.below_total_params_b) for c in config.comparison.size_classes
-            ),
-            catalog=Catalog(
-                [as_dict(e) for e in config.catalog.gpus],
-                [as_dict(e) for e in config.catalog.models],
-            ),
-            capacities=tuple(
-                (re.compile(c.pattern), c.tokens_per_second) for c in config.utilization.capacity
-            ),
-            underutilized=as_dict(config.underutilized),
-        )
-
-    @property
-    def facility_factor(self) -> float:
-        return m.facility_power(1.0, self.host_overhead, self.pue)
-
-    def preset_for(self, model: str) -> str:
-        for pattern, preset in self.model_presets:
-            if pattern.search(model):
-                return preset
-        return self.default_preset
-
-    def preset_share(self, preset: str) -> float:
-        return m.preset_prompt_token_ratio(*self.presets[preset])
-
-    def capacity_for(self, model: str) -> float | None:
-        for pattern, tps in self.capacities:
-            if pattern.search(model):
-                return tps
-        return None
+INFO_LABELS = tuple(f.name for f in fields(ModelInfo))
 
 
 @dataclass(frozen=True)
@@ -113,7 +52,7 @@ class ModelFigures:
 
     namespace: str
     model: str
-    info: tuple[tuple[str, str], ...]
+    info: ModelInfo
     gpus: int | None  # None while the model's GPU series are incomplete
     tokens_per_second: Mapping[str, float]  # phase
     active: bool
@@ -141,155 +80,212 @@ class ModelFigures:
         return sum(self.tokens_per_second.values())
 
     def info_value(self, label: str) -> str:
-        return dict(self.info)[label]
+        value: str = getattr(self.info, label)
+        return value
 
 
-def compute(
-    served: ServedModel, settings: FigureSettings, history: ModelHistory | None = None
-) -> ModelFigures:
-    """Apply the methodology to one served model."""
-    history = history or ModelHistory()
-    tps = served.tokens_per_second
-    active = m.is_active(tps, settings.min_tokens_per_second)
-    prompt_ratio = (
-        m.prompt_token_ratio(served.prompt_tps, served.generation_tps) if active else None
-    )
-    preset = settings.preset_for(served.model)
-    spec = settings.catalog.model(served.model)
-    size = m.size_class(spec.total_params_b, settings.size_classes) if spec else "unknown"
+# ---- GPU power
 
-    # ---- GPUs, power and where it is drawn
-    gpus = sum(p.gpus for p in served.pods)
-    power_known = bool(served.pods) and not served.pods_without_gpus
-    power_gpu = sum(p.power_w for p in served.pods)
-    sources = {p.power_source for p in served.pods}
-    if not served.pods:
-        power_source = "missing"
+
+@dataclass(frozen=True)
+class GpuPower:
+    """The model's GPU power: `known` only when every serving pod has GPU series."""
+
+    known: bool
+    watts: float
+    source: str  # energy_counter | power_gauge | mixed | missing | incomplete
+    attributed_gpus: float  # GPUs x each pod's share: what the power is the power of
+
+
+def gpu_power(served: ServedModel) -> GpuPower:
+    pods = served.pods
+    if not pods:
+        source = "missing"
     elif served.pods_without_gpus:
-        power_source = "incomplete"
+        source = "incomplete"
     else:
-        power_source = sources.pop() if len(sources) == 1 else "mixed"
-
-    region_of = {p.node: settings.node_regions.region_of(p.node)[0] for p in served.pods}
-    region_names = sorted(set(region_of.values())) or ["unknown"]
-    gpu_specs = {p.gpu_model: settings.catalog.gpu(p.gpu_model) for p in served.pods}
-    gpu_type = (
-        ",".join(
-            sorted(
-                {
-                    (gpu_specs[p.gpu_model].name if gpu_specs[p.gpu_model] else p.gpu_model)
-                    or "unknown"
-                    for p in served.pods
-                }
-            )
-        )
-        or "unknown"
+        sources = {p.power_source for p in pods}
+        source = sources.pop() if len(sources) == 1 else "mixed"
+    return GpuPower(
+        known=bool(pods) and not served.pods_without_gpus,
+        watts=sum(p.power_w for p in pods),
+        source=source,
+        attributed_gpus=sum(p.gpus * p.share for p in pods),
     )
 
-    factor = settings.facility_factor
-    power: dict[str, float] = {}
-    intensity: dict[str, float] = {}
-    co2_token: dict[tuple[str, str], float] = {}
-    co2_hour: dict[tuple[str, str], float] = {}
-    jpt: dict[tuple[str, str], float] = {}
-    if power_known:
-        power = {"gpu": power_gpu, "facility": power_gpu * factor}
+
+def scaled(gpu_watts: float, factor: float) -> dict[str, float]:
+    """A GPU-scope quantity in both scopes: facility = GPU x host overhead x PUE."""
+    return {"gpu": gpu_watts, "facility": gpu_watts * factor}
+
+
+# ---- grid intensity and CO2
+
+
+@dataclass(frozen=True)
+class Carbon:
+    intensity: dict[str, float]  # basis -> power-weighted g/kWh
+    per_hour: dict[tuple[str, str], float]  # (scope, basis) -> g/h
+    per_token: dict[tuple[str, str], float]  # (scope, basis) -> g/token, while active
+
+
+def carbon(
+    pods: tuple[PodShare, ...],
+    region_of: Mapping[str, str],
+    settings: FigureSettings,
+    power: GpuPower,
+    active_tps: float | None,
+) -> Carbon:
+    """CO2 per basis, each pod on its own region's grid. A basis is left out unless every
+    pod's region has a factor for it (market factors are configured per region), and all of
+    them while the power is incomplete (a partial set of pods would give a partial, wrong
+    intensity). `active_tps`: tokens per second while active, else None."""
+    out = Carbon({}, {}, {})
+    if not power.known:
+        return out
     for basis in BASES:
-        if not power_known:
-            break  # a partial set of pods would give a partial, wrong intensity
-        values = [settings.regions[region_of[p.node]].intensity(basis) for p in served.pods]
+        values = [settings.regions[region_of[p.node]].intensity(basis) for p in pods]
         if not values or any(v is None for v in values):
-            continue  # market basis only where every region of the model has one
-        per_pod = [(p.power_w, v) for p, v in zip(served.pods, values, strict=True)]
+            continue
+        per_pod = [(p.power_w, v) for p, v in zip(pods, values, strict=True) if v is not None]
         weighted = m.power_weighted_intensity(per_pod)
         if weighted is not None:
-            intensity[basis] = weighted
+            out.intensity[basis] = weighted
         grams_per_second = m.co2_grams_per_second(per_pod)
-        for scope in SCOPES:
-            scale = 1.0 if scope == "gpu" else factor
-            co2_hour[(scope, basis)] = grams_per_second * m.SECONDS_PER_HOUR * scale
-            if active:
-                value = m.co2_grams_per_token(grams_per_second * scale, tps)
+        for scope, scale in (("gpu", 1.0), ("facility", settings.facility_factor)):
+            rate = grams_per_second * scale
+            out.per_hour[(scope, basis)] = grams_per_second * m.SECONDS_PER_HOUR * scale
+            if active_tps is not None:
+                value = m.co2_grams_per_token(rate, active_tps)
                 if value is not None:
-                    co2_token[(scope, basis)] = value
+                    out.per_token[(scope, basis)] = value
+    return out
 
-    # ---- idle floor: observed per GPU when history allows, else the GPU table
-    idle_w: float | None = None
-    idle_source = "unknown"
-    attributed_gpus = sum(p.gpus * p.share for p in served.pods)
+
+# ---- idle floor and energy per token
+
+
+def idle_floor(
+    pods: tuple[PodShare, ...],
+    gpu_specs: Mapping[str, GpuSpec | None],
+    history: ModelHistory,
+    attributed_gpus: float,
+) -> tuple[float | None, str]:
+    """(idle floor W, idle_source): observed per GPU when the look-back has one, else the GPU
+    table's loaded-idle power for each pod's GPUs and share, else unknown."""
     if attributed_gpus and history.idle_floor_w_per_gpu is not None:
-        idle_w, idle_source = history.idle_floor_w_per_gpu * attributed_gpus, "observed"
-    elif served.pods and all(
-        gpu_specs[p.gpu_model] and gpu_specs[p.gpu_model].idle_power_w for p in served.pods
-    ):
-        idle_w = sum(p.gpus * p.share * gpu_specs[p.gpu_model].idle_power_w for p in served.pods)
-        idle_source = "gpu_table"
-    idle_ratio = (
-        m.idle_power_ratio(idle_w, power_gpu) if (idle_w is not None and power_known) else None
+        return history.idle_floor_w_per_gpu * attributed_gpus, "observed"
+    idle_of = {name: spec.idle_power_w if spec else None for name, spec in gpu_specs.items()}
+    if pods and all(idle_of[p.gpu_model] for p in pods):
+        return sum(p.gpus * p.share * (idle_of[p.gpu_model] or 0.0) for p in pods), "gpu_table"
+    return None, "unknown"
+
+
+def joules_per_token(
+    power: GpuPower, idle_w: float | None, tps: float, factor: float
+) -> dict[tuple[str, str], float]:
+    """(scope, accounting) -> J/token: amortized P / T, and marginal above the idle floor
+    where one is known. The caller asks only while the model is active."""
+    out: dict[tuple[str, str], float] = {}
+    if not power.known:
+        return out
+    for scope, watts in scaled(power.watts, factor).items():
+        amortized = m.joules_per_token(watts, tps)
+        if amortized is not None:
+            out[(scope, "amortized")] = amortized
+        if idle_w is not None:
+            idle = idle_w if scope == "gpu" else idle_w * factor
+            marginal = m.marginal_joules_per_token(watts, idle, tps)
+            if marginal is not None:
+                out[(scope, "marginal")] = marginal
+    return out
+
+
+# ---- utilization
+
+
+def utilization(
+    model: str, tps: float, settings: FigureSettings, history: ModelHistory
+) -> tuple[float | None, str]:
+    """(tokens per second / capacity, capacity_source): configured capacity first, else the
+    model's observed peak over the look-back (never below the current throughput)."""
+    capacity = settings.capacity_for(model)
+    source = "configured" if capacity else "unknown"
+    if capacity is None and history.peak_tokens_per_second:
+        capacity, source = max(history.peak_tokens_per_second, tps), "observed_peak"
+    return (m.utilization_ratio(tps, capacity) if capacity else None), source
+
+
+def model_flops_utilization(
+    pods: tuple[PodShare, ...],
+    spec: ModelSpec | None,
+    gpu_specs: Mapping[str, GpuSpec | None],
+    tps: float,
+) -> tuple[float | None, str]:
+    """(MFU, mfu_basis): at FP8 where the checkpoint and every GPU have it, else BF16; None
+    where the model or a GPU is not in the tables."""
+    if spec is None:
+        return None, "unknown_model"
+    known = [gpu_specs[p.gpu_model] for p in pods]
+    if not pods or any(g is None for g in known):
+        return None, "unknown_gpu"
+    gpus = [g for g in known if g is not None]
+    basis = "fp8" if spec.precision == "fp8" and all(g.fp8_tflops for g in gpus) else "bf16"
+    peak = sum(  # one precision for all pods: the label names it
+        p.gpus * p.share * g.peak_flops(basis) for p, g in zip(pods, gpus, strict=True)
+    )
+    return m.model_flops_utilization(tps, spec.active_params_b * 1e9, 1, peak), basis
+
+
+def gpu_busy(pods: tuple[PodShare, ...]) -> float | None:
+    """DCGM busy ratio averaged over the model's GPUs, where every pod has one."""
+    weights = [(p.busy_ratio, p.gpus) for p in pods if p.busy_ratio is not None]
+    if not weights or len(weights) != len(pods) or not sum(p.gpus for p in pods):
+        return None
+    return sum(b * n for b, n in weights) / sum(n for _, n in weights)
+
+
+def underutilized(
+    power: GpuPower,
+    active: bool,
+    settings: FigureSettings,
+    utilization_ratio: float | None,
+    mfu: float | None,
+    idle_ratio: float | None,
+) -> bool | None:
+    """The configured underutilization rules; None while the power is unknown."""
+    if not power.known:
+        return None
+    rules = settings.underutilized
+    return m.is_underutilized(
+        power_w=power.watts,
+        gpus=power.attributed_gpus,
+        min_power_w_per_gpu=rules["min_power_watts_per_gpu"] or 0.0,
+        active=active,
+        utilization=utilization_ratio,
+        utilization_below=rules["utilization_below"],
+        mfu=mfu,
+        mfu_below=rules["mfu_below"],
+        idle_ratio=idle_ratio,
+        idle_ratio_above=rules["idle_power_ratio_above"],
     )
 
-    if power_known and active:
-        for scope in SCOPES:
-            scale = 1.0 if scope == "gpu" else factor
-            amortized = m.joules_per_token(power_gpu * scale, tps)
-            if amortized is not None:
-                jpt[(scope, "amortized")] = amortized
-            if idle_w is not None:
-                marginal = m.marginal_joules_per_token(power_gpu * scale, idle_w * scale, tps)
-                if marginal is not None:
-                    jpt[(scope, "marginal")] = marginal
 
-    # ---- utilization: capacity, MFU, DCGM busy
-    capacity = settings.capacity_for(served.model)
-    capacity_source = "configured" if capacity else "unknown"
-    if capacity is None and history.peak_tokens_per_second:
-        capacity, capacity_source = max(history.peak_tokens_per_second, tps), "observed_peak"
-    utilization = m.utilization_ratio(tps, capacity) if capacity else None
+# ---- commercial envelopes
 
-    mfu: float | None = None
-    if spec is None:
-        mfu_basis = "unknown_model"
-    elif not served.pods or any(gpu_specs[p.gpu_model] is None for p in served.pods):
-        mfu_basis = "unknown_gpu"
-    else:
-        fp8 = spec.precision == "fp8" and all(
-            gpu_specs[p.gpu_model].fp8_tflops for p in served.pods
-        )
-        mfu_basis = "fp8" if fp8 else "bf16"
-        peak = sum(  # one precision for all pods: the label names it
-            p.gpus * p.share * gpu_specs[p.gpu_model].peak_flops(mfu_basis) for p in served.pods
-        )
-        mfu = m.model_flops_utilization(tps, spec.active_params_b * 1e9, 1, peak)
 
-    busy_weights = [(p.busy_ratio, p.gpus) for p in served.pods if p.busy_ratio is not None]
-    gpu_busy = None
-    if busy_weights and len(busy_weights) == len(served.pods) and gpus:
-        gpu_busy = sum(b * n for b, n in busy_weights) / sum(n for _, n in busy_weights)
-
-    rules = settings.underutilized
-    underutilized = None
-    if power_known:
-        underutilized = m.is_underutilized(
-            power_w=power_gpu,
-            gpus=attributed_gpus,
-            min_power_w_per_gpu=rules["min_power_watts_per_gpu"] or 0.0,
-            active=active,
-            utilization=utilization,
-            utilization_below=rules["utilization_below"],
-            mfu=mfu,
-            mfu_below=rules["mfu_below"],
-            idle_ratio=idle_ratio,
-            idle_ratio_above=rules["idle_power_ratio_above"],
-        )
-
-    # ---- commercial envelopes: preset mix always, observed mix when active
+def commercial(
+    settings: FigureSettings, size: str, preset: str, prompt_ratio: float | None
+) -> dict[tuple[str, str, str], float]:
+    """(baseline, bound, mix) -> commercial J/token: the baselines always compared plus the
+    size-matched one, at the preset's prompt share and, while active, the observed one."""
     compared = list(
         dict.fromkeys([*settings.always_compare, *([size] if size in settings.baselines else [])])
     )
     mixes = {"preset": settings.preset_share(preset)}
     if prompt_ratio is not None:
         mixes["observed"] = prompt_ratio
-    commercial = {
+    return {
         (name, bound, mix): m.commercial_joules_per_token(
             share, settings.baselines[name].prefill[bound], settings.baselines[name].decode[bound]
         )
@@ -298,44 +294,88 @@ def compute(
         for mix, share in mixes.items()
     }
 
-    if any(p.share < 1 for p in served.pods):
-        attribution = "shared_pod"
-    elif any(p.shared_gpus for p in served.pods):
-        attribution = "shared_gpu"
-    else:
-        attribution = "exclusive"
 
-    info = (
-        ("gpu_type", gpu_type),
-        ("nodes", ",".join(sorted({p.node or "unknown" for p in served.pods})) or "none"),
-        ("regions", ",".join(region_names)),
-        ("size_class", size),
-        ("preset", preset),
-        ("capacity_source", capacity_source),
-        ("idle_source", idle_source if power_known else "unknown"),
-        ("attribution", attribution),
-        ("power_source", power_source),
-        ("mfu_basis", mfu_basis),
+# ---- info labels
+
+
+def attribution(pods: tuple[PodShare, ...]) -> str:
+    """shared_pod: a pod serves several models (power split by token share); shared_gpu: a
+    GPU other models' pods hold too (charged in full, an upper bound); else exclusive."""
+    if any(p.share < 1 for p in pods):
+        return "shared_pod"
+    if any(p.shared_gpus for p in pods):
+        return "shared_gpu"
+    return "exclusive"
+
+
+def gpu_type(pods: tuple[PodShare, ...], gpu_specs: Mapping[str, GpuSpec | None]) -> str:
+    names = set()
+    for p in pods:
+        spec = gpu_specs[p.gpu_model]
+        names.add((spec.name if spec else p.gpu_model) or "unknown")
+    return ",".join(sorted(names)) or "unknown"
+
+
+# ---- the whole
+
+
+def compute(
+    served: ServedModel, settings: FigureSettings, history: ModelHistory | None = None
+) -> ModelFigures:
+    """Apply the methodology to one served model."""
+    history = history or ModelHistory()
+    pods, tps = served.pods, served.tokens_per_second
+    active = m.is_active(tps, settings.min_tokens_per_second)
+    prompt_ratio = (
+        m.prompt_token_ratio(served.prompt_tps, served.generation_tps) if active else None
+    )
+    preset = settings.preset_for(served.model)
+    spec = settings.catalog.model(served.model)
+    size = m.size_class(spec.total_params_b, settings.size_classes) if spec else "unknown"
+    gpu_specs = {p.gpu_model: settings.catalog.gpu(p.gpu_model) for p in pods}
+    region_of = {p.node: settings.node_regions.region_of(p.node)[0] for p in pods}
+
+    power = gpu_power(served)
+    co2 = carbon(pods, region_of, settings, power, tps if active else None)
+    idle_w, idle_source = idle_floor(pods, gpu_specs, history, power.attributed_gpus)
+    idle_ratio = (
+        m.idle_power_ratio(idle_w, power.watts) if (idle_w is not None and power.known) else None
+    )
+    util, capacity_source = utilization(served.model, tps, settings, history)
+    mfu, mfu_basis = model_flops_utilization(pods, spec, gpu_specs, tps)
+    info = ModelInfo(
+        gpu_type=gpu_type(pods, gpu_specs),
+        nodes=",".join(sorted({p.node or "unknown" for p in pods})) or "none",
+        regions=",".join(sorted(set(region_of.values())) or ["unknown"]),
+        size_class=size,
+        preset=preset,
+        capacity_source=capacity_source,
+        idle_source=idle_source if power.known else "unknown",
+        attribution=attribution(pods),
+        power_source=power.source,
+        mfu_basis=mfu_basis,
     )
     return ModelFigures(
         namespace=served.namespace,
         model=served.model,
         info=info,
-        gpus=gpus if power_known else None,
+        gpus=sum(p.gpus for p in pods) if power.known else None,
         tokens_per_second={"prompt": served.prompt_tps, "generation": served.generation_tps},
         active=active,
-        power_w=power,
+        power_w=scaled(power.watts, settings.facility_factor) if power.known else {},
         prompt_token_ratio=prompt_ratio,
-        joules_per_token=jpt,
-        idle_power_w=idle_w if power_known else None,
+        joules_per_token=(
+            joules_per_token(power, idle_w, tps, settings.facility_factor) if active else {}
+        ),
+        idle_power_w=idle_w if power.known else None,
         idle_power_ratio=idle_ratio,
-        utilization=utilization,
+        utilization=util,
         mfu=mfu,
-        gpu_busy=gpu_busy,
-        grid_intensity=intensity,
-        co2_grams_per_token=co2_token,
-        co2_grams_per_hour=co2_hour,
-        commercial=commercial,
-        underutilized=underutilized,
+        gpu_busy=gpu_busy(pods),
+        grid_intensity=co2.intensity,
+        co2_grams_per_token=co2.per_token,
+        co2_grams_per_hour=co2.per_hour,
+        commercial=commercial(settings, size, preset, prompt_ratio),
+        underutilized=underutilized(power, active, settings, util, mfu, idle_ratio),
         regions=tuple(sorted(set(region_of.values()))),
     )

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.exposition.collector import SPECS
+from exporter.exposition.catalogue import SPECS
 from tests.dashboards_util import (
     DETAIL_UID,
     OVERVIEW_UID,

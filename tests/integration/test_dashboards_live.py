@@ -19,7 +19,7 @@ import yaml
 from exporter.config import merge
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.run import demo_config
-from exporter.demo.simulation import SimCluster, openmetrics_history, targets
+from exporter.demo.simulation import SimCluster, targets
 from tests.dashboards_util import (
     alert_rules,
     grafana_regex_escape,
@@ -28,8 +28,8 @@ from tests.dashboards_util import (
     substitute,
 )
 from tests.harness import ExporterProcess, PrometheusServer, running, wait_until
-from tests.integration.conftest import HISTORY_SECONDS, SCRAPE_SECONDS
-from tests.integration.test_prometheus_source import NODE_INTENSITY
+from tests.live import HISTORY_SECONDS, SCRAPE_SECONDS
+from tests.simulated import NODE_INTENSITY, openmetrics_history
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,7 @@ from exporter.exposition.collector import ExporterCollector
 from exporter.model.figures import ModelFigures
 from exporter.sources.direct import DirectSource
 from tests.harness import StaticPages, parse_samples
+from tests.sidecar import GPU, sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,6 @@ START = "2026-11-26 12:00:00"
 INTERVAL = 30.0
 MODEL = "org/served-model"
 PROMPT_TPS, GENERATION_TPS, WATTS, BUSY = 900.0, 100.0, 250.0, 0.4
-GPU = 'gpu="0",UUID="GPU-9",modelName="NVIDIA L40S",Hostname="n.ucsd.edu",pod="p",namespace="ns"'
 
 
 @dataclass(frozen=True)
@@ -156,13 +156,6 @@ for _text, _name in {
     FAULTS[f"busy-{_name}"] = Fault(
         bad_sample("busy", _text), "dcgm", "invalid_value", True, busy_withheld
     )
-
-
-def sidecar(server: StaticPages, page: str, **settings: object) -> Config:
-    """A sidecar for pod ns/p reading `page` and /dcgm from `server`."""
-    pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}{page}"]}
-    document = {"source": "direct", "direct": {"dcgm_urls": [f"{server.base}/dcgm"], "pods": [pod]}}
-    return build(merge(default_document(), {**document, **settings}))
 
 
 def render(engine: Engine) -> list[tuple[str, dict[str, str], float]]:

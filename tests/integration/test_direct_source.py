@@ -18,12 +18,7 @@ from freezegun import freeze_time
 from exporter.config import build, default_document, load, merge
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.run import demo_config
-from exporter.demo.simulation import (
-    EPOCH,
-    nrp_cluster,
-    shared_gpu_cluster,
-    targets,
-)
+from exporter.demo.simulation import EPOCH, nrp_cluster, targets
 from exporter.engine import Engine
 from exporter.sources.direct import DirectSource
 from tests.harness import (
@@ -36,8 +31,9 @@ from tests.harness import (
     stop_process,
     wait_until,
 )
-from tests.integration.test_direct_faults import GPU as L40S
-from tests.integration.test_direct_faults import sidecar
+from tests.sidecar import GPU as L40S
+from tests.sidecar import sidecar
+from tests.simulated import shared_gpu_cluster
 
 pytestmark = pytest.mark.integration
 

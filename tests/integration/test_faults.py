@@ -69,7 +69,7 @@ from tests.harness import (
     pick,
     wait_until,
 )
-from tests.integration.conftest import wait_for_live_scrapes
+from tests.live import wait_for_live_scrapes
 
 pytestmark = pytest.mark.integration
 

@@ -16,20 +16,14 @@ import pytest
 import requests
 
 from exporter.demo.endpoints import SimulatedEndpoints
-from exporter.demo.simulation import SimCluster, shared_gpu_cluster
+from exporter.demo.simulation import SimCluster
 from tests.harness import one, pick, wait_until
-from tests.integration.conftest import start_prometheus
+from tests.live import start_prometheus
+from tests.simulated import NODE_INTENSITY, shared_gpu_cluster
 
 pytestmark = pytest.mark.integration
 
 # eGRID2023 rev2 CO2 rates (lb/MWh), converted here independently of the exporter's table.
-LB = 0.45359237
-NODE_INTENSITY = {
-    "gpu-a.sdsc.optiputer.net": 428.464 * LB,  # CAMX
-    "nautilus-c.calit2.optiputer.net": 428.464 * LB,  # CAMX
-    "hcc-nrp-b.unl.edu": 920.130 * LB,  # MROW
-    "gpu-d.hsrn.nyu.edu": 864.469 * LB,  # NYCW
-}
 
 
 def expected(cluster: SimCluster) -> dict[tuple[str, str], dict[str, float]]:

@@ -1,10 +1,10 @@
 """/metrics content: exactly the catalogued families, the series budget, escaping, staleness,
-and the README table generated from the same catalogue."""
+and docs/metrics.md generated from the same catalogue."""
 
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
+import json
 from typing import ClassVar
 
 import pytest
@@ -16,9 +16,11 @@ from prometheus_client.registry import Collector
 
 from exporter.config import load
 from exporter.engine import Engine
-from exporter.exposition.collector import METRICS, MODEL_LABELS, SPECS, ExporterCollector, Families
+from exporter.exposition import report
+from exporter.exposition.catalogue import METRICS, MODEL_LABELS, SPECS, series_budget
+from exporter.exposition.collector import ExporterCollector, Families
 from exporter.exposition.encoding import escape_label_value
-from exporter.exposition.metrics_doc import markdown
+from exporter.exposition.metrics_doc import DOC, main
 from exporter.exposition.server import MetricsCache
 from exporter.model.observations import (
     ENERGY_COUNTER,
@@ -28,8 +30,6 @@ from exporter.model.observations import (
     PodTokens,
 )
 from tests.harness import parse_samples, pick
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class FixedSource:
@@ -103,8 +103,8 @@ def test_emits_exactly_the_catalogued_families_with_their_labels() -> None:
 
 
 def test_per_model_series_budget() -> None:
-    # DESIGN budgets 40 series per model; the issues require more (18 commercial series
-    # alone), so the budget is 46 with location basis only and 53 with market factors too.
+    """An active model with every input present has exactly the catalogue's budget."""
+
     def count(**overrides) -> int:
         with freeze_time("2026-11-26 12:00:00"):
             config = load(overrides=overrides)
@@ -113,8 +113,9 @@ def test_per_model_series_budget() -> None:
             samples = parse_samples(render(engine))
         return len([s for s in samples if s[1].get("model") == "zai-org/GLM-4.7-FP8"])
 
-    assert count() == 46
-    assert count(**{"grid.regions": {"CAMX": {"market": 120.0}}}) == 53
+    assert count() == series_budget(("location",), baselines=3) == 46
+    market = {"grid.regions": {"CAMX": {"market": 120.0}}}
+    assert count(**market) == series_budget(("location", "market"), baselines=3) == 53
 
 
 def test_label_values_are_escaped() -> None:
@@ -216,11 +217,11 @@ def test_model_labels_come_first_on_every_model_metric() -> None:
     assert len(SPECS) == len(METRICS)
 
 
-def test_readme_metrics_table_is_generated_from_the_catalogue() -> None:
-    text = README.read_text()
-    assert markdown() in text, (
-        "README metrics table is stale: run python -m exporter.exposition.metrics_doc"
-    )
+def test_metrics_doc_is_generated_from_the_catalogue() -> None:
+    assert main(["--check"]) == 0, "run python -m exporter.exposition.metrics_doc --write"
+    text = DOC.read_text()
+    for spec in METRICS:
+        assert f"| `{spec.name}` |" in text
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in METRICS])
@@ -287,3 +288,22 @@ def test_dots_escaping_is_left_to_prometheus_client() -> None:
         )
     assert b"llm__carbon__energy__joules__total{" in body
     assert b"\nllm_carbon_" not in body and body.endswith(b"# EOF\n")  # no sample unrenamed
+
+
+def test_json_report_carries_every_per_model_metric() -> None:
+    """The JSON report is derived from the catalogue: one key per per-model metric."""
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = engine_with(full_observation)
+        engine.run_cycle()
+        frozen.tick(30)
+        engine.run_cycle()
+    document = report.to_dict(engine.state.snapshot, engine.settings)
+    (model,) = document["models"]
+    names = {spec.name.removeprefix("llm_carbon_") for spec in METRICS if spec.group == "model"}
+    assert names <= set(model)
+    assert model["model_info"]["attribution"] == "exclusive"
+    assert model["active"] is True and model["underutilized"] is False
+    assert model["power_watts"]["gpu"] == 1320
+    assert model["energy_joules_per_token"]["gpu/amortized"] == pytest.approx(1320 / 3158)
+    assert model["energy_joules_total"]["gpu"] == pytest.approx(1320 * 30)
+    json.dumps(document, allow_nan=False)  # strict JSON: no NaN or Infinity

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from exporter.exposition.collector import SPECS
+from exporter.exposition.catalogue import SPECS
 from tests.dashboards_util import (
     DASHBOARD_FILES,
     MACROS,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config import load
-from exporter.model.figures import FigureSettings, ModelFigures, compute
+from exporter.model.figures import ModelFigures, compute
 from exporter.model.join import join
 from exporter.model.observations import (
     ENERGY_COUNTER,
@@ -20,6 +20,7 @@ from exporter.model.observations import (
     PodTokens,
     SharedGpu,
 )
+from exporter.model.settings import FigureSettings
 
 SDSC, UNL = "gpu-a.sdsc.optiputer.net", "hcc-nrp-b.unl.edu"
 H100, H200 = "NVIDIA H100 80GB HBM3", "NVIDIA H200"

@@ -1,0 +1,23 @@
+"""One good cycle's results, immutable: what /metrics, the landing page and the reports
+render."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from exporter.model.figures import ModelFigures
+
+Key = tuple[str, str]  # (namespace, model)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    models: tuple[ModelFigures, ...]
+    energy_joules_total: Mapping[Key, Mapping[str, float]]  # scope -> J
+    co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]  # (scope, basis) -> g
+    last_seen: Mapping[Key, float]
+    unmapped_nodes: int = 0
+    pods_without_gpus: int = 0
+    models_dropped: int = 0

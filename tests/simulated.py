@@ -1,0 +1,97 @@
+"""Simulated clusters for the tests and the benchmark: Prometheus's view of the simulated
+pages (target labels attached as a scrape would), stored history for `promtool tsdb
+create-blocks-from openmetrics`, and clusters with shared GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+from exporter.demo.simulation import (
+    Series,
+    SimCluster,
+    SimNode,
+    SimPod,
+    Target,
+    format_labels,
+    format_value,
+    series_of,
+    targets,
+)
+
+LB = 0.45359237  # lb/MWh -> g/kWh
+# Each node of nrp_cluster() and its eGRID2023 rev2 location-based intensity, g/kWh.
+NODE_INTENSITY = {
+    "gpu-a.sdsc.optiputer.net": 428.464 * LB,  # CAMX
+    "nautilus-c.calit2.optiputer.net": 428.464 * LB,  # CAMX
+    "hcc-nrp-b.unl.edu": 920.130 * LB,  # MROW
+    "gpu-d.hsrn.nyu.edu": 864.469 * LB,  # NYCW
+}
+
+
+def stored(target: Target, series: Iterable[Series], instance: str) -> Iterator[Series]:
+    """Series labels after the scrape: target labels attached, collisions renamed
+    `exported_*` unless honor_labels (Prometheus's rules)."""
+    attached = {**target.labels, "job": target.job, "instance": instance}
+    for name, labels, value in series:
+        out = dict(labels)
+        for key, tval in attached.items():
+            if key in out:
+                if not target.honor_labels:
+                    out[f"exported_{key}"] = out.pop(key)
+                    out[key] = tval
+            else:
+                out[key] = tval
+        yield name, out, value
+
+
+# Where a dcgm-exporter pod that has since been replaced was scraped (a documentation address).
+PREVIOUS_DCGM_INSTANCE = "198.51.100.7:9400"
+
+
+def openmetrics_history(
+    cluster: SimCluster,
+    instance: str,
+    start: float,
+    end: float,
+    step: float,
+    dcgm_restarted_at: float | None = None,
+) -> str:
+    """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
+    `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types).
+
+    With `dcgm_restarted_at`, every dcgm-exporter was replaced at that time (a DaemonSet
+    rollout): earlier samples belong to the old pod, scraped at another address, so each GPU's
+    series is split in two (the energy counter itself runs on: it counts since driver load)."""
+    rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
+    steps = int((end - start) // step) + 1
+    for target in targets(cluster):
+        restarted_at = dcgm_restarted_at if target.kind == "dcgm" else None
+        previous = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
+        for i in range(steps):
+            t = start + i * step
+            stored_as, at = target, instance
+            if restarted_at is not None and t < restarted_at:
+                stored_as, at = previous, PREVIOUS_DCGM_INSTANCE
+            for name, labels, value in stored(stored_as, series_of(cluster, target, t), at):
+                key = tuple(sorted(labels.items()))
+                rows.setdefault(name, {}).setdefault(key, []).append((t, value))
+    lines = []
+    for name, per_series in rows.items():
+        for key, points in per_series.items():
+            label_text = format_labels(dict(key))
+            lines += [f"{name}{{{label_text}}} {format_value(v)} {t:.3f}" for t, v in points]
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def shared_gpu_cluster(mig: int = 0, b_serves: str = "m/b") -> SimCluster:
+    """One A100 node: pods a and b share GPU 0 (time-sliced copies, or MIG slices), c has GPU 1;
+    b serves `b_serves` (another model by default, or a second replica of a's)."""
+    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
+    pods = (
+        SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
+        SimPod("ns", "b", b_serves, node.hostname, (0,), 100.0, 50.0, 5.0),
+        SimPod("ns", "c", "m/c", node.hostname, (1,), 150.0, 80.0, 8.0),
+    )
+    return SimCluster(nodes=(node,), pods=pods)
