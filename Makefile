@@ -38,8 +38,10 @@ system-deps:
 	@command -v kubectl >/dev/null || echo "warning: kubectl (with kustomize) is missing: the manifest tests will fail"
 
 lint: deps
-	$(BIN)/ruff check exporter tests bench
-	$(BIN)/ruff format --check exporter tests bench
+	$(BIN)/ruff check exporter tests bench scripts
+	$(BIN)/ruff format --check exporter tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/python -m exporter.exposition.metrics_doc --check
 
 # Performance against a real Prometheus holding synthetic clusters of 10 to 2,000 models
 # (11-15 minutes, 1.6 GB of scratch space); prints ratios against the targets and exits 1

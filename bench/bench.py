@@ -1,4 +1,4 @@
-"""Performance benchmark of llm-carbon-exporter (issue #6): a script, not a timed test.
+"""Performance benchmark of llm-carbon-exporter: a script, not a timed test.
 
 For each size (10 → 2,000 models, one 8-GPU pod each) it backfills a real Prometheus with a
 synthetic cluster's history, then measures in a fresh process: upstream requests per cycle,
@@ -55,7 +55,7 @@ HISTORY_STEP = 30.0
 AT = HISTORY_START + HISTORY_SECONDS
 WORKER = ROOT / "bench" / "worker.py"
 
-# Targets (issue #6).
+# Targets (docs/performance.md).
 MAX_QUERIES = 8
 MAX_CPU_RATIO = 0.25
 MAX_LINEARITY = 1.25  # CPU per model at the largest size / at the next size

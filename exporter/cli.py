@@ -7,21 +7,21 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from exporter import __version__
+from exporter import PROG, __version__
 from exporter.config import Config, ConfigError, load
+from exporter.demo.run import run_demo
 from exporter.durations import parse_duration
+from exporter.engine import Engine
+from exporter.exposition import report, server
+from exporter.signals import stop_on_signals
+from exporter.sources.direct import DirectSource
+from exporter.sources.prometheus import PrometheusSource
 
-if TYPE_CHECKING:
-    from exporter.engine import Engine
-
-PROG = "llm-carbon-exporter"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
@@ -144,20 +144,12 @@ def _require_upstream(config: Config) -> None:
 
 
 def _make_engine(config: Config) -> Engine:
-    from exporter.engine import Engine  # imports kept lazy: --help stays fast
-
     if config.source == "direct":
-        from exporter.sources.direct import DirectSource
-
         return Engine(config, DirectSource(config))
-    from exporter.sources.prometheus import PrometheusSource
-
     return Engine(config, PrometheusSource(config))
 
 
 def cmd_serve(config: Config) -> int:
-    from exporter.exposition import server
-
     _require_upstream(config)
     engine = _make_engine(config)
     try:
@@ -184,22 +176,7 @@ def cmd_serve(config: Config) -> int:
     return EXIT_OK
 
 
-def stop_on_signals(log: logging.Logger) -> threading.Event:
-    """An event set by SIGTERM or SIGINT."""
-    stop = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    return stop
-
-
 def cmd_report(config: Config, fmt: str) -> int:
-    from exporter.exposition import report
-
     _require_upstream(config)
     engine = _make_engine(config)
     try:
@@ -242,8 +219,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.command == "check-config":
             return cmd_check_config(args.file, environ)
         if args.command == "demo":
-            from exporter.demo.run import run_demo
-
             setup_logging("warning")
             return run_demo(args.listen)
         config = load(args.config, overrides=_overrides(args), environ=environ)
@@ -255,7 +230,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"{PROG}: config error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

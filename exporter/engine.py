@@ -24,10 +24,19 @@ log = logging.getLogger("exporter")
 
 
 class Source(Protocol):
-    name: str
-    upstreams: tuple[str, ...]  # values of the `upstream` label
-    gpu_upstream: str  # the one of `upstreams` that GPU series come from
-    window: float  # seconds over which power and token rates are means
+    """What the engine needs of a source (Prometheus queries, direct pages)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def upstreams(self) -> tuple[str, ...]: ...  # values of the `upstream` label
+
+    @property
+    def gpu_upstream(self) -> str: ...  # the one of `upstreams` that GPU series come from
+
+    @property
+    def window(self) -> float: ...  # seconds over which power and token rates are means
 
     @property
     def requests_by_upstream(self) -> Mapping[str, int]: ...  # HTTP requests so far
@@ -238,7 +247,7 @@ class Engine:
         started: float,
         *,
         ok: bool,
-        errors: dict,
+        errors: dict[tuple[str, str], int],
         snapshot: Snapshot | None = None,
         up: Mapping[str, bool] | None = None,
     ) -> None:

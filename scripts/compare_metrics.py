@@ -1,6 +1,6 @@
 """Compare the /metrics page of two revisions on fixed simulated clusters.
 
-    python scripts/compare_metrics.py dump            # this checkout's series, sorted
+    PYTHONPATH=. python scripts/compare_metrics.py dump   # this checkout's series, sorted
     python scripts/compare_metrics.py compare REV     # REV's series against this checkout's
 
 Each cluster is read in direct-scrape mode under a frozen clock (the same samples, the same
@@ -72,6 +72,10 @@ def clusters(sim) -> dict[str, object]:
 def dump() -> str:
     from freezegun import freeze_time
 
+    # Only the checkout in PYTHONPATH: an editable install would offer another checkout's
+    # modules to one that lacks them.
+    sys.meta_path[:] = [f for f in sys.meta_path if "Editable" not in getattr(f, "__name__", "")]
+
     config_mod = importlib.import_module("exporter.config")
     sim = _first("exporter.demo.simulation", "exporter.simulation")
     endpoints_mod = _first("exporter.demo.endpoints", "exporter.simulated_endpoints")
@@ -102,6 +106,21 @@ def dump() -> str:
     return "\n".join(sorted(out)) + "\n"
 
 
+def _dump_in(root: Path) -> str | None:
+    """`dump` run on the checkout at `root`, or None (its error printed) if it fails."""
+    run = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "dump"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+    )
+    if run.returncode:
+        sys.stderr.write(run.stderr)
+        return None
+    return run.stdout
+
+
 def compare(revision: str) -> int:
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as scratch:
@@ -111,20 +130,14 @@ def compare(revision: str) -> int:
             check=True,
         )
         try:
-            env = {**os.environ, "PYTHONPATH": str(tree)}
-            before = subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), "dump"],
-                cwd=tree,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            before = _dump_in(tree)
         finally:
             subprocess.run(
                 ["git", "-C", str(root), "worktree", "remove", "--force", str(tree)], check=True
             )
-    after = dump()
+    after = _dump_in(root)
+    if before is None or after is None:
+        return 2
     if before == after:
         print(f"identical: {len(after.splitlines())} series on {len(clusters_names())} clusters")
         return 0

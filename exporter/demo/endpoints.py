@@ -70,7 +70,7 @@ class SimulatedEndpoints(ThreadingHTTPServer):
     @property
     def address(self) -> str:
         host, port = self.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def start(self) -> SimulatedEndpoints:
         self._thread = threading.Thread(target=self.serve_forever, daemon=True, name="sim")

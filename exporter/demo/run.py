@@ -8,20 +8,23 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
+from exporter import PROG
 from exporter.config import ConfigError, build, default_document, merge
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.simulation import SimCluster, nrp_cluster, targets
 from exporter.engine import Engine
 from exporter.exposition.report import table
 from exporter.exposition.server import parse_listen, start
+from exporter.signals import stop_on_signals
+from exporter.sources.direct import DirectSource
 
 INTERVAL_S = 5
 WINDOW_S = 60
 
 
-def demo_config(cluster: SimCluster, address: str, listen: str) -> dict:
+def demo_config(cluster: SimCluster, address: str, listen: str) -> dict[str, Any]:
     """The exporter's configuration for reading `cluster` at `address`."""
     pages = {t.key: f"http://{address}{t.path}" for t in targets(cluster)}
     return merge(
@@ -42,16 +45,14 @@ def demo_config(cluster: SimCluster, address: str, listen: str) -> dict:
 
 
 def run_demo(listen: str, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
-    from exporter.cli import PROG, stop_on_signals
-    from exporter.sources.direct import DirectSource
-
     cluster = nrp_cluster(wave=0.25)
     endpoints = SimulatedEndpoints(cluster).start()
     try:
         config = build(demo_config(cluster, endpoints.address, listen))
     except ConfigError as exc:
         endpoints.stop()
-        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"{PROG}: config error: {line}", file=sys.stderr)
         return 2
     engine = Engine(config, DirectSource(config))
     try:

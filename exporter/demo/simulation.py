@@ -127,7 +127,10 @@ class SimCluster:
     def dcgm_series(self, node: SimNode, t: float) -> list[Series]:
         """One series per GPU and field; a MIG GPU repeats its whole-GPU readings on every
         instance, and a time-sliced GPU (KUBERNETES_VIRTUAL_GPUS) on a copy per pod."""
-        power_rows, energy_rows, util_rows, active_rows = [], [], [], []
+        power_rows: list[Series] = []
+        energy_rows: list[Series] = []
+        util_rows: list[Series] = []
+        active_rows: list[Series] = []
         for index in range(node.gpu_count):
             base = {
                 "gpu": str(index),
@@ -269,122 +272,129 @@ def series_of(cluster: SimCluster, target: Target, t: float) -> list[Series]:
 # ---- the cluster the demo serves
 
 
+_A = SimNode("gpu-a.sdsc.optiputer.net", GPU_PRODUCTS["H100"], 8)
+_B = SimNode(
+    "hcc-nrp-b.unl.edu", GPU_PRODUCTS["H100"], 8, exported_labels=False, hostname_label="hostname"
+)
+_C = SimNode("nautilus-c.calit2.optiputer.net", GPU_PRODUCTS["H200"], 8, profiling=True)
+_D = SimNode(
+    "gpu-d.hsrn.nyu.edu",
+    GPU_PRODUCTS["H200"],
+    8,
+    exported_labels=False,
+    energy_counter=False,
+    idle_w=75.0,
+)
+# (namespace, pod, model, node, GPUs, W, prompt tok/s, generation tok/s, vLLM engines)
+_NRP_PODS = (
+    # GLM-4.7-FP8: 1320 W, 3158 tok/s, two data-parallel engines.
+    (
+        "nrp-llm",
+        "glm-4-7-fp8-6b9c7d-x2k4p",
+        "zai-org/GLM-4.7-FP8",
+        _A,
+        (0, 1, 2, 3),
+        1320.0,
+        3000.0,
+        158.0,
+        2,
+    ),
+    # Qwen3.5-397B: 1235 W, 2392 tok/s, one replica in California, one in Nebraska.
+    (
+        "nrp-llm",
+        "qwen3-5-397b-7f8d9c-ab12c",
+        "Qwen/Qwen3.5-397B-A17B-FP8",
+        _A,
+        (4, 5, 6, 7),
+        700.0,
+        1330.0,
+        70.0,
+        1,
+    ),
+    (
+        "nrp-llm",
+        "qwen3-5-397b-7f8d9c-zz98q",
+        "Qwen/Qwen3.5-397B-A17B-FP8",
+        _B,
+        (0, 1, 2, 3),
+        535.0,
+        944.0,
+        48.0,
+        1,
+    ),
+    # GPT-OSS-120B: 597 W, 2937 tok/s, two replicas on one node.
+    (
+        "sdsc-llm",
+        "gpt-oss-120b-5c6d7e-aaa11",
+        "openai/gpt-oss-120b",
+        _B,
+        (4,),
+        300.0,
+        1400.0,
+        70.0,
+        1,
+    ),
+    (
+        "sdsc-llm",
+        "gpt-oss-120b-5c6d7e-bbb22",
+        "openai/gpt-oss-120b",
+        _B,
+        (5,),
+        297.0,
+        1397.0,
+        70.0,
+        1,
+    ),
+    # Kimi-K2.5: 928 W, 158 tok/s on 8 x H200.
+    (
+        "nrp-llm",
+        "kimi-k2-5-8a9b0c-kk77m",
+        "moonshotai/Kimi-K2.5",
+        _C,
+        tuple(range(8)),
+        928.0,
+        150.0,
+        8.0,
+        1,
+    ),
+    # MiniMax-M2.5: 421 W, 246 tok/s, on a node whose exporter has no energy counter.
+    (
+        "nrp-llm",
+        "minimax-m2-5-1a2b3c-mm55n",
+        "MiniMaxAI/MiniMax-M2.5",
+        _D,
+        (0, 1, 2, 3),
+        421.0,
+        230.0,
+        16.0,
+        1,
+    ),
+    # An idle model: GPU power, no tokens.
+    (
+        "nrp-llm",
+        "llama-3-1-8b-9d8c7b-ll33q",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        _D,
+        (4,),
+        78.0,
+        0.0,
+        0.0,
+        1,
+    ),
+)
+
+
 def nrp_cluster(wave: float = 0.0) -> SimCluster:
     """The five models of the NRP review (power and tok/s as published), plus an idle model,
     spread so that one model runs in two grid regions, one has two replicas, one has two
     vLLM engines, dcgm-exporter labels come in both `exported_*` and plain forms, both
-    `Hostname` and `hostname`, one node has no energy counter and one has profiling."""
-    a = SimNode("gpu-a.sdsc.optiputer.net", GPU_PRODUCTS["H100"], 8)
-    b = SimNode(
-        "hcc-nrp-b.unl.edu",
-        GPU_PRODUCTS["H100"],
-        8,
-        exported_labels=False,
-        hostname_label="hostname",
+    `Hostname` and `hostname`, one node has no energy counter and one has profiling. Serving
+    pods' load oscillates by `wave`."""
+    pods = tuple(
+        SimPod(
+            *(ns, name, model, node.hostname, gpus, watts, prompt, generation, engines),
+            wave=wave if prompt + generation else 0.0,
+        )
+        for ns, name, model, node, gpus, watts, prompt, generation, engines in _NRP_PODS
     )
-    c = SimNode("nautilus-c.calit2.optiputer.net", GPU_PRODUCTS["H200"], 8, profiling=True)
-    d = SimNode(
-        "gpu-d.hsrn.nyu.edu",
-        GPU_PRODUCTS["H200"],
-        8,
-        exported_labels=False,
-        energy_counter=False,
-        idle_w=75.0,
-    )
-    pods = (
-        # GLM-4.7-FP8: 1320 W, 3158 tok/s, two data-parallel engines.
-        SimPod(
-            "nrp-llm",
-            "glm-4-7-fp8-6b9c7d-x2k4p",
-            "zai-org/GLM-4.7-FP8",
-            a.hostname,
-            (0, 1, 2, 3),
-            1320.0,
-            3000.0,
-            158.0,
-            engines=2,
-            wave=wave,
-        ),
-        # Qwen3.5-397B: 1235 W, 2392 tok/s, one replica in California, one in Nebraska.
-        SimPod(
-            "nrp-llm",
-            "qwen3-5-397b-7f8d9c-ab12c",
-            "Qwen/Qwen3.5-397B-A17B-FP8",
-            a.hostname,
-            (4, 5, 6, 7),
-            700.0,
-            1330.0,
-            70.0,
-            wave=wave,
-        ),
-        SimPod(
-            "nrp-llm",
-            "qwen3-5-397b-7f8d9c-zz98q",
-            "Qwen/Qwen3.5-397B-A17B-FP8",
-            b.hostname,
-            (0, 1, 2, 3),
-            535.0,
-            944.0,
-            48.0,
-            wave=wave,
-        ),
-        # GPT-OSS-120B: 597 W, 2937 tok/s, two replicas on one node.
-        SimPod(
-            "sdsc-llm",
-            "gpt-oss-120b-5c6d7e-aaa11",
-            "openai/gpt-oss-120b",
-            b.hostname,
-            (4,),
-            300.0,
-            1400.0,
-            70.0,
-            wave=wave,
-        ),
-        SimPod(
-            "sdsc-llm",
-            "gpt-oss-120b-5c6d7e-bbb22",
-            "openai/gpt-oss-120b",
-            b.hostname,
-            (5,),
-            297.0,
-            1397.0,
-            70.0,
-            wave=wave,
-        ),
-        # Kimi-K2.5: 928 W, 158 tok/s on 8 x H200.
-        SimPod(
-            "nrp-llm",
-            "kimi-k2-5-8a9b0c-kk77m",
-            "moonshotai/Kimi-K2.5",
-            c.hostname,
-            tuple(range(8)),
-            928.0,
-            150.0,
-            8.0,
-            wave=wave,
-        ),
-        # MiniMax-M2.5: 421 W, 246 tok/s, on a node whose exporter has no energy counter.
-        SimPod(
-            "nrp-llm",
-            "minimax-m2-5-1a2b3c-mm55n",
-            "MiniMaxAI/MiniMax-M2.5",
-            d.hostname,
-            (0, 1, 2, 3),
-            421.0,
-            230.0,
-            16.0,
-            wave=wave,
-        ),
-        # An idle model: GPU power, no tokens.
-        SimPod(
-            "nrp-llm",
-            "llama-3-1-8b-9d8c7b-ll33q",
-            "meta-llama/Llama-3.1-8B-Instruct",
-            d.hostname,
-            (4,),
-            78.0,
-            0.0,
-            0.0,
-        ),
-    )
-    return SimCluster(nodes=(a, b, c, d), pods=pods)
+    return SimCluster(nodes=(_A, _B, _C, _D), pods=pods)

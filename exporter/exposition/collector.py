@@ -72,27 +72,30 @@ class ExporterCollector(Collector):
 
 
 def render(state: EngineState, stale: bool, engine: Engine) -> Families:
+    """Every family for one engine state: per-model series (unless stale), the global ones,
+    and the exporter's own."""
     out = Families()
-    settings = engine.settings
     snapshot = None if stale else state.snapshot
     if snapshot is not None:
         for figures in snapshot.models:
             _model_series(out, figures, snapshot)
+    _global_series(out, engine, snapshot)
+    _self_series(out, state, stale, engine, snapshot)
+    return out
 
+
+def _global_series(out: Families, engine: Engine, snapshot: Snapshot | None) -> None:
+    settings = engine.settings
     for preset in settings.presets:
         out.add("llm_carbon_preset_prompt_token_ratio", (preset,), settings.preset_share(preset))
     for name, envelope in settings.baselines.items():
         for bound in BOUNDS:
-            out.add(
-                "llm_carbon_commercial_envelope_joules_per_token",
-                (name, bound, "prefill"),
-                envelope.prefill[bound],
-            )
-            out.add(
-                "llm_carbon_commercial_envelope_joules_per_token",
-                (name, bound, "decode"),
-                envelope.decode[bound],
-            )
+            for phase, table in (("prefill", envelope.prefill), ("decode", envelope.decode)):
+                out.add(
+                    "llm_carbon_commercial_envelope_joules_per_token",
+                    (name, bound, phase),
+                    table[bound],
+                )
     in_use = {settings.node_regions.default}
     if snapshot is not None:
         for figures in snapshot.models:
@@ -121,6 +124,10 @@ def render(state: EngineState, stale: bool, engine: Engine) -> Families:
         1,
     )
 
+
+def _self_series(
+    out: Families, state: EngineState, stale: bool, engine: Engine, snapshot: Snapshot | None
+) -> None:
     out.add("llm_carbon_exporter_build_info", (__version__,), 1)
     upstreams = engine.source.upstreams
     for upstream in upstreams:
@@ -140,15 +147,16 @@ def render(state: EngineState, stale: bool, engine: Engine) -> Families:
             (upstream,),
             state.requests_total.get(upstream, 0),
         )
-    out.add("llm_carbon_exporter_models", (), len(snapshot.models) if snapshot else 0)
-    out.add("llm_carbon_exporter_models_dropped", (), snapshot.models_dropped if snapshot else 0)
-    out.add(
-        "llm_carbon_exporter_pods_without_gpu_series",
-        (),
-        snapshot.pods_without_gpus if snapshot else 0,
-    )
-    out.add("llm_carbon_exporter_unmapped_nodes", (), snapshot.unmapped_nodes if snapshot else 0)
-    return out
+    counts = {
+        "llm_carbon_exporter_models": len(snapshot.models) if snapshot else 0,
+        "llm_carbon_exporter_models_dropped": snapshot.models_dropped if snapshot else 0,
+        "llm_carbon_exporter_pods_without_gpu_series": (
+            snapshot.pods_without_gpus if snapshot else 0
+        ),
+        "llm_carbon_exporter_unmapped_nodes": snapshot.unmapped_nodes if snapshot else 0,
+    }
+    for name, count in counts.items():
+        out.add(name, (), count)
 
 
 def _model_series(out: Families, f: ModelFigures, snapshot: Snapshot) -> None:

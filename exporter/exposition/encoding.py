@@ -11,9 +11,12 @@ names unchanged, which is all but `escaping=dots`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _float_to_go_string
+
+# prometheus_client leaves this helper unannotated; its contract is float -> str.
+floatToGoString: Callable[[float], str] = _float_to_go_string
 
 Row = tuple[Sequence[str], float]
 

@@ -7,9 +7,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from typing import Any, Generic, TypeVar
 
-import yaml
+from exporter.data import table
 
 
 @dataclass(frozen=True)
@@ -52,27 +52,26 @@ _GPU_FIELDS = (
 _MODEL_FIELDS = ("total_params_b", "active_params_b", "precision")
 
 
-def _load(filename: str) -> list[dict]:
-    text = resources.files("exporter").joinpath(f"data/{filename}").read_text("utf-8")
-    return yaml.safe_load(text)
+Entry = dict[str, Any]  # one row of a table: `pattern` and the spec's fields
+T = TypeVar("T")
 
 
 @cache
-def builtin_gpu_entries() -> tuple[dict, ...]:
-    return tuple(_load("gpus.yaml"))
+def builtin_gpu_entries() -> tuple[Entry, ...]:
+    return tuple(table("gpus.yaml"))
 
 
 @cache
-def builtin_model_entries() -> tuple[dict, ...]:
-    return tuple(_load("models.yaml"))
+def builtin_model_entries() -> tuple[Entry, ...]:
+    return tuple(table("models.yaml"))
 
 
-class _PatternTable:
-    def __init__(self, entries: Iterable[tuple[str, object]]) -> None:
+class _PatternTable(Generic[T]):
+    def __init__(self, entries: Iterable[tuple[str, T]]) -> None:
         self._entries = [(re.compile(p, re.IGNORECASE), value) for p, value in entries]
-        self._cache: dict[str, object | None] = {}
+        self._cache: dict[str, T | None] = {}
 
-    def find(self, name: str) -> object | None:
+    def find(self, name: str) -> T | None:
         if name in self._cache:
             return self._cache[name]
         found = next((value for pattern, value in self._entries if pattern.search(name)), None)
@@ -84,27 +83,31 @@ class _PatternTable:
 class Catalog:
     """GPU and model lookups: configured entries first, then the built-in tables."""
 
-    def __init__(self, gpus: Sequence[dict], models: Sequence[dict]) -> None:
+    def __init__(self, gpus: Sequence[Entry], models: Sequence[Entry]) -> None:
         self._gpus = _PatternTable(
             (e["pattern"], GpuSpec(**{k: e[k] for k in _GPU_FIELDS if e.get(k) is not None}))
             for e in [*gpus, *builtin_gpu_entries()]
         )
+        # Each model with whether its entry names a precision.
         self._models = _PatternTable(
             (
                 e["pattern"],
-                (e, ModelSpec(**{k: e[k] for k in _MODEL_FIELDS if e.get(k) is not None})),
+                (
+                    e.get("precision") is not None,
+                    ModelSpec(**{k: e[k] for k in _MODEL_FIELDS if e.get(k) is not None}),
+                ),
             )
             for e in [*models, *builtin_model_entries()]
         )
 
     def gpu(self, model_name: str) -> GpuSpec | None:
-        return self._gpus.find(model_name)  # type: ignore[return-value]
+        return self._gpus.find(model_name)
 
     def model(self, served_name: str) -> ModelSpec | None:
         found = self._models.find(served_name)
         if found is None:
             return None
-        entry, spec = found  # type: ignore[misc]
-        if entry.get("precision") is None and _FP8_NAME.search(served_name):
+        precision_given, spec = found
+        if not precision_given and _FP8_NAME.search(served_name):
             return ModelSpec(spec.total_params_b, spec.active_params_b, "fp8")
         return spec

@@ -6,13 +6,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from typing import TYPE_CHECKING
 
-import yaml
-
-if TYPE_CHECKING:
-    from exporter.config import Region
+from exporter.config import Region
+from exporter.data import EGRID_SECTION, EMBER_SECTION, table
 
 LB_PER_MWH_TO_G_PER_KWH = 0.45359237
 
@@ -38,13 +34,12 @@ class GridRegion:
 @cache
 def builtin_regions() -> Mapping[str, GridRegion]:
     """EPA eGRID2023 rev2 subregions (converted from lb/MWh) and Ember 2024 countries."""
-    text = resources.files("exporter").joinpath("data/grid_regions.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
+    data = table("grid_regions.yaml")
     regions: dict[str, GridRegion] = {}
-    for code, (title, lb_per_mwh) in data["egrid2023rev2_lb_per_mwh"].items():
+    for code, (title, lb_per_mwh) in data[EGRID_SECTION].items():
         grams = lb_per_mwh * LB_PER_MWH_TO_G_PER_KWH
         regions[code] = GridRegion(code, title, grams, "egrid2023rev2")
-    for code, (title, grams) in data["ember2024_g_per_kwh"].items():
+    for code, (title, grams) in data[EMBER_SECTION].items():
         regions[code] = GridRegion(code, title, float(grams), "ember2024")
     return regions
 

@@ -55,10 +55,10 @@ def join(observation: Observation) -> list[ServedModel]:
         gpus_by_pod[(row.namespace, row.pod)].append(row)
 
     tokens_by_pod: dict[tuple[str, str], dict[str, tuple[float, float]]] = defaultdict(dict)
-    for row in observation.tokens:
-        models = tokens_by_pod[(row.namespace, row.pod)]
-        prompt, generation = models.get(row.model, (0.0, 0.0))
-        models[row.model] = (prompt + row.prompt_tps, generation + row.generation_tps)
+    for tokens in observation.tokens:
+        models = tokens_by_pod[(tokens.namespace, tokens.pod)]
+        prompt, generation = models.get(tokens.model, (0.0, 0.0))
+        models[tokens.model] = (prompt + tokens.prompt_tps, generation + tokens.generation_tps)
 
     pods_of: dict[ModelKey, list[tuple[PodGpus, float]]] = defaultdict(list)
     missing_of: dict[ModelKey, list[str]] = defaultdict(list)

@@ -101,21 +101,29 @@ class TokenReader:
                     incomplete.add(model)  # one sample so far: a rate needs two
                 else:
                     rates[model][phase] += rate
-        for model, seen in phases.items():
-            if len(seen) < 2:
-                problems.append(
-                    Problem(
-                        UPSTREAM,
-                        MISSING_SERIES,
-                        f"{ref} model {model!r} has only one of the prompt and generation "
-                        "token series; model left out",
-                        frozenset({ref}),
-                    )
-                )
-                incomplete.add(model)
+        incomplete |= _one_sided(ref, phases, problems)
         rows = [
             PodTokens(namespace, name, model, p, g)
             for model, (p, g) in sorted(rates.items())
             if model not in incomplete
         ]
         return rows, {(namespace, model) for model in incomplete}
+
+
+def _one_sided(ref: str, phases: Mapping[str, set[int]], problems: list[Problem]) -> set[str]:
+    """The models a pod shows only one of the two token series for: left out, with a
+    problem each."""
+    out = set()
+    for model, seen in phases.items():
+        if len(seen) < 2:
+            problems.append(
+                Problem(
+                    UPSTREAM,
+                    MISSING_SERIES,
+                    f"{ref} model {model!r} has only one of the prompt and generation token "
+                    "series; model left out",
+                    frozenset({ref}),
+                )
+            )
+            out.add(model)
+    return out

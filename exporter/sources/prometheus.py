@@ -278,10 +278,10 @@ class PrometheusSource:
             except UpstreamError as exc:
                 failed[name] = exc
                 results[name] = []
-        for name, exc in failed.items():
+        for name, error in failed.items():
             if name in REQUIRED:
-                raise exc
-            problems.append(exc.problem(UPSTREAM, f"query {name}: "))
+                raise error
+            problems.append(error.problem(UPSTREAM, f"query {name}: "))
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
         return results

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from exporter.config import PrometheusSettings
 from exporter.model.problems import (
@@ -81,7 +82,7 @@ class PrometheusClient:
             samples.append(Sample(labels, value))
         return samples
 
-    def _get(self, path: str, params: Mapping[str, str]) -> dict:
+    def _get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
         status, body = self.http.get(self.url + path, params)
         url, scrub = redact(self.url), self.http.scrub
         payload = _decode(body)
@@ -108,10 +109,11 @@ class PrometheusClient:
         if warnings or payload.get("isPartial") is True:
             detail = "; ".join(warnings) or "isPartial"
             raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {detail}"))
-        return payload["data"]
+        data: dict[str, Any] = payload["data"]
+        return data
 
 
-def _decode(body: bytes) -> dict | None:
+def _decode(body: bytes) -> dict[str, Any] | None:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):

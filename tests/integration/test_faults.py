@@ -1,4 +1,4 @@
-"""Issue #6's fault matrix, against real parts: a real Prometheus scraping the simulated
+"""The fault matrix, against real parts: a real Prometheus scraping the simulated
 cluster (its pages served from a child process, swapped at run time for faults Prometheus
 itself carries), the fault-injecting proxy (tests/fault_proxy.py) between Prometheus and the
 exporter for faults of the query API, and the exporter's real source, engine and collector

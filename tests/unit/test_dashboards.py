@@ -309,8 +309,8 @@ def test_links_point_at_the_dashboards() -> None:
     assert "var-model=${__value.raw}" in links[0] and "var-namespace=" in links[0]
 
 
-def test_overview_covers_the_issue() -> None:
-    """The panels the issue asks for: fleet power, CO2 per hour and cumulative, and a
+def test_overview_has_the_fleet_and_per_model_panels() -> None:
+    """The panels an overview needs: fleet power, CO2 per hour and cumulative, and a
     per-model table with J/token both ways, gCO2/token, the commercial range, utilization,
     MFU, prompt share against the preset, the underutilized flag."""
     overview = BOARDS["overview.json"]
@@ -343,7 +343,7 @@ def test_overview_covers_the_issue() -> None:
     assert cumulative and all("increase(" in e and "[$__range]" in e for e in cumulative)
 
 
-def test_model_detail_covers_the_issue() -> None:
+def test_model_detail_charts_cost_against_its_context() -> None:
     detail = BOARDS["model-detail.json"]
     metrics = {m for p in queried_panels(detail) for e in exprs(p) for m in metric_names(e)}
     assert {

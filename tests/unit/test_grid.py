@@ -11,7 +11,7 @@ from exporter.model.grid import NodeRegionMap, builtin_regions, resolve_regions
 
 def test_egrid_values_match_the_published_rates() -> None:
     regions = builtin_regions()
-    # DESIGN §4 and reference energy data §1.1: g/kWh = lb/MWh x 0.45359237.
+    # eGRID publishes lb/MWh: g/kWh = lb/MWh x 0.45359237 (1 lb = 453.59237 g).
     assert round(regions["CAMX"].location, 1) == 194.3
     assert round(regions["US"].location, 1) == 348.0
     assert round(regions["MROW"].location, 1) == 417.4

@@ -1,0 +1,127 @@
+"""Loading a configuration: the embedded defaults (`defaults.yaml`, the NRP's settings),
+then one YAML file, then environment, then flags; validated into frozen objects."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from exporter.config import rules
+from exporter.config.errors import ConfigError, convert, validation_errors
+from exporter.config.schema import Config
+from exporter.config.values import kind_name, short
+
+
+def default_document() -> dict[str, Any]:
+    """The embedded defaults as a plain mapping (a fresh copy)."""
+    text = resources.files("exporter").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
+def read_document(path: str) -> dict[str, Any]:
+    """The mapping in a YAML file, or ConfigError with a one-line reason."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of keys, not a {kind_name(data)}"
+        )
+    return data
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` over `base`: mappings merge key by key, anything else replaces."""
+    result = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in a nested mapping, creating mappings on the way. A part of the path the
+    document holds as something else (`prometheus: [1]`, then PROMETHEUS_URL) is an error
+    that names it."""
+    *parents, last = dotted.split(".")
+    node = document
+    for depth, key in enumerate(parents):
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: depth + 1])
+            raise ConfigError(f"{where}: expected a mapping, got {kind_name(node)} {short(node)}")
+    node[last] = value
+
+
+def build(document: Mapping[str, Any]) -> Config:
+    """Validate a complete document (defaults already merged in): every shape error at once,
+    else every cross-section problem at once, as one ConfigError."""
+    errors = validation_errors(document, Config)
+    if errors:
+        raise ConfigError(*errors)
+    config: Config = convert(document, Config)
+    found = [f"{path}: {message}" for path, message in rules.problems(config)]
+    if found:
+        raise ConfigError(*found)
+    return config
+
+
+def load(
+    path: str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then the file at `path`, then environment, then `overrides` (dotted keys)."""
+    document = default_document()
+    if path:
+        document = merge(document, read_document(path))
+    env = environ or {}
+    if env.get("PROMETHEUS_URL"):
+        set_path(document, "prometheus.url", env["PROMETHEUS_URL"])
+    if env.get("PROMETHEUS_BEARER_TOKEN_FILE"):
+        set_path(document, "prometheus.bearer_token_file", env["PROMETHEUS_BEARER_TOKEN_FILE"])
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_path(document, dotted, value)
+    _pod_identity(document, env)
+    return build(document)
+
+
+def _pod_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:
+    """In direct mode, fill a pod's missing name and namespace from the downward API
+    environment (POD_NAME, POD_NAMESPACE; HOSTNAME is the pod name in Kubernetes) and the
+    node from NODE_NAME."""
+    direct = document.get("direct")
+    if document.get("source") != "direct" or not isinstance(direct, dict):
+        return
+    if not direct.get("node") and env.get("NODE_NAME"):
+        direct["node"] = env["NODE_NAME"]
+    for pod in direct.get("pods") or []:
+        if isinstance(pod, dict):
+            if not pod.get("pod"):
+                pod["pod"] = env.get("POD_NAME") or env.get("HOSTNAME")
+            if not pod.get("namespace"):
+                pod["namespace"] = env.get("POD_NAMESPACE") or "default"

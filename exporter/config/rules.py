@@ -1,0 +1,109 @@
+"""Checks that need more than one key (or a built-in table), run once a document has the
+right shape. Each yields every problem it finds as (key path, message)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from exporter.config.schema import Config
+from exporter.config.values import HEADER_NAME, selector_problem
+from exporter.data import grid_region_codes
+
+Problems = Iterator[tuple[str, str]]
+
+
+def problems(config: Config) -> Problems:
+    """Every problem in `config`, section by section."""
+    yield from _timing(config)
+    yield from _prometheus(config)
+    if config.source == "direct":
+        yield from _direct(config)
+    yield from _grid(config)
+    yield from _workload(config)
+
+
+def _timing(config: Config) -> Problems:
+    window_key = "direct.window" if config.source == "direct" else "prometheus.window"
+    window = config.direct.window if config.source == "direct" else config.prometheus.window
+    interval = config.exporter.interval
+    if window < 1:
+        yield window_key, "must be at least 1s"
+    if interval < 1:
+        yield "exporter.interval", "must be at least 1s (every cycle queries the upstream)"
+    if window < 1 or interval < 1:
+        return  # the comparisons below would only repeat it
+    if interval > window:
+        # Power is known as a mean over the window: cycles further apart would leave gaps in
+        # the energy and CO2 counters.
+        yield (
+            "exporter.interval",
+            f"{interval:g}s is longer than {window_key} ({window:g}s): the counters would "
+            "miss energy",
+        )
+    if config.utilization.lookback < window:
+        yield "utilization.lookback", f"shorter than {window_key}"
+
+
+def _prometheus(config: Config) -> Problems:
+    for key in ("gpu_selector", "token_selector"):
+        problem = selector_problem(getattr(config.prometheus, key))
+        if problem:
+            yield f"prometheus.{key}", problem
+    for name, value in config.prometheus.headers.items():
+        if not HEADER_NAME.fullmatch(name):
+            yield f"prometheus.headers.{name}", "not a valid HTTP header name"
+        if any(c in value for c in "\r\n\0"):
+            yield f"prometheus.headers.{name}", "the value contains a line break"  # not shown
+
+
+def _direct(config: Config) -> Problems:
+    if not config.direct.pods:
+        yield "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
+    if not config.direct.dcgm_urls:
+        yield "direct.dcgm_urls", "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)"
+    owner: dict[str, int] = {}
+    for i, pod in enumerate(config.direct.pods):
+        if not pod.pod or not pod.namespace:
+            yield (
+                f"direct.pods[{i}]",
+                "pod and namespace are required (--pod, --namespace, or POD_NAME and "
+                "POD_NAMESPACE)",
+            )
+        for j, url in enumerate(pod.vllm_urls):
+            if owner.setdefault(url, i) != i:
+                yield (
+                    f"direct.pods[{i}].vllm_urls[{j}]",
+                    f"already listed for direct.pods[{owner[url]}]: its tokens would count "
+                    "for both pods",
+                )
+
+
+def _grid(config: Config) -> Problems:
+    builtin = grid_region_codes()
+    known = builtin | set(config.grid.regions)
+    for name, region in config.grid.regions.items():
+        if name not in builtin and region.location is None:
+            yield f"grid.regions.{name}.location", "required for a region not built in"
+    if config.grid.default_region not in known:
+        yield "grid.default_region", f"unknown region {config.grid.default_region!r}"
+    for i, rule in enumerate(config.grid.nodes):
+        if rule.region not in known:
+            yield f"grid.nodes[{i}].region", f"unknown region {rule.region!r}"
+
+
+def _workload(config: Config) -> Problems:
+    presets = config.workload.presets
+    if config.workload.default_preset not in presets:
+        yield "workload.default_preset", f"unknown preset {config.workload.default_preset!r}"
+    for i, rule in enumerate(config.workload.models):
+        if rule.preset not in presets:
+            yield f"workload.models[{i}].preset", f"unknown preset {rule.preset!r}"
+    for i, name in enumerate(config.comparison.always):
+        if name not in config.baselines:
+            yield f"comparison.always[{i}]", f"unknown baseline {name!r}"
+    for i, size in enumerate(config.comparison.size_classes):
+        if size.name not in config.baselines:
+            yield (
+                f"comparison.size_classes[{i}].name",
+                f"no baseline named {size.name!r} for this size class",
+            )

@@ -1,0 +1,183 @@
+"""Checked configuration values. msgspec hands these classes to `decode_hook`, which checks the
+raw YAML value and returns an instance (a str or float, so the rest of the code sees plain
+values); and the checks of values that only make sense together with others (PromQL
+selectors, HTTP header names)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from exporter.durations import parse_duration
+from exporter.text import redact
+
+
+class Duration(float):
+    """Seconds, from "30s", "5m", "1h30m", "7d" or a number of seconds."""
+
+
+class PositiveNumber(float):
+    """A finite number > 0."""
+
+
+class NonNegativeNumber(float):
+    """A finite number >= 0."""
+
+
+class Factor(float):
+    """A finite multiplier >= 1 (PUE, host overhead)."""
+
+
+class Ratio(float):
+    """A number in [0, 1]."""
+
+
+class Regex(str):
+    """A Python regular expression."""
+
+
+class Url(str):
+    """An http(s) URL, stored without a trailing slash."""
+
+
+class ListenAddress(str):
+    """HOST:PORT or :PORT."""
+
+
+class LabelName(str):
+    """A Prometheus label name."""
+
+
+class MetricName(str):
+    """A Prometheus metric name."""
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, got {kind_name(value)} {short(value)}")
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return float(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {kind_name(value)} {short(value)}")
+    return value
+
+
+def _in_range(value: object, low: float, high: float, what: str) -> float:
+    number = _number(value)
+    if not low <= number <= high:
+        raise ValueError(f"must be {what}, got {number:g}")
+    return number
+
+
+def _positive(value: object) -> float:
+    number = _number(value)
+    if not number > 0:
+        raise ValueError(f"must be greater than 0, got {number:g}")
+    return number
+
+
+def _regex(value: object) -> str:
+    text = _string(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {text!r}: {exc}") from None
+    return text
+
+
+def _listen(value: object) -> str:
+    text = _string(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"invalid listen address {text!r} (use HOST:PORT or :PORT)")
+    if host.startswith("[") != host.endswith("]"):
+        raise ValueError(f"invalid listen address {text!r} (bracket IPv6 hosts: [::1]:29877)")
+    return text
+
+
+def _url(value: object) -> str:
+    text = _string(value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(f"invalid URL {redact(text)!r} (want http:// or https://)")
+    if re.search(r"[?#]", text):
+        raise ValueError(
+            f"URL {redact(text.split('?')[0].split('#')[0])!r} carries a query or fragment: "
+            "paths are appended to it, and credentials belong in bearer_token_file or basic_auth"
+        )
+    return text.rstrip("/")
+
+
+def _prometheus_name(pattern: str, what: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        text = _string(value)
+        if not re.fullmatch(pattern, text):
+            raise ValueError(f"invalid Prometheus {what} {text!r}")
+        return text
+
+    return check
+
+
+_label_name = _prometheus_name(r"[a-zA-Z_][a-zA-Z0-9_]*", "label name")
+_metric_name = _prometheus_name(r"[a-zA-Z_:][a-zA-Z0-9_:]*", "metric name")
+
+
+_CHECKS: dict[type, Callable[[object], Any]] = {
+    Duration: parse_duration,
+    PositiveNumber: _positive,
+    NonNegativeNumber: lambda v: _in_range(v, 0.0, math.inf, ">= 0"),
+    Factor: lambda v: _in_range(v, 1.0, math.inf, ">= 1"),
+    Ratio: lambda v: _in_range(v, 0.0, 1.0, "between 0 and 1"),
+    Regex: _regex,
+    Url: _url,
+    ListenAddress: _listen,
+    LabelName: _label_name,
+    MetricName: _metric_name,
+}
+
+
+def decode_hook(kind: type, value: object) -> Any:
+    """msgspec's hook for the checked classes: the checked value as an instance of `kind`."""
+    check = _CHECKS.get(kind)
+    if check is None:
+        raise NotImplementedError(kind)
+    return kind(check(value))
+
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_QUOTED = r'(?:"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`)'  # PromQL strings
+_MATCHER = rf"\s*(?:[a-zA-Z_][a-zA-Z0-9_]*|{_QUOTED})\s*(?:=~|!~|!=|=)\s*{_QUOTED}\s*"
+_MATCHERS = re.compile(rf"{_MATCHER}(?:,{_MATCHER})*,?\s*")
+
+
+def selector_problem(selector: str) -> str:
+    """Why `selector` (PromQL label matchers, with or without braces) is not one, or ""."""
+    text = selector.strip()
+    if text.startswith("{") != text.endswith("}"):
+        return f"unbalanced braces in {selector!r}"
+    text = text.strip("{}").strip()
+    if not text or _MATCHERS.fullmatch(text):
+        return ""
+    return f'{text!r} is not a list of label matchers (label="value", =~, != or !~)'
+
+
+def kind_name(value: Any) -> str:
+    return {
+        dict: "mapping",
+        list: "list",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
