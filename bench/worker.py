@@ -516,9 +516,7 @@ def run_full_lookback(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "models": len(snapshot.models),
         "buckets_filled": buckets,
-        "idle_floor_observed": sum(
-            1 for f in snapshot.models if ("idle_source", "observed") in f.info
-        ),
+        "idle_floor_observed": sum(1 for f in snapshot.models if f.info.idle_source == "observed"),
         "steady_cycle": mean_of(steady),
         "tracker": tracker_pass(engine),
         "gc_full_collection_s": gc_full_s,

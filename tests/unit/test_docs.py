@@ -69,3 +69,34 @@ def test_yaml_examples_are_valid_configuration(path: str, tmp_path: Path) -> Non
         # Raises ConfigError with the key path if an example rots; a sidecar example takes
         # its pod identity from the downward API.
         load(str(config_file), environ={"POD_NAME": "p", "POD_NAMESPACE": "ns"})
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "CONTRIBUTING.md",
+        ROOT / "CHANGELOG.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "deploy").rglob("*.md"),
+    ]
+)
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_lead_somewhere(path: Path) -> None:
+    text = re.sub(r"`[^`\n]*`", "", path.read_text())  # code is not a link
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # an external address
+        file_part, _, anchor = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        assert linked.exists(), f"{target}: no such file"
+        if anchor and linked.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.M)
+            assert anchor in {_anchor(h) for h in headings}, f"{target}: no such heading"
