@@ -77,6 +77,17 @@ def engine_with(observation_factory, **overrides) -> Engine:
     return Engine(config, FixedSource(observation_factory))
 
 
+def after_two_cycles(observation_factory=full_observation) -> Engine:
+    """An engine that has run two cycles 30 s apart (so counters have advanced), its clock
+    left at the second."""
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = engine_with(observation_factory)
+        engine.run_cycle()
+        frozen.tick(30)
+        engine.run_cycle()
+    return engine
+
+
 def render(engine: Engine) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(engine))
@@ -84,11 +95,8 @@ def render(engine: Engine) -> str:
 
 
 def test_emits_exactly_the_catalogued_families_with_their_labels() -> None:
-    with freeze_time("2026-11-26 12:00:00") as frozen:
-        engine = engine_with(full_observation)
-        engine.run_cycle()
-        frozen.tick(30)
-        engine.run_cycle()
+    engine = after_two_cycles()
+    with freeze_time("2026-11-26 12:00:30"):
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ExporterCollector(engine))
         families = {f.name: f for f in registry.collect()}
@@ -292,11 +300,7 @@ def test_dots_escaping_is_left_to_prometheus_client() -> None:
 
 def test_json_report_carries_every_per_model_metric() -> None:
     """The JSON report is derived from the catalogue: one key per per-model metric."""
-    with freeze_time("2026-11-26 12:00:00") as frozen:
-        engine = engine_with(full_observation)
-        engine.run_cycle()
-        frozen.tick(30)
-        engine.run_cycle()
+    engine = after_two_cycles()
     document = report.to_dict(engine.state.snapshot, engine.settings)
     (model,) = document["models"]
     names = {spec.name.removeprefix("llm_carbon_") for spec in METRICS if spec.group == "model"}
