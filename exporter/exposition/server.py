@@ -7,9 +7,12 @@ cost a dictionary lookup, not a render.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-import html
 import logging
+import select
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -20,12 +23,21 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
+from exporter.deadlines import Deadline
 from exporter.engine import Engine
 from exporter.exposition.collector import ExporterCollector
-from exporter.exposition.report import html_table
+from exporter.exposition.landing import METHODOLOGY_PATH, landing_page
 
 log = logging.getLogger("exporter.http")
+
+LISTEN_BACKLOG = 128  # connections the kernel queues before the server accepts them
+MAX_CONNECTIONS = 128  # client connections served at once, each on its own thread
+IDLE_SECONDS = 30  # an idle keep-alive connection is closed after this long
+REQUEST_SECONDS = 15  # to read a request and write its answer, once it has begun
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 28\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry\n"
+)
 
 
 class MetricsCache:
@@ -102,50 +114,6 @@ class MetricsCache:
             self._gzipped(accept, asked=False)
 
 
-LANDING = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>llm-carbon-exporter</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="{refresh}">
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;max-width:80rem;color:#222}}
-table{{border-collapse:collapse;font-size:.9rem}}
-th,td{{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}}
-th:nth-child(-n+2),td:nth-child(-n+2),th:last-child,td:last-child{{text-align:left}}
-.assumptions{{color:#333;font-size:.9rem}}
-.legend{{color:#555;font-size:.85rem;max-width:60rem}}
-</style></head><body>
-<h1>llm-carbon-exporter</h1>
-<p>Energy and carbon per served LLM, with the context that explains the numbers.
-Version {version}. Source: {upstream} ({status}).</p>
-<p class="assumptions">{assumptions}</p>
-<p><a href="/metrics">/metrics</a> &middot; <a href="/healthz">/healthz</a> &middot;
-<a href="/readyz">/readyz</a> &middot; {docs}</p>
-{table}
-</body></html>
-"""
-
-
-def _assumptions(engine: Engine) -> str:
-    s = engine.settings
-    share = s.preset_share(s.default_preset)
-    return (
-        f"Assumptions: facility scope = GPU power x host overhead {s.host_overhead:g} x PUE "
-        f"{s.pue:g}; location-based annual grid intensity by node (default region "
-        f"{s.node_regions.default}); means over {engine.source.window:g} s; per-token figures "
-        f"only at {s.min_tokens_per_second:g} tok/s or more; commercial estimates at the "
-        f"{s.default_preset} preset's {100 * share:.1f} % prompt share."
-    )
-
-
-def _docs_link(url: str) -> str:
-    """The methodology document: `exporter.docs_url` where set, else the copy this exporter
-    serves itself (docs/methodology.md, packaged)."""
-    return f'<a href="{html.escape(url or METHODOLOGY_PATH)}">methodology</a>'
-
-
-METHODOLOGY_PATH = "/methodology"
-
-
 def accepts_gzip(accept_encoding: str) -> bool:
     """Whether an Accept-Encoding header allows gzip: listed (or `*`) without q=0."""
     allowed: dict[str, bool] = {}
@@ -175,7 +143,21 @@ class Handler(BaseHTTPRequestHandler):
     # Headers and body go out in separate writes: without this, Nagle's algorithm holds the
     # second write for the client's delayed ACK (about 40 ms per small response).
     disable_nagle_algorithm = True
-    timeout = 30  # seconds an idle keep-alive connection may hold a handler thread
+    timeout = IDLE_SECONDS
+
+    def handle_one_request(self) -> None:
+        """One request on the connection: wait (up to the idle timeout) for it to begin,
+        then read it and answer within REQUEST_SECONDS, however slowly the client sends or
+        reads; past that the connection is closed."""
+        readable, _, _ = select.select([self.connection], [], [], self.timeout)
+        if not readable:
+            self.close_connection = True
+            return
+        with Deadline.running(REQUEST_SECONDS) as deadline:
+            deadline.watch(self.connection)
+            super().handle_one_request()
+        if deadline.expired:
+            self.close_connection = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -200,18 +182,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == METHODOLOGY_PATH:
             self._send(200, methodology_text(), "text/plain; charset=utf-8")
         elif path == "/":
-            state = engine.state
-            stale = engine.is_stale(state)
-            page = LANDING.format(
-                version=html.escape(__version__),
-                upstream=html.escape(engine.source.name),
-                status="current" if state.last_cycle_ok and not stale else "not current",
-                refresh=max(5, round(engine.config.exporter.interval)),
-                assumptions=html.escape(_assumptions(engine)),
-                docs=_docs_link(engine.config.exporter.docs_url),
-                table=html_table(None if stale else state.snapshot),
-            )
-            self._send(200, page.encode(), "text/html; charset=utf-8")
+            self._send(200, landing_page(engine).encode(), "text/html; charset=utf-8")
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
 
@@ -248,18 +219,53 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ExporterHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS at once (more are answered 503 and
+    closed), a listen backlog for bursts of new connections, and no traceback when a client
+    goes away."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, address: tuple[str, int], engine: Engine) -> None:
         if ":" in address[0]:
-            import socket
-
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
         self.engine = engine
         self.metrics = MetricsCache(engine)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         engine.listeners.append(self.metrics.prerender)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            request.settimeout(1.0)
+            request.sendall(BUSY)
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line, not a traceback: a client that resets or times out is routine."""
+        exc = sys.exc_info()[1]
+        peer = client_address[0] if isinstance(client_address, tuple) else client_address
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away: %s", peer, type(exc).__name__)
+        else:
+            log.warning("request from %s failed: %s: %s", peer, type(exc).__name__, exc)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

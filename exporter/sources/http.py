@@ -5,23 +5,33 @@ messages)."""
 from __future__ import annotations
 
 import base64
+import logging
+import os
 import re
+import ssl
 import threading
-import time
+import warnings
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import requests
 import urllib3
 
+from exporter.deadlines import Deadline
 from exporter.model.problems import (
     AUTH_FILE,
     CONNECT,
+    HTTP_STATUS,
+    MALFORMED,
     TIMEOUT,
     TOO_LARGE,
     UpstreamError,
 )
+from exporter.sources.deadline_adapter import DeadlineAdapter
 from exporter.text import redact
+
+log = logging.getLogger("exporter")
 
 
 @dataclass(frozen=True)
@@ -40,20 +50,30 @@ class HttpOptions:
 
 
 class HttpFetcher:
-    """GET requests through one reused `requests.Session`."""
+    """GET requests through one reused `requests.Session`, each under a deadline that covers
+    connect, headers and body (`deadline.Deadline`), with the body capped while it streams
+    (decompression included) and redirects refused."""
 
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
         self._session = requests.Session()
         self._session.headers.update(options.headers)
         self._session.headers["Accept"] = options.accept
+        self._session.headers["Accept-Encoding"] = "gzip"  # decompressed here, within the cap
         self._session.headers["User-Agent"] = "llm-carbon-exporter"
+        # Passed on every request, so REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in the environment
+        # never replace a configured ca_file or insecure_skip_verify.
+        self._verify: bool | str = True
         if options.insecure_skip_verify:
-            self._session.verify = False
+            self._verify = False
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+            log.warning(
+                "%s: TLS certificates are not verified (insecure_skip_verify)", options.setting
+            )
         elif options.ca_file:
-            self._session.verify = options.ca_file
+            self._verify = options.ca_file
         # Queries run concurrently: enough pooled connections for all of a cycle's at once.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=16)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._count = threading.Lock()
@@ -93,76 +113,122 @@ class HttpFetcher:
             text = text.replace(secret, "<redacted>")
         return text
 
-    def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-        """(status, body) of a GET; transport failures raise UpstreamError."""
+    def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytearray]:
+        """(status, body) of a GET; every failure raises UpstreamError."""
         with self._count:
             self.requests_made += 1
-        options = self.options
-        shown = redact(url)
         headers = self._auth_headers()
-        deadline = time.monotonic() + options.timeout
-        try:
-            response = self._session.get(
-                url, params=params, headers=headers, timeout=options.timeout, stream=True
-            )
-            with response:
-                body = self._read_capped(response, deadline)
-                return response.status_code, body
-        except requests.exceptions.Timeout:
-            raise UpstreamError(
-                TIMEOUT, f"{shown} did not answer within {options.timeout:g}s"
-            ) from None
-        except requests.exceptions.SSLError as exc:
-            raise UpstreamError(
-                CONNECT, self.scrub(f"TLS error talking to {shown}: {_first_line(exc)}")
-            ) from None
-        except requests.exceptions.InvalidHeader:
-            raise UpstreamError(
-                AUTH_FILE, "a configured header or credential is not a valid HTTP header value"
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
-                raise UpstreamError(
-                    TIMEOUT, f"{shown} stalled mid-response for {options.timeout:g}s"
-                ) from None
-            raise UpstreamError(
-                CONNECT, self.scrub(f"cannot connect to {shown}: {_first_line(exc)}")
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise UpstreamError(
-                CONNECT, self.scrub(f"request to {shown} failed: {_first_line(exc)}")
-            ) from None
-        # Reading the body goes to urllib3 directly (read1), so its errors arrive unwrapped.
-        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
-            raise UpstreamError(
-                TIMEOUT, f"{shown} stalled mid-response for {options.timeout:g}s"
-            ) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise UpstreamError(
-                CONNECT, self.scrub(f"response from {shown} broke off: {_first_line(exc)}")
-            ) from None
+        error: UpstreamError | None = None
+        with Deadline.running(self.options.timeout) as deadline:
+            try:
+                answer = self._fetch(url, params, headers, deadline)
+                if not deadline.expired:
+                    return answer
+                # Cut short by the deadline (headers ended by the closed socket).
+                error = self._failure(TimeoutError(), redact(url), deadline)
+            except UpstreamError as exc:
+                error = exc if not deadline.expired else self._failure(exc, redact(url), deadline)
+            except Exception as exc:  # classified; raised outside, so no frame keeps a body
+                error = self._failure(exc, redact(url), deadline)
+        raise error
 
-    def _read_capped(self, response: requests.Response, deadline: float) -> bytes:
-        """The body, or UpstreamError past the size cap or past the request's deadline (a
-        server dripping bytes would otherwise reset the per-read timeout forever)."""
-        limit, setting = self.options.max_response_bytes, self.options.setting
-        chunks, size = [], 0
-        while True:
-            # read1: at most one read on the socket, so the deadline is checked between
-            # reads however slowly the body trickles in.
-            chunk = response.raw.read1(65536, decode_content=True)
-            if not chunk:
-                break
-            if time.monotonic() > deadline:
-                raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
-            size += len(chunk)
-            if size > limit:
+    def _fetch(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        deadline: Deadline,
+    ) -> tuple[int, bytearray]:
+        if self.options.ca_file and not os.path.isfile(self.options.ca_file):
+            raise UpstreamError(
+                AUTH_FILE, f"{self.options.setting}.ca_file {self.options.ca_file!r} does not exist"
+            )
+        response = self._session.get(
+            url,
+            params=params,
+            headers=headers,
+            timeout=(max(deadline.remaining(), 0.001), self.options.timeout),
+            stream=True,
+            verify=self._verify,
+            allow_redirects=False,
+        )
+        with response:
+            if 300 <= response.status_code < 400:
+                where = redact(response.headers.get("Location", "elsewhere"))
                 raise UpstreamError(
-                    TOO_LARGE,
-                    f"response larger than {setting}.max_response_bytes ({limit} bytes)",
+                    HTTP_STATUS,
+                    f"{redact(url)} redirects ({response.status_code}) to {where}: redirects "
+                    f"are not followed, so credentials and headers stay with the configured "
+                    f"host; set {self.options.setting}.url to the final address",
                 )
-            chunks.append(chunk)
-        return b"".join(chunks)
+            return response.status_code, self._read_capped(response, deadline)
+
+    def _failure(self, exc: Exception, shown: str, deadline: Deadline) -> UpstreamError:
+        """An exception of a request as an UpstreamError with its reason."""
+        timeout = self.options.timeout
+        if deadline.expired or isinstance(exc, requests.exceptions.ConnectTimeout):
+            return UpstreamError(TIMEOUT, f"{shown} did not answer within {timeout:g}s")
+        if isinstance(exc, requests.exceptions.SSLError):
+            return UpstreamError(
+                CONNECT, self.scrub(f"TLS error talking to {shown}: {tls_cause(exc)}")
+            )
+        if isinstance(exc, requests.exceptions.InvalidHeader):
+            return UpstreamError(
+                AUTH_FILE, "a configured header or credential is not a valid HTTP header value"
+            )
+        stalled = isinstance(exc, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) or (
+            isinstance(exc, requests.exceptions.ConnectionError)
+            and bool(exc.args)
+            and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
+        )
+        if stalled or isinstance(exc, requests.exceptions.ReadTimeout):
+            return UpstreamError(TIMEOUT, f"{shown} stalled mid-response for {timeout:g}s")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return UpstreamError(
+                CONNECT, self.scrub(f"cannot connect to {shown}: {_first_line(exc)}")
+            )
+        if isinstance(exc, requests.exceptions.RequestException):
+            return UpstreamError(
+                CONNECT, self.scrub(f"request to {shown} failed: {_first_line(exc)}")
+            )
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError, zlib.error)):
+            # Reading the body goes to urllib3 directly, so its errors arrive unwrapped.
+            return UpstreamError(
+                CONNECT, self.scrub(f"response from {shown} broke off: {_first_line(exc)}")
+            )
+        raise exc  # not a network failure: a bug, for the engine to report as one
+
+    def _read_capped(self, response: requests.Response, deadline: Deadline) -> bytearray:
+        """The body, decompressed, or UpstreamError past the size cap: the cap bounds what
+        is held in memory, compressed or not, and nothing past it is read."""
+        limit, setting = self.options.max_response_bytes, self.options.setting
+        too_large = UpstreamError(
+            TOO_LARGE, f"response larger than {setting}.max_response_bytes ({limit} bytes)"
+        )
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+            raise UpstreamError(MALFORMED, f"response in unsupported encoding {encoding!r}")
+        inflate = None if encoding in ("identity", "") else zlib.decompressobj(zlib.MAX_WBITS | 32)
+        declared = response.headers.get("Content-Length", "")
+        if inflate is None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        try:
+            while chunk := response.raw.read1(65536, decode_content=False):
+                if deadline.expired:
+                    raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
+                while chunk:
+                    # Inflate at most what still fits: a small compressed body cannot blow
+                    # up in memory (a gzip bomb stops at the cap).
+                    out = inflate.decompress(chunk, limit - len(body) + 1) if inflate else chunk
+                    chunk = inflate.unconsumed_tail if inflate else b""
+                    body += out
+                    if len(body) > limit:
+                        raise too_large
+            return body
+        except BaseException:
+            body.clear()  # whatever still refers to this frame, the memory goes now
+            raise
 
 
 def _read_secret(path: str) -> str:
@@ -174,7 +240,7 @@ def _read_secret(path: str) -> str:
         raise UpstreamError(AUTH_FILE, f"cannot read credentials file {path!r}: {why}") from None
 
 
-def snippet(body: bytes) -> str:
+def snippet(body: bytes | bytearray) -> str:
     """The start of a body on one line, for messages."""
     text = body[:200].decode("utf-8", "replace")
     return " ".join(text.split())[:120] or "(empty body)"
@@ -187,3 +253,26 @@ def _first_line(exc: BaseException) -> str:
     if match:
         return match.group(0).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def tls_cause(exc: BaseException) -> str:
+    """Why a TLS connection failed, in OpenSSL's words ("certificate verify failed:
+    self-signed certificate", "hostname mismatch, ..."): found in the chain of wrapped
+    exceptions, so it is not cut off behind requests' and urllib3's reprs."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {current.verify_message}"
+        if isinstance(current, ssl.SSLError):
+            return str(current.reason or current.strerror or current).lower()
+        stack += [a for a in current.args if isinstance(a, BaseException)]
+        stack += [e for e in (current.__cause__, current.__context__) if e is not None]
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            stack.append(reason)
+    return _first_line(exc)

@@ -3,10 +3,10 @@ queries over an `HttpFetcher`, every answer checked and every failure an `Upstre
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+import msgspec
 
 from exporter.config import PrometheusSettings
 from exporter.model.problems import (
@@ -61,61 +61,81 @@ class PrometheusClient:
     def query(self, promql: str, at: float) -> list[Sample]:
         """An instant vector query evaluated at `at` (Unix seconds)."""
         data = self._get("/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
-        result_type = data.get("resultType")
-        if result_type != "vector":
-            raise UpstreamError(MALFORMED, f"expected a vector result, got {result_type!r}")
-        result = data.get("result")
-        if not isinstance(result, list):
-            raise UpstreamError(MALFORMED, "result is not a list")
+        try:
+            kind = msgspec.json.decode(data, type=_ResultType).resultType
+            if kind != "vector":
+                raise UpstreamError(MALFORMED, f"expected a vector result, got {kind!r}")
+            items = msgspec.json.decode(data, type=_Vector).result
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise UpstreamError(MALFORMED, f"result is not a vector: {_why(exc)}") from None
         samples = []
-        for item in result:
+        for item in items:
             try:
-                labels = item["metric"]
-                _, raw = item["value"]
-                value = float(raw)
-            except (KeyError, TypeError, ValueError):
-                raise UpstreamError(MALFORMED, "a result item lacks metric or value") from None
-            if not isinstance(labels, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-            ):
-                raise UpstreamError(MALFORMED, "a result item's metric is not a string mapping")
-            samples.append(Sample(labels, value))
+                value = float(item.value[1])
+            except ValueError:
+                raise UpstreamError(
+                    MALFORMED, f"a result item's value {item.value[1][:40]!r} is not a number"
+                ) from None
+            samples.append(Sample(item.metric, value))
         return samples
 
-    def _get(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+    def _get(self, path: str, params: Mapping[str, str]) -> msgspec.Raw:
+        """The `data` of a successful answer; every other answer raises UpstreamError."""
         status, body = self.http.get(self.url + path, params)
         url, scrub = redact(self.url), self.http.scrub
-        payload = _decode(body)
-        if status >= 400 or (payload and payload.get("status") == "error"):
-            if payload and payload.get("status") == "error":
-                detail = f"{payload.get('errorType', 'error')}: {payload.get('error', '')}".strip()
+        start = snippet(body)
+        try:
+            payload: _Envelope | None = msgspec.json.decode(body, type=_Envelope)
+        except (msgspec.DecodeError, RecursionError):
+            payload = None
+        if status >= 400 or (payload is not None and payload.status == "error"):
+            if payload is not None and payload.status == "error":
+                detail = f"{payload.errorType or 'error'}: {payload.error or ''}".strip()
                 reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
             else:
-                detail = snippet(body)
-                reason = HTTP_STATUS
+                detail, reason = start, HTTP_STATUS
             raise UpstreamError(reason, scrub(f"HTTP {status} from {url}{path}: {detail}"))
         if payload is None:
-            raise UpstreamError(
-                MALFORMED, scrub(f"{url}{path} did not return JSON: {snippet(body)}")
-            )
-        if payload.get("status") != "success" or not isinstance(payload.get("data"), dict):
+            raise UpstreamError(MALFORMED, scrub(f"{url}{path} did not return JSON: {start}"))
+        if payload.status != "success" or not payload.data:
             raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
         # A querier's failed store (Thanos partial responses, VictoriaMetrics isPartial): the
         # result may lack series. PromQL's own annotations ("PromQL info: metric might not be
         # a counter ...", which older Prometheus and Thanos put under warnings) are not that.
-        warnings = [
-            str(w) for w in payload.get("warnings") or [] if not str(w).startswith("PromQL ")
-        ]
-        if warnings or payload.get("isPartial") is True:
+        warnings = [str(w) for w in payload.warnings or [] if not str(w).startswith("PromQL ")]
+        if warnings or payload.isPartial is True:
             detail = "; ".join(warnings) or "isPartial"
             raise UpstreamError(PARTIAL, scrub(f"{url}{path}: partial result: {detail}"))
-        data: dict[str, Any] = payload["data"]
-        return data
+        return payload.data
 
 
-def _decode(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return payload if isinstance(payload, dict) else None
+# The answer's shape, decoded straight into these (no intermediate dicts): less memory than a
+# generic JSON parse, and a nested document that is not this shape is refused early.
+
+
+class _Envelope(msgspec.Struct):
+    status: str | None = None
+    data: msgspec.Raw = msgspec.Raw()  # empty when absent
+    errorType: str | None = None
+    error: str | None = None
+    warnings: list[object] | None = None
+    isPartial: bool | None = None
+
+
+class _ResultType(msgspec.Struct):
+    resultType: str | None = None
+
+
+class _Item(msgspec.Struct):
+    metric: dict[str, str]
+    value: tuple[float, str]  # [evaluation time, "value"]
+
+
+class _Vector(msgspec.Struct):
+    result: list[_Item]
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc)[:160]

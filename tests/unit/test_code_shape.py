@@ -16,7 +16,7 @@ MAX_FUNCTION_LINES = 60
 # Who may import whom: each part imports only parts listed before it in its own tier or in
 # lower tiers (the order of docs/architecture.md).
 TIERS = (
-    ("text", "durations", "data", "signals"),
+    ("text", "durations", "data", "signals", "deadlines"),
     ("config",),
     ("model",),
     ("sources", "engine"),

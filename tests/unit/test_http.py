@@ -4,6 +4,9 @@ credentials on the wire, and secrets kept out of error messages. No mocks of `re
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
+import gzip
 import http.server
 import json
 import math
@@ -13,6 +16,8 @@ import ssl
 import subprocess
 import threading
 import time
+import tracemalloc
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +56,7 @@ class Reply:
     hold_before_headers: bool = False  # wait (up to HOLD_S) before answering at all
     stall_after: int | None = None  # send headers and this many body bytes, then stall
     echo_authorization: bool = False  # replace "{auth}" in body with the Authorization header
+    headers: dict[str, str] = field(default_factory=dict)  # more response headers
 
 
 @dataclass
@@ -113,6 +119,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
         self.end_headers()
         if reply.stall_after is not None:
             self.wfile.write(body[: reply.stall_after])
@@ -668,12 +676,16 @@ def test_tls_ca_file_trusts_certificate(
     assert client.query("up", 1.0) == [Sample({"pod": "tls"}, 7.0)]
 
 
-def test_tls_insecure_skip_verify(tls_prom: FakePrometheus, make_client: ClientFactory) -> None:
+def test_tls_insecure_skip_verify_says_so_once_not_per_request(
+    tls_prom: FakePrometheus, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     tls_prom.answer(body=vector(item("8", pod="insecure")))
     client = make_client(tls_prom.url, insecure_skip_verify=True)
-    with pytest.warns(Warning, match="Unverified HTTPS request"):
-        samples = client.query("up", 1.0)
-    assert samples == [Sample({"pod": "insecure"}, 8.0)]
+    with warnings.catch_warnings(record=True) as seen:
+        for _ in range(3):
+            assert client.query("up", 1.0) == [Sample({"pod": "insecure"}, 8.0)]
+    assert [str(w.message) for w in seen] == []  # not one warning per request on stderr
+    assert caplog.text.count("TLS certificates are not verified") == 1
 
 
 def test_partial_results_fail_but_promql_annotations_do_not(
@@ -691,3 +703,163 @@ def test_partial_results_fail_but_promql_annotations_do_not(
     notice = 'PromQL info: metric might not be a counter, name does not end in _total: "X"'
     prom.answer(body=envelope(warnings=[notice]))
     assert make_client(prom.url).query("rate(X[5m])", 1.0) == []
+
+
+# --------------------------------------------------------------------------- hostile upstreams
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], str]]:
+    """A loopback server that hands each connection to a script (after reading the request),
+    for answers no HTTP library would write."""
+    listeners: list[socket.socket] = []
+    done = threading.Event()
+
+    def start(script: Callable[[socket.socket], None]) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listeners.append(listener)
+
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.recv(65536)
+                    with contextlib.suppress(OSError):
+                        script(conn)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield start
+    done.set()
+    for listener in listeners:
+        listener.close()
+
+
+def test_trickled_headers_cannot_hold_a_request_past_its_timeout(
+    raw_server: Callable[[Callable[[socket.socket], None]], str], make_client: ClientFactory
+) -> None:
+    def trickle(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        for i in range(40):  # a header line every 0.1 s: each read well within the timeout
+            time.sleep(0.1)
+            conn.sendall(f"X-Slow-{i}: 1\r\n".encode())
+
+    client = make_client(raw_server(trickle), timeout=0.5)
+    started = time.monotonic()
+    error = expect_error(client, TIMEOUT)
+    assert time.monotonic() - started < 1.5
+    assert "did not answer within 0.5s" in str(error)
+
+
+def test_a_declared_length_over_the_cap_is_refused_unread(
+    raw_server: Callable[[Callable[[socket.socket], None]], str], make_client: ClientFactory
+) -> None:
+    sent: list[int] = []
+
+    def huge(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 400000000\r\n\r\n")
+        chunk = b"x" * 65536
+        for _ in range(6000):  # up to 400 MB, unless the client hangs up
+            conn.sendall(chunk)
+            sent.append(len(chunk))
+
+    client = make_client(raw_server(huge), max_response_bytes=1_000_000)
+    expect_error(client, TOO_LARGE)
+    time.sleep(0.2)
+    assert sum(sent) < 50_000_000  # the client hung up long before the end
+
+
+def test_a_gzip_bomb_stops_at_the_cap_and_gzip_within_it_is_read(
+    prom: FakePrometheus, make_client: ClientFactory
+) -> None:
+    bomb = gzip.compress(b" " * 50_000_000)  # 50 MB of spaces in about 50 KB
+    assert len(bomb) < 100_000
+    prom.answer(body=bomb, headers={"Content-Encoding": "gzip"})
+    tracemalloc.start()
+    try:
+        expect_error(make_client(prom.url, max_response_bytes=1_000_000), TOO_LARGE)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000  # never inflated past the cap (50 MB if it had been)
+    packed = gzip.compress(json.dumps(vector(item("3", pod="gz"))).encode())
+    prom.answer(body=packed, headers={"Content-Encoding": "gzip"})
+    assert make_client(prom.url).query("up", 1.0) == [Sample({"pod": "gz"}, 3.0)]
+    assert prom.requests[-1].headers["accept-encoding"] == "gzip"
+
+
+def test_a_refused_body_is_freed_at_once(prom: FakePrometheus, make_client: ClientFactory) -> None:
+    """No reference cycle keeps the partial body of a failed request alive until the next
+    garbage collection."""
+    prom.answer(body=b"[" + b"1," * 4_000_000 + b"1]")
+    client = make_client(prom.url, max_response_bytes=6_000_000)
+    gc.disable()
+    tracemalloc.start()
+    try:
+        expect_error(client, TOO_LARGE)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert held < 1_000_000
+
+
+def test_deeply_nested_json_is_malformed_not_a_crash(
+    prom: FakePrometheus, make_client: ClientFactory
+) -> None:
+    prom.answer(body=b'{"status":"success","data":' + b"[" * 200_000 + b"]" * 200_000 + b"}")
+    error = expect_error(make_client(prom.url), MALFORMED)
+    assert len(str(error)) < 300
+    prom.answer(body=b"[" * 200_000 + b"]" * 200_000)
+    expect_error(make_client(prom.url), MALFORMED)
+
+
+def test_redirects_are_refused_and_headers_never_follow(
+    prom: FakePrometheus, make_client: ClientFactory
+) -> None:
+    elsewhere = next(_serve())
+    try:
+        elsewhere.answer(body=vector())
+        prom.answer(status=302, headers={"Location": f"{elsewhere.url}/api/v1/query"})
+        client = make_client(prom.url, headers={"X-Scope-OrgID": "tenant-a"})
+        error = expect_error(client, HTTP_STATUS)
+        assert "redirects (302)" in str(error) and "prometheus.url" in str(error)
+        assert elsewhere.requests == []
+    finally:
+        elsewhere.release.set()
+
+
+def test_ca_file_wins_over_the_environment(
+    tls_prom: FakePrometheus,
+    make_client: ClientFactory,
+    certificate: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With REQUESTS_CA_BUNDLE naming the CA that signed the server, a configured ca_file of
+    another CA still decides: the server is refused, and the reason says why."""
+    other = tmp_path / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=other", "-keyout", str(tmp_path / "k.pem"),
+         "-out", str(other)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate[0]))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(certificate[0]))
+    tls_prom.answer(body=vector())
+    error = expect_error(make_client(tls_prom.url, ca_file=str(other)), CONNECT)
+    assert "certificate verify failed" in str(error)
+    assert make_client(tls_prom.url).query("up", 1.0) == []  # no ca_file: the environment's
+
+
+def test_a_missing_ca_file_is_named(prom: FakePrometheus, make_client: ClientFactory) -> None:
+    error = expect_error(make_client(prom.url, ca_file="/nonexistent/ca.pem"), AUTH_FILE)
+    assert str(error) == "prometheus.ca_file '/nonexistent/ca.pem' does not exist"
+    assert prom.requests == []

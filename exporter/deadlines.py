@@ -1,0 +1,117 @@
+"""Deadlines for work on sockets: a request to an upstream, a request from a client.
+
+Socket timeouts restart on every read, so a peer that trickles one line every few seconds
+holds an exchange far past its timeout. Work run under a `Deadline` registers its sockets
+with it (`watch`, or `watch_current` for the deadline of the running thread), and one
+watchdog thread shuts those sockets down when the deadline passes, which ends any read or
+write blocked on them at once. The work then fails, and the caller, seeing
+`deadline.expired`, reports a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+_local = threading.local()
+
+
+class Deadline:
+    """The moment a request must be over by; the sockets it uses are shut down then."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            late = self.expired
+        if late:
+            _shut(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def release(self) -> None:
+        """The request is over: its sockets (back in the pool) are no longer watched."""
+        with self._lock:
+            self._sockets = []
+
+    @staticmethod
+    @contextlib.contextmanager
+    def running(seconds: float) -> Iterator[Deadline]:
+        """A deadline for the request made inside the block, by this thread."""
+        deadline = Deadline(seconds)
+        _local.deadline = deadline
+        _watchdog().add(deadline)
+        try:
+            yield deadline
+        finally:
+            _local.deadline = None
+            deadline.release()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def watch_current(sock: socket.socket | None) -> None:
+    deadline: Deadline | None = getattr(_local, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _Watchdog:
+    """One daemon thread expiring deadlines in order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        threading.Thread(target=self._run, name="http-deadlines", daemon=True).start()
+
+    def add(self, deadline: Deadline) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap:
+                    self._wake.wait()
+                at, _, deadline = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            deadline.expire()
+
+
+_watchdog_lock = threading.Lock()
+_watchdog_instance: _Watchdog | None = None
+
+
+def _watchdog() -> _Watchdog:
+    global _watchdog_instance
+    with _watchdog_lock:
+        if _watchdog_instance is None:
+            _watchdog_instance = _Watchdog()
+        return _watchdog_instance
