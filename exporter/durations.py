@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+from exporter.text import short_repr
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
@@ -12,7 +14,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 def parse_duration(value: object) -> float:
     """Seconds in `value`; raises ValueError with a message fit for one error line."""
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h, 7d)")
+        raise ValueError(f"invalid duration {short_repr(value)} (use e.g. 30s, 5m, 1h, 7d)")
     if isinstance(value, (int, float)):
         seconds = float(value)
     elif isinstance(value, str):
@@ -27,11 +29,13 @@ def parse_duration(value: object) -> float:
                 seconds += float(match.group(1)) * _UNITS[match.group(2)]
                 pos = match.end()
             if pos != len(text) or not text:
-                raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h, 7d)") from None
+                raise ValueError(
+                    f"invalid duration {short_repr(value)} (use e.g. 30s, 5m, 1h, 7d)"
+                ) from None
     else:
-        raise ValueError(f"invalid duration {value!r} (use e.g. 30s, 5m, 1h, 7d)")
+        raise ValueError(f"invalid duration {short_repr(value)} (use e.g. 30s, 5m, 1h, 7d)")
     if not seconds > 0 or seconds == float("inf"):
-        raise ValueError(f"duration must be positive, got {value!r}")
+        raise ValueError(f"duration must be positive, got {short_repr(value)}")
     return seconds
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import reprlib
 
 
 def one_line(text: str) -> str:
@@ -21,3 +22,13 @@ def redact(text: str) -> str:
     parameters named like credentials (token, key, secret, password, auth, signature)."""
     text = re.sub(r"//[^/@\s]*@", "//<redacted>@", text)
     return _SECRET_PARAMETER.sub(r"\1<redacted>", text)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
+
+
+def short_repr(value: object, limit: int = 40) -> str:
+    """A value as it may appear in a message: bounded however large or deep it is."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,11 +23,31 @@ def default_document() -> dict[str, Any]:
     return document
 
 
+MAX_FILE_BYTES = 1_000_000  # a configuration is a few KB; more is a mistake or an attack
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without anchors and aliases: an alias repeats a node by reference, and a few
+    hundred bytes of nested aliases expand to billions of values once read."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+            raise yaml.YAMLError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                "supported in configuration files; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+
 def read_document(path: str) -> dict[str, Any]:
     """The mapping in a YAML file, or ConfigError with a one-line reason."""
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            text = handle.read(MAX_FILE_BYTES + 1)
+        if len(text) > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a config file")
+        data = yaml.load(text, Loader=_Loader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -36,11 +56,13 @@ def read_document(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: permission denied") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
+        problem = exc.problem or "invalid YAML"
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

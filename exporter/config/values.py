@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from exporter.durations import parse_duration
-from exporter.text import redact
+from exporter.text import redact, short_repr
 
 
 class Duration(float):
@@ -179,5 +179,5 @@ def kind_name(value: Any) -> str:
 
 
 def short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value as it may appear in an error line: bounded however large or deep it is."""
+    return short_repr(value)

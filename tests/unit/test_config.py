@@ -3,6 +3,7 @@ errors naming the key."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import ConfigError, default_document, load, merge, selector_problem
+from exporter.config import (
+    ConfigError,
+    build,
+    default_document,
+    load,
+    merge,
+    selector_problem,
+)
 from exporter.config.errors import MAX_LINE
 from exporter.durations import parse_duration, promql_duration
 from exporter.text import redact
@@ -502,3 +510,40 @@ def test_an_error_line_is_capped_however_long_the_value(tmp_path: Path) -> None:
     (line,) = caught.value.lines
     assert line.startswith("workload.default_preset: unknown preset 'xxx")
     assert len(line) == MAX_LINE and line.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # 9 levels of nine aliases each: 9**9 strings once expanded, from a few hundred bytes.
+        "a: &a [x,x,x,x,x,x,x,x,x]\n"
+        + "".join(
+            f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n"
+            for i in range(8)
+        )
+        + "workload: {default_preset: *i}\n",
+        "prometheus: &p {timeout: 5s}\ndirect: *p\n",
+    ],
+    ids=["alias-bomb", "plain-alias"],
+)
+def test_yaml_aliases_are_refused_in_one_line_at_once(tmp_path: Path, text: str) -> None:
+    started = time.monotonic()
+    message = error_for(tmp_path, text)
+    assert time.monotonic() - started < 1.0
+    assert "YAML aliases" in message and "not supported" in message
+    assert len(message) < 300
+
+
+def test_a_huge_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "# padding\n" * 200_000)
+    assert message.endswith("larger than 1000000 bytes, not a config file")
+
+
+def test_a_huge_nested_value_is_shown_short() -> None:
+    deep: object = "x"
+    for _ in range(50):
+        deep = [deep] * 3
+    with pytest.raises(ConfigError) as caught:
+        build(merge(default_document(), {"exporter": {"interval": deep}}))
+    (message,) = caught.value.lines
+    assert message.startswith("exporter.interval: invalid duration") and len(message) < 200
