@@ -162,7 +162,7 @@ class Engine:
             fig.compute(s, self.settings, self._history(observation, s.key)) for s in served
         )
         for s, f in zip(served, models, strict=True):
-            attributed_gpus = sum(p.gpus * p.share for p in s.pods)  # matches the power's share
+            attributed_gpus = sum(p.gpu_equivalents for p in s.pods)  # what the power is of
             self._lookback.observe(
                 f.key,
                 observation.time,

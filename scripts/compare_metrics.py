@@ -41,10 +41,17 @@ def _first(*modules: str):
     raise ModuleNotFoundError(modules[-1])
 
 
+def _nrp_cluster(sim):
+    try:
+        return _first("exporter.demo.nrp").nrp_cluster
+    except ModuleNotFoundError:
+        return sim.nrp_cluster
+
+
 def clusters(sim) -> dict[str, object]:
     """The NRP cluster with a load wave, a MIG node and time-sliced GPUs shared across models
     and within one, and a cluster of idle models."""
-    nrp = sim.nrp_cluster(wave=0.25)
+    nrp = _nrp_cluster(sim)(wave=0.25)
     a100 = "NVIDIA A100-SXM4-80GB"
 
     def shared(mig: int, b_serves: str):

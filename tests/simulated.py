@@ -85,10 +85,20 @@ def openmetrics_history(
     return "\n".join(lines) + "\n"
 
 
-def shared_gpu_cluster(mig: int = 0, b_serves: str = "m/b") -> SimCluster:
-    """One A100 node: pods a and b share GPU 0 (time-sliced copies, or MIG slices), c has GPU 1;
-    b serves `b_serves` (another model by default, or a second replica of a's)."""
-    node = SimNode("gpu-m.sdsc.optiputer.net", "NVIDIA A100-SXM4-80GB", 2, mig_instances=mig)
+def shared_gpu_cluster(
+    mig: int = 0, b_serves: str = "m/b", power_on_gpu_row: bool = False
+) -> SimCluster:
+    """One A100 node: pods a and b share GPU 0 (time-sliced copies, or MIG instances 1g.10gb
+    dealt in turn: a gets instances 0 and 2, b instance 1), c has GPU 1 (all its instances);
+    b serves `b_serves` (another model by default, or a second replica of a's). With MIG,
+    `power_on_gpu_row` puts the power on the GPU's own row instead of every instance."""
+    node = SimNode(
+        "gpu-m.sdsc.optiputer.net",
+        "NVIDIA A100-SXM4-80GB",
+        2,
+        mig_instances=mig,
+        mig_power_on_gpu_row=power_on_gpu_row,
+    )
     pods = (
         SimPod("ns", "a", "m/a", node.hostname, (0,), 200.0, 100.0, 10.0),
         SimPod("ns", "b", b_serves, node.hostname, (0,), 100.0, 50.0, 5.0),

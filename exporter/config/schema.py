@@ -72,6 +72,9 @@ class GpuLabels(Strict, frozen=True):
     node: LabelChoices
     gpu_model: LabelChoices
     gpu_id: LabelChoices
+    mig_instance: LabelChoices
+    mig_profile: LabelChoices
+    kubernetes_node: LabelChoices
 
 
 class TokenLabels(Strict, frozen=True):
@@ -190,6 +193,7 @@ class GpuSpec(Strict, frozen=True):
     memory_bandwidth_tbps: PositiveNumber | None = None
     max_power_w: PositiveNumber | None = None
     idle_power_w: PositiveNumber | None = None
+    mig_slices: Count | None = None  # compute slices of a whole GPU under MIG (7, or 4)
 
 
 class ModelSpec(Strict, frozen=True):
@@ -220,6 +224,13 @@ class UtilizationSettings(Strict, frozen=True):
     refresh: Duration = Duration(600.0)
 
 
+class PlausibilitySettings(Strict, frozen=True):
+    max_power_margin: Factor = Factor(1.25)
+    max_power_watts_per_gpu: PositiveNumber = PositiveNumber(1500.0)
+    max_tokens_per_second: PositiveNumber = PositiveNumber(1_000_000.0)
+    max_gpus_per_pod: Count = 64
+
+
 class UnderutilizedSettings(Strict, frozen=True):
     min_power_watts_per_gpu: NonNegativeNumber = NonNegativeNumber(20.0)
     utilization_below: Ratio | None = Ratio(0.10)
@@ -241,6 +252,7 @@ class Config(Strict, frozen=True, kw_only=True):
     catalog: CatalogSettings = CatalogSettings()
     utilization: UtilizationSettings = UtilizationSettings()
     underutilized: UnderutilizedSettings = UnderutilizedSettings()
+    plausibility: PlausibilitySettings = PlausibilitySettings()
 
 
 def as_dict(section: Struct) -> dict[str, Any]:

@@ -75,10 +75,19 @@ def _in_range(value: object, low: float, high: float, what: str) -> float:
     return number
 
 
+# Numbers in the configuration are physical quantities (W, g/kWh, J/token, TFLOP/s, tokens per
+# second, billions of parameters): none is anywhere near these bounds, and within them every
+# figure computed from them stays finite.
+LARGEST = 1e12
+SMALLEST = 1e-9
+
+
 def _positive(value: object) -> float:
     number = _number(value)
     if not number > 0:
         raise ValueError(f"must be greater than 0, got {number:g}")
+    if not SMALLEST <= number <= LARGEST:
+        raise ValueError(f"must be between {SMALLEST:g} and {LARGEST:g}, got {number:g}")
     return number
 
 
@@ -130,8 +139,8 @@ _metric_name = _prometheus_name(r"[a-zA-Z_:][a-zA-Z0-9_:]*", "metric name")
 _CHECKS: dict[type, Callable[[object], Any]] = {
     Duration: parse_duration,
     PositiveNumber: _positive,
-    NonNegativeNumber: lambda v: _in_range(v, 0.0, math.inf, ">= 0"),
-    Factor: lambda v: _in_range(v, 1.0, math.inf, ">= 1"),
+    NonNegativeNumber: lambda v: _in_range(v, 0.0, LARGEST, f"between 0 and {LARGEST:g}"),
+    Factor: lambda v: _in_range(v, 1.0, 100.0, "between 1 and 100"),
     Ratio: lambda v: _in_range(v, 0.0, 1.0, "between 0 and 1"),
     Regex: _regex,
     Url: _url,

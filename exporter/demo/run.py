@@ -13,7 +13,8 @@ from typing import Any, TextIO
 from exporter import PROG
 from exporter.config import ConfigError, build, default_document, merge
 from exporter.demo.endpoints import SimulatedEndpoints
-from exporter.demo.simulation import SimCluster, nrp_cluster, targets
+from exporter.demo.nrp import nrp_cluster
+from exporter.demo.simulation import SimCluster, targets
 from exporter.engine import Engine
 from exporter.exposition.report import table
 from exporter.exposition.server import parse_listen, start

@@ -24,6 +24,7 @@ from exporter.model.figures import (
     SCOPES,
     ModelFigures,
 )
+from exporter.model.problems import REASONS
 from exporter.model.snapshot import Snapshot
 
 PREFIX = "llm_carbon_"
@@ -272,7 +273,9 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_exporter_upstream_errors_total",
         "counter",
         ("upstream", "reason"),
-        "Upstream problems by reason since start; a failed cycle counts once.",
+        "Upstream problems by reason since start: a failed cycle counts once, a problem the "
+        "cycle survives (a refused reading, a missing series) once per cycle while it lasts. "
+        f"reason is one of {', '.join(REASONS)}.",
         "self",
     ),
     MetricSpec(

@@ -20,6 +20,7 @@ class GpuSpec:
     memory_bandwidth_tbps: float | None = None
     max_power_w: float | None = None
     idle_power_w: float | None = None
+    mig_slices: int | None = None  # compute slices of the whole GPU under MIG
 
     def peak_flops(self, precision: str) -> float:
         """Peak dense FLOP/s for a serving precision: FP8 where both the checkpoint and the GPU
@@ -48,6 +49,7 @@ _GPU_FIELDS = (
     "memory_bandwidth_tbps",
     "max_power_w",
     "idle_power_w",
+    "mig_slices",
 )
 _MODEL_FIELDS = ("total_params_b", "active_params_b", "precision")
 

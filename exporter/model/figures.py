@@ -110,7 +110,7 @@ def gpu_power(served: ServedModel) -> GpuPower:
         known=bool(pods) and not served.pods_without_gpus,
         watts=sum(p.power_w for p in pods),
         source=source,
-        attributed_gpus=sum(p.gpus * p.share for p in pods),
+        attributed_gpus=sum(p.gpu_equivalents for p in pods),
     )
 
 
@@ -177,7 +177,7 @@ def idle_floor(
         return history.idle_floor_w_per_gpu * attributed_gpus, "observed"
     idle_of = {name: spec.idle_power_w if spec else None for name, spec in gpu_specs.items()}
     if pods and all(idle_of[p.gpu_model] for p in pods):
-        return sum(p.gpus * p.share * (idle_of[p.gpu_model] or 0.0) for p in pods), "gpu_table"
+        return sum(p.gpu_equivalents * (idle_of[p.gpu_model] or 0.0) for p in pods), "gpu_table"
     return None, "unknown"
 
 
@@ -232,7 +232,7 @@ def model_flops_utilization(
     gpus = [g for g in known if g is not None]
     basis = "fp8" if spec.precision == "fp8" and all(g.fp8_tflops for g in gpus) else "bf16"
     peak = sum(  # one precision for all pods: the label names it
-        p.gpus * p.share * g.peak_flops(basis) for p, g in zip(pods, gpus, strict=True)
+        p.gpu_equivalents * g.peak_flops(basis) for p, g in zip(pods, gpus, strict=True)
     )
     return m.model_flops_utilization(tps, spec.active_params_b * 1e9, 1, peak), basis
 
@@ -300,11 +300,14 @@ def commercial(
 
 def attribution(pods: tuple[PodShare, ...]) -> str:
     """shared_pod: a pod serves several models (power split by token share); shared_gpu: a
-    GPU other models' pods hold too (charged in full, an upper bound); else exclusive."""
+    GPU other models' pods hold too (charged in full, an upper bound); mig_share: MIG
+    instances, charged their share of the GPU's power by instance size; else exclusive."""
     if any(p.share < 1 for p in pods):
         return "shared_pod"
     if any(p.shared_gpus for p in pods):
         return "shared_gpu"
+    if any(p.mig_gpus for p in pods):
+        return "mig_share"
     return "exclusive"
 
 

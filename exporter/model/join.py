@@ -24,6 +24,8 @@ class PodShare:
     shared_gpus: int
     busy_ratio: float | None
     share: float  # fraction of the pod's power attributed here (1 unless it serves several)
+    gpu_equivalents: float  # whole GPUs the power is the power of, x share (MIG: fractions)
+    mig_gpus: int = 0  # GPUs it holds MIG instances of
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
     so where the model's holding pods' shares of a GPU add up to more than 1 (two replicas
     on it), each is scaled down until they add up to 1, and the GPU is counted once. A GPU
     that pods outside the model also hold stays `shared_gpus`: charged in full, an upper
-    bound."""
+    bound. A GPU whose MIG instances several of the model's pods hold is already split by
+    instance size; it only counts once among the model's GPUs."""
     holding: dict[tuple[str, str], int] = defaultdict(int)  # the model's pods on each GPU
     shares: dict[tuple[str, str], float] = defaultdict(float)  # and their shares, summed
     for row, share in rows:
@@ -116,7 +119,9 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
     for row, share in sorted(rows, key=lambda r: (-r[1], r[0].pod, r[0].node)):
         keys = [(row.node, g.gpu_id) for g in row.shared]
         repeated = sum(1 for key in keys if key in seen)
-        seen.update(keys)
+        mig = [(row.node, gpu_id) for gpu_id in row.mig_gpus]
+        repeated_mig = sum(1 for key in mig if key in seen)
+        seen.update(keys, mig)
         excess = sum(
             g.power_w * share * (1 - 1 / shares[key])
             for g, key in zip(row.shared, keys, strict=True)
@@ -127,7 +132,7 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
                 pod=row.pod,
                 node=row.node,
                 gpu_model=row.gpu_model,
-                gpus=row.gpus - repeated,
+                gpus=row.gpus - repeated - repeated_mig,
                 power_w=max(0.0, row.power_w * share - excess),
                 power_source=row.power_source,
                 shared_gpus=sum(
@@ -135,6 +140,8 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
                 ),
                 busy_ratio=row.busy_ratio,
                 share=share,
+                gpu_equivalents=(row.equivalents - repeated) * share,
+                mig_gpus=len(row.mig_gpus),
             )
         )
     return out

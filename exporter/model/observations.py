@@ -39,10 +39,19 @@ class PodGpus:
     power_source: str  # ENERGY_COUNTER or POWER_GAUGE
     shared: tuple[SharedGpu, ...] = ()  # GPUs this pod shares with other pods, on `node`
     busy_ratio: float | None = None
+    # MIG: the physical GPUs (by id) whose instances the pod holds, and what it holds in all
+    # in whole GPUs (a 1g instance of a 7-slice GPU is 1/7); `power_w` is then its share of
+    # those GPUs' power.
+    mig_gpus: tuple[str, ...] = ()
+    gpu_equivalents: float | None = None  # None: `gpus` whole GPUs
 
     @property
     def shared_gpus(self) -> int:
         return len(self.shared)
+
+    @property
+    def equivalents(self) -> float:
+        return float(self.gpus) if self.gpu_equivalents is None else self.gpu_equivalents
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ QUERY_ERROR = "query_error"
 MALFORMED = "malformed_response"
 TOO_LARGE = "response_too_large"
 INVALID_VALUE = "invalid_value"
+IMPLAUSIBLE = "implausible"  # a value no hardware produces: withheld (sources/plausibility.py)
+NODE_MISMATCH = "node_mismatch"  # DCGM's node label disagrees with the Kubernetes node
 MISSING_SERIES = "missing_series"
 AUTH_FILE = "credentials_file"
 PARTIAL = "partial_response"
@@ -30,6 +32,8 @@ REASONS = (
     MALFORMED,
     TOO_LARGE,
     INVALID_VALUE,
+    IMPLAUSIBLE,
+    NODE_MISMATCH,
     MISSING_SERIES,
     AUTH_FILE,
     PARTIAL,

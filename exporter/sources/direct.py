@@ -6,10 +6,12 @@ and decides what an unreadable page costs."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from exporter.config import Config
+from exporter.model.mig import PRESENCE_FIELDS
 from exporter.model.observations import Observation, PodGpus, PodTokens, pods_serving
 from exporter.model.problems import (
     HTTP_STATUS,
@@ -23,10 +25,24 @@ from exporter.sources.direct_gpus import DcgmReader, first_label
 from exporter.sources.direct_tokens import TokenReader
 from exporter.sources.http import HttpFetcher, HttpOptions, snippet
 from exporter.sources.page_parser import Row, base_name, parse
+from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesKey, SeriesStore
 from exporter.text import redact
 
 Failures = dict[str, dict[str, UpstreamError]]  # upstream -> page URL -> why it was not read
+
+
+def server_name(token_metric: str) -> str:
+    """The inference server a token metric belongs to, by its prefix."""
+    for prefix, name in (
+        ("vllm:", "vllm"),
+        ("sglang:", "sglang"),
+        ("sglang_", "sglang"),
+        ("tgi_", "tgi"),
+    ):
+        if token_metric.startswith(prefix):
+            return name
+    return "inference_server"
 
 
 def _models_left_out(models: set[str]) -> str:
@@ -36,7 +52,6 @@ def _models_left_out(models: set[str]) -> str:
 
 class DirectSource:
     name = "direct"
-    upstreams = ("vllm", "dcgm")
     gpu_upstream = "dcgm"
 
     def __init__(
@@ -48,6 +63,9 @@ class DirectSource:
     ) -> None:
         self.config = config
         settings = config.direct
+        # The inference server's name in the `upstream` label and in logs (vllm, sglang, tgi).
+        self.server = server_name(config.upstream.metrics.prompt_tokens)
+        self.upstreams = (self.server, "dcgm")
         self.window = settings.window
         self.http = fetcher or HttpFetcher(
             HttpOptions(
@@ -63,19 +81,48 @@ class DirectSource:
         # An injected clock (tests, the benchmark) times both unless a window clock is given.
         self.window_clock = window_clock or clock or (lambda: time.monotonic())
         names = config.upstream.metrics
-        self._gpu_names = (
-            names.gpu_energy,
-            names.gpu_power,
-            names.gpu_util,
-            names.gpu_engine_active,
+        # The fields the figures read, and those that only show which pod holds a GPU (a MIG
+        # instance's row may carry no other).
+        self._gpu_names = tuple(
+            dict.fromkeys(
+                (
+                    names.gpu_energy,
+                    names.gpu_power,
+                    names.gpu_util,
+                    names.gpu_engine_active,
+                    *PRESENCE_FIELDS,
+                )
+            )
         )
         self._token_names = (names.prompt_tokens, names.generation_tokens)
         # Gauges with a ceiling: a ratio, and a percentage.
-        bounds = {base_name(names.gpu_engine_active): 1.0, base_name(names.gpu_util): 100.0}
-        self.store = SeriesStore(self.window, bounds)
-        self.gpus = DcgmReader(config, self.store)
-        self.tokens = TokenReader(config, self.store)
+        self._ceilings = {
+            base_name(names.gpu_engine_active): 1.0,
+            base_name(names.gpu_util): 100.0,
+        }
+        self._counters = {
+            base_name(n) for n in (names.gpu_energy, names.prompt_tokens, names.generation_tokens)
+        }
+        self._power = base_name(names.gpu_power)
+        self.plausible = Plausibility(config)
+        self.store = SeriesStore(self.window, self._judge)
+        self.gpus = DcgmReader(config, self.store, self.plausible)
+        self.tokens = TokenReader(config, self.store, self.plausible, self.server)
         self._requests = dict.fromkeys(self.upstreams, 0)
+
+    def _judge(
+        self, name: str, labels: Mapping[str, str], value: float, previous: float | None
+    ) -> Refusal | None:
+        """Whether a sample may enter its window (see `plausibility`): finite, not negative,
+        not a DCGM blank, within its field's ceiling; a power gauge within what its GPU can
+        draw; a counter not stepping back without a restart."""
+        refusal = self.plausible.sample(value, self._ceilings.get(name, math.inf))
+        if refusal is None and name == self._power:
+            product = first_label(labels, self.config.upstream.gpu_labels.gpu_model)
+            refusal = self.plausible.gpu_power(value, 1, product)
+        if refusal is None and name in self._counters and previous is not None:
+            refusal = self.plausible.counter_step(previous, value)
+        return refusal
 
     @property
     def requests_by_upstream(self) -> dict[str, int]:
@@ -91,17 +138,17 @@ class DirectSource:
         settings = self.config.direct
         problems: list[Problem] = []
         seen: set[SeriesKey] = set()
-        failed: Failures = {"dcgm": {}, "vllm": {}}
+        failed: Failures = {"dcgm": {}, self.server: {}}
         self.store.start_cycle()
         vllm_urls = list(dict.fromkeys(u for pod in settings.pods for u in pod.vllm_urls))
         dcgm = self._read_all(settings.dcgm_urls, "dcgm", self._gpu_names, seen, failed)
-        tokens = self._read_all(vllm_urls, "vllm", self._token_names, seen, failed)
-        pages = {"dcgm": len(set(settings.dcgm_urls)), "vllm": len(vllm_urls)}
+        tokens = self._read_all(vllm_urls, self.server, self._token_names, seen, failed)
+        pages = {"dcgm": len(set(settings.dcgm_urls)), self.server: len(vllm_urls)}
         _fail_if_wholly_unread(failed, pages)
         # What each unreadable inference-server page served when last read: left out now.
-        unread_models = {url: self.tokens.models_last_read(url) for url in failed["vllm"]}
+        unread_models = {url: self.tokens.models_last_read(url) for url in failed[self.server]}
         problems += self._unread_pages(failed, unread_models)
-        self.store.forget(seen, set(failed["dcgm"]) | set(failed["vllm"]))
+        self.store.forget(seen, set(failed["dcgm"]) | set(failed[self.server]))
         blind = self._blind(dcgm, tokens, problems)
         # Said once already: no GPU page at all, or a page that could not be read (whose
         # pods then have no GPU series).
@@ -180,14 +227,14 @@ class DirectSource:
                 else "no power from it this cycle"
             )
             problems.append(Problem("dcgm", exc.reason, f"{exc}; {cost}", frozenset(pods)))
-        for url, exc in failed["vllm"].items():
+        for url, exc in failed[self.server].items():
             pods = [
                 pod_ref(p.namespace or "", p.pod or "")
                 for p in self.config.direct.pods
                 if url in p.vllm_urls
             ]
             cost = _models_left_out(unread_models[url])
-            problems.append(Problem("vllm", exc.reason, f"{exc}; {cost}", frozenset(pods)))
+            problems.append(Problem(self.server, exc.reason, f"{exc}; {cost}", frozenset(pods)))
         return problems
 
     def _pods_on_gpu_page(self, url: str) -> list[str]:
@@ -214,7 +261,7 @@ class DirectSource:
         blind = set()
         usable = [self.tokens.check_page(url, rows, problems) for url, rows in tokens.items()]
         if usable and not any(usable):  # one server down is that pod's problem
-            blind.add("vllm")
+            blind.add(self.server)
         if dcgm and not any(dcgm.values()):
             problems.append(
                 Problem(
@@ -237,12 +284,12 @@ class DirectSource:
         """Every configured pod's GPUs and token rates. A model incomplete in one pod is
         left out in all (its other replicas alone would understate it), and a pod that
         served a left-out model cannot split its power: its GPUs are left out too."""
-        holders = self.gpus.holders(dcgm)
+        index = self.gpus.index(dcgm)
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)
         for pod in self.config.direct.pods:
-            gpus = self.gpus.pod_gpus(pod, dcgm, holders, [] if quiet else problems)
+            gpus = self.gpus.pod_gpus(pod, dcgm, index, [] if quiet else problems)
             if gpus is not None:
                 gpu_rows.append(gpus)
             rows, incomplete = self.tokens.pod_tokens(pod, tokens, unread_models, problems)

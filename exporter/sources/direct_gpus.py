@@ -1,11 +1,13 @@
 """The direct source's GPU side: which GPUs on the dcgm-exporter pages are a configured pod's,
 and their power, busy ratio and sharing, as one `PodGpus`.
 
-Only each pod's own GPUs count: DCGM series whose pod labels name the pod, or whose GPU id is
-configured for it (`direct.pods[].gpu_uuids`). A GPU that other pods also hold (MIG instances,
-time-sliced copies) is counted once per pod, at its whole power, and flagged
-(attribution="shared_gpu"); replicas of one model that share it count it once between them
-(see `exporter.model.join`).
+A pod's GPUs are those whose DCGM series carry its pod labels, or whose GPU id it claims
+(`direct.pods[].gpu_uuids`). A pod on MIG instances (labelled instance rows) is charged its
+instances' share of the GPU's power (`model.mig`), read from the GPU's own row where the
+instance rows carry no power. A whole GPU other pods also hold (time-sliced copies, or MIG
+instances seen on the page that the pod's claim does not tell apart) is counted at its whole
+power and flagged (attribution="shared_gpu"); replicas of one model that share it count it
+once between them (see `exporter.model.join`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.config import Config, DirectPod
+from exporter.model.mig import share_of_gpu
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, SharedGpu
-from exporter.model.problems import INVALID_VALUE, MISSING_SERIES, Problem, pod_ref
+from exporter.model.problems import MISSING_SERIES, NODE_MISMATCH, Problem, pod_ref
 from exporter.sources.page_parser import Row, base_name
+from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesStore, series_key
 
 UPSTREAM = "dcgm"
 Owner = tuple[str, str]  # (namespace, pod)
-Holders = Mapping[tuple[str, str], set[Owner]]  # (page, GPU id) -> pods labelled on it
+PageGpu = tuple[str, str]  # (page, GPU id)
 
 
 def first_label(labels: Mapping[str, str], choices: Iterable[str]) -> str:
@@ -39,22 +43,40 @@ class _Gpu:
 
 
 @dataclass
+class PageIndex:
+    """What the pages say about every GPU, whoever holds it: the pods labelled on it, the MIG
+    instances seen on it, and its own (instance-less) rows."""
+
+    holders: dict[PageGpu, set[Owner]] = field(default_factory=lambda: defaultdict(set))
+    instances: dict[PageGpu, set[str]] = field(default_factory=lambda: defaultdict(set))
+    gpu_rows: dict[PageGpu, list[Row]] = field(default_factory=lambda: defaultdict(list))
+
+
+@dataclass
 class _Readings:
-    """One pod's GPUs this cycle: each GPU's window values by field (MIG instances repeat
-    their GPU's readings, so a field may hold several), and its refused samples as (field,
-    GPU id, value)."""
+    """One pod's GPUs this cycle: each GPU's window values by field (MIG instances and the
+    GPU's own row repeat its readings, so a field may hold several), the MIG instances it
+    holds by their labels (id -> profile), and its refused samples as (field, GPU, why)."""
 
     fields: dict[_Gpu, dict[str, list[float]]] = field(default_factory=dict)
-    refused: list[tuple[str, str, float]] = field(default_factory=list)
+    instances: dict[_Gpu, dict[str, str]] = field(default_factory=dict)
+    refused: list[tuple[str, str, Refusal]] = field(default_factory=list)
+    seen: dict[_Gpu, set[str]] = field(default_factory=dict)  # fields with a series, valued or not
+
+    def add(self, gpu: _Gpu, name: str, value: float | None) -> None:
+        fields = self.fields.setdefault(gpu, {})
+        if value is not None:
+            fields.setdefault(name, []).append(value)
 
 
 class DcgmReader:
     """Reads configured pods' GPUs off the dcgm-exporter pages held in a `SeriesStore`."""
 
-    def __init__(self, config: Config, store: SeriesStore) -> None:
+    def __init__(self, config: Config, store: SeriesStore, plausible: Plausibility) -> None:
         names = config.upstream.metrics
         self.labels = config.upstream.gpu_labels
         self.store = store
+        self.plausible = plausible
         self.node = config.direct.node or ""
         self.energy = base_name(names.gpu_energy)
         self.power = base_name(names.gpu_power)
@@ -68,27 +90,35 @@ class DcgmReader:
             for gpu_id in pod.gpu_uuids:
                 self.claimed[gpu_id].add((pod.namespace or "", pod.pod or ""))
 
-    def holders(self, pages: Mapping[str, list[Row]]) -> Holders:
-        """The pods labelled on each (page, GPU id): the docs' "other pods use other
-        slices" (a series without a pod label holds nothing)."""
-        out: dict[tuple[str, str], set[Owner]] = defaultdict(set)
+    def _owner(self, labels: Mapping[str, str]) -> Owner:
+        return (first_label(labels, self.labels.namespace), first_label(labels, self.labels.pod))
+
+    def index(self, pages: Mapping[str, list[Row]]) -> PageIndex:
+        out = PageIndex()
         for page, rows in pages.items():
-            for _, labels, _ in rows:
+            for row in rows:
+                labels = row[1]
+                gpu = (page, first_label(labels, self.labels.gpu_id))
                 owner = self._owner(labels)
-                if owner[1]:
-                    out[(page, first_label(labels, self.labels.gpu_id))].add(owner)
+                if owner[1]:  # a series without a pod label holds nothing
+                    out.holders[gpu].add(owner)
+                instance = first_label(labels, self.labels.mig_instance)
+                if instance:
+                    out.instances[gpu].add(instance)
+                else:
+                    out.gpu_rows[gpu].append(row)
         return out
 
     def pod_gpus(
         self,
         pod: DirectPod,
         pages: Mapping[str, list[Row]],
-        holders: Holders,
+        index: PageIndex,
         problems: list[Problem],
     ) -> PodGpus | None:
         """The pod's GPUs, or None (with a problem saying why) when its power is unknown."""
         me = (pod.namespace or "", pod.pod or "")
-        readings = self._readings(me, set(pod.gpu_uuids), pages)
+        readings = self._readings(me, set(pod.gpu_uuids), pages, index)
         self._report_refused(me, readings.refused, problems)
         if not readings.fields:
             if not readings.refused:
@@ -103,75 +133,97 @@ class DcgmReader:
             return None
         power = self._power(readings)
         if power is None:
-            problems.append(
-                _pod_problem(
-                    me,
-                    MISSING_SERIES,
-                    f"no valid power reading yet for every GPU of {pod_ref(*me)}",
-                )
-            )
+            problems.append(_pod_problem(me, MISSING_SERIES, self._no_power(me, readings)))
             return None
         watts, source = power
+        shares = [self._share(gpu, readings) for gpu in readings.fields]
+        held = [1.0 if s is None else s for s in shares]  # of each GPU, in whole GPUs
         first = next(iter(readings.fields))
         return PodGpus(
             namespace=me[0],
             pod=me[1],
-            node=first.node or self.node,
+            node=self._node(me, first.node, problems),
             gpu_model=first.product,
             gpus=len(readings.fields),
-            power_w=sum(watts),
+            power_w=sum(w * h for w, h in zip(watts, held, strict=True)),
             power_source=source,
-            shared=self._shared(me, readings, watts, holders),
+            shared=self._shared(me, readings, watts, shares, index),
             busy_ratio=self._busy(readings),
+            mig_gpus=tuple(
+                g.gpu_id for g, s in zip(readings.fields, shares, strict=True) if s is not None
+            ),
+            gpu_equivalents=sum(held),
         )
 
     # ---- steps
 
-    def _owner(self, labels: Mapping[str, str]) -> Owner:
-        return (first_label(labels, self.labels.namespace), first_label(labels, self.labels.pod))
-
     def _readings(
-        self, me: Owner, wanted_ids: set[str], pages: Mapping[str, list[Row]]
+        self, me: Owner, wanted_ids: set[str], pages: Mapping[str, list[Row]], index: PageIndex
     ) -> _Readings:
-        """The pod's GPUs: series labelled with the pod, or of a GPU it claims by id."""
+        """The pod's GPUs: series labelled with the pod, or of a GPU it claims by id; for a
+        GPU whose MIG instances it holds, the GPU's own rows too (where its power may be)."""
         out = _Readings()
         for page, rows in pages.items():
             for name, labels, _ in rows:
                 gpu_id = first_label(labels, self.labels.gpu_id)
-                if not (self._owner(labels) == me or gpu_id in wanted_ids):
+                labelled = self._owner(labels) == me
+                if not (labelled or gpu_id in wanted_ids):
                     continue
-                gpu = _Gpu(
-                    page,
-                    gpu_id,
-                    first_label(labels, self.labels.node),
-                    first_label(labels, self.labels.gpu_model),
-                )
-                key = series_key(page, name, labels)
-                if key in self.store.invalid:
-                    out.refused.append((name, gpu_id, self.store.invalid[key]))
-                    out.fields.setdefault(gpu, {})  # still the pod's GPU, reading or not
-                    continue
-                window = self.store.windows[key]
-                value = window.updated_counter_rate() if name == self.energy else window.mean()
-                if value is not None:
-                    out.fields.setdefault(gpu, {}).setdefault(name, []).append(value)
+                gpu = self._gpu(page, labels)
+                instance = first_label(labels, self.labels.mig_instance)
+                if labelled and instance:
+                    profile = first_label(labels, self.labels.mig_profile)
+                    out.instances.setdefault(gpu, {})[instance] = profile
+                self._read(out, gpu, page, name, labels)
+        for gpu in out.instances:
+            for name, labels, _ in index.gpu_rows.get((gpu.page, gpu.gpu_id), []):
+                if self._owner(labels) != me:  # not already read as the pod's own row
+                    self._read(out, gpu, gpu.page, name, labels)
         # One GPU's refused reading spoils the field for the whole pod.
         for name in {name for name, _, _ in out.refused} & {self.energy, self.power}:
             for fields in out.fields.values():
                 fields.pop(name, None)
         return out
 
+    def _gpu(self, page: str, labels: Mapping[str, str]) -> _Gpu:
+        return _Gpu(
+            page,
+            first_label(labels, self.labels.gpu_id),
+            first_label(labels, self.labels.node),
+            first_label(labels, self.labels.gpu_model),
+        )
+
+    def _read(
+        self, out: _Readings, gpu: _Gpu, page: str, name: str, labels: Mapping[str, str]
+    ) -> None:
+        """One series' window value into the readings, or its refusal. An energy counter's
+        rate is checked against what the GPU can draw."""
+        key = series_key(page, name, labels)
+        out.seen.setdefault(gpu, set()).add(name)
+        refusal = self.store.refused.get(key)
+        if refusal is None and name == self.energy:
+            rate = self.store.windows[key].updated_counter_rate()
+            if rate is not None:
+                refusal = self.plausible.gpu_power(rate / 1000, 1, gpu.product)
+            if refusal is None:
+                out.add(gpu, name, rate)
+                return
+        if refusal is not None:
+            out.refused.append((name, gpu.gpu_id, refusal))
+            out.fields.setdefault(gpu, {})  # still one of the pod's GPUs, reading or not
+            return
+        out.add(gpu, name, self.store.windows[key].mean())
+
     def _report_refused(
-        self, me: Owner, refused: list[tuple[str, str, float]], problems: list[Problem]
+        self, me: Owner, refused: list[tuple[str, str, Refusal]], problems: list[Problem]
     ) -> None:
         consequences = {self.energy: "trying the power gauge", self.power: "power gauge not used"}
-        for name, gpu_id, value in refused:
+        for name, gpu_id, refusal in refused:
             problems.append(
                 _pod_problem(
                     me,
-                    INVALID_VALUE,
-                    f"{name} of GPU {gpu_id} for {pod_ref(*me)} is "
-                    f"{self.store.describe(name, value)}; "
+                    refusal.reason,
+                    f"{name} of GPU {gpu_id} for {pod_ref(*me)} is {refusal.why}; "
                     f"{consequences.get(name, 'busy ratio withheld')} this cycle",
                 )
             )
@@ -185,6 +237,26 @@ class DcgmReader:
         if all(self.power in f for f in gpus):
             return [max(f[self.power]) for f in gpus], POWER_GAUGE
         return None
+
+    def _no_power(self, me: Owner, readings: _Readings) -> str:
+        """Why the pod has no power: a GPU without any power or energy series (it will not
+        come), or windows still filling (it will)."""
+        for gpu in readings.fields:
+            if not readings.seen.get(gpu, set()) & {self.energy, self.power}:
+                return (
+                    f"GPU {gpu.gpu_id} of {pod_ref(*me)} has no {self.power} or {self.energy} "
+                    "series on its dcgm-exporter page"
+                )
+        return f"no valid power reading yet for every GPU of {pod_ref(*me)}"
+
+    def _share(self, gpu: _Gpu, readings: _Readings) -> float | None:
+        """The share of `gpu` the pod holds through MIG instances; None for a whole GPU (or
+        instances whose profile names no size)."""
+        instances = readings.instances.get(gpu)
+        if not instances:
+            return None
+        spec = self.plausible.catalog.gpu(gpu.product)
+        return share_of_gpu(instances.values(), spec.mig_slices if spec else None)
 
     def _busy(self, readings: _Readings) -> float | None:
         """Mean busy ratio over the pod's GPUs, each from its preferred field; None unless
@@ -200,18 +272,40 @@ class DcgmReader:
         return sum(busy) / len(busy) if len(busy) == len(readings.fields) else None
 
     def _shared(
-        self, me: Owner, readings: _Readings, watts: list[float], holders: Holders
+        self,
+        me: Owner,
+        readings: _Readings,
+        watts: list[float],
+        shares: list[float | None],
+        index: PageIndex,
     ) -> tuple[SharedGpu, ...]:
-        """The pod's GPUs that other pods hold too: labelled on the page or claimed by id."""
+        """The whole GPUs the pod holds that others hold too: labelled on the page, claimed by
+        id, or split into MIG instances the pod's claim does not tell apart (each a holder)."""
         out = []
-        for gpu, w in zip(readings.fields, watts, strict=True):
-            held_by = holders.get((gpu.page, gpu.gpu_id), set()) | self.claimed.get(
-                gpu.gpu_id, set()
-            )
-            count = len(held_by | {me})
+        for gpu, w, share in zip(readings.fields, watts, shares, strict=True):
+            if share is not None:
+                continue  # charged its MIG share: not shared in full
+            place = (gpu.page, gpu.gpu_id)
+            held_by = index.holders.get(place, set()) | self.claimed.get(gpu.gpu_id, set())
+            count = max(len(held_by | {me}), len(index.instances.get(place, ())))
             if count > 1:
                 out.append(SharedGpu(gpu.gpu_id, w, count))
         return tuple(out)
+
+    def _node(self, me: Owner, labelled: str, problems: list[Problem]) -> str:
+        """The pod's node: NODE_NAME (direct.node) where set, the DCGM label otherwise. Older
+        dcgm-exporter setups put the exporter's pod name or a container id in `Hostname`; a
+        disagreement is said (and counted) while it lasts."""
+        if self.node and labelled and labelled != self.node:
+            problems.append(
+                _pod_problem(
+                    me,
+                    NODE_MISMATCH,
+                    f"dcgm-exporter names the node of {pod_ref(*me)} {labelled!r}, NODE_NAME "
+                    f"says {self.node!r}: using {self.node!r} for its grid region",
+                )
+            )
+        return self.node or labelled
 
 
 def _pod_problem(me: Owner, reason: str, message: str) -> Problem:

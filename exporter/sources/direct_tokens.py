@@ -8,23 +8,25 @@ from collections.abc import Mapping
 
 from exporter.config import Config, DirectPod
 from exporter.model.observations import PodTokens
-from exporter.model.problems import INVALID_VALUE, MISSING_SERIES, Problem, pod_ref
+from exporter.model.problems import MISSING_SERIES, Problem, pod_ref
 from exporter.sources.direct_gpus import first_label
 from exporter.sources.page_parser import Row, base_name
+from exporter.sources.plausibility import Plausibility
 from exporter.sources.series_store import SeriesStore, series_key
-from exporter.sources.validation import describe_invalid
 from exporter.text import redact
-
-UPSTREAM = "vllm"
 
 
 class TokenReader:
-    def __init__(self, config: Config, store: SeriesStore) -> None:
+    def __init__(
+        self, config: Config, store: SeriesStore, plausible: Plausibility, upstream: str
+    ) -> None:
+        self.upstream = upstream
         names = config.upstream.metrics
         self.prompt, self.generation = names.prompt_tokens, names.generation_tokens
         self.model_labels = config.upstream.token_labels.model
         self.default_model = config.upstream.default_model
         self.store = store
+        self.plausible = plausible
 
     def _model(self, labels: Mapping[str, str]) -> str:
         return first_label(labels, self.model_labels) or self.default_model
@@ -39,7 +41,7 @@ class TokenReader:
         if not rows:
             problems.append(
                 Problem(
-                    UPSTREAM,
+                    self.upstream,
                     MISSING_SERIES,
                     f"page {redact(url)} has no {self.prompt} or {self.generation} series "
                     "(upstream.metrics)",
@@ -49,10 +51,12 @@ class TokenReader:
         if not self.default_model and not any(self._model(row[1]) for row in rows):
             problems.append(
                 Problem(
-                    UPSTREAM,
+                    self.upstream,
                     MISSING_SERIES,
-                    f"token series on {redact(url)} carry no model label "
-                    f"({', '.join(self.model_labels)}): set upstream.default_model (TGI has none)",
+                    f"token series on {redact(url)} carry none of the model labels "
+                    f"{', '.join(self.model_labels)}: add the label that names the model to "
+                    "upstream.token_labels.model (SGLang's first versions: name), or set "
+                    "upstream.default_model for a server whose series name none (TGI)",
                 )
             )
             return False
@@ -77,31 +81,33 @@ class TokenReader:
             if url not in pages:  # could not be read: what it served last is left out
                 incomplete |= unread_models[url]
                 continue
-            for series, labels, value in pages[url]:
+            for series, labels, _ in pages[url]:
                 model = self._model(labels)
                 if not model:
                     continue
                 phase = 0 if series == prompt else 1
                 phases[model].add(phase)
                 key = series_key(url, series, labels)
-                if key in self.store.invalid:
+                refusal = self.store.refused.get(key)
+                rate = None if refusal else self.store.windows[key].counter_rate()
+                if refusal is None and rate is not None:
+                    refusal = self.plausible.token_rate(rate)
+                if refusal is not None:
                     problems.append(
                         Problem(
-                            UPSTREAM,
-                            INVALID_VALUE,
-                            f"{series} for {ref} model {model!r} is {describe_invalid(value)}; "
-                            "model left out this cycle",
+                            self.upstream,
+                            refusal.reason,
+                            f"{series} for {ref} model {model!r} is {refusal.why}; model left "
+                            "out this cycle",
                             frozenset({ref}),
                         )
                     )
                     incomplete.add(model)
-                    continue
-                rate = self.store.windows[key].counter_rate()
-                if rate is None:
+                elif rate is None:
                     incomplete.add(model)  # one sample so far: a rate needs two
                 else:
                     rates[model][phase] += rate
-        incomplete |= _one_sided(ref, phases, problems)
+        incomplete |= _one_sided(self.upstream, ref, phases, problems)
         rows = [
             PodTokens(namespace, name, model, p, g)
             for model, (p, g) in sorted(rates.items())
@@ -110,7 +116,9 @@ class TokenReader:
         return rows, {(namespace, model) for model in incomplete}
 
 
-def _one_sided(ref: str, phases: Mapping[str, set[int]], problems: list[Problem]) -> set[str]:
+def _one_sided(
+    upstream: str, ref: str, phases: Mapping[str, set[int]], problems: list[Problem]
+) -> set[str]:
     """The models a pod shows only one of the two token series for: left out, with a
     problem each."""
     out = set()
@@ -118,7 +126,7 @@ def _one_sided(ref: str, phases: Mapping[str, set[int]], problems: list[Problem]
         if len(seen) < 2:
             problems.append(
                 Problem(
-                    UPSTREAM,
+                    upstream,
                     MISSING_SERIES,
                     f"{ref} model {model!r} has only one of the prompt and generation token "
                     "series; model left out",

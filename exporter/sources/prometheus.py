@@ -4,199 +4,24 @@ one `PodTokens` per pod and model, and a `Problem` for every row it cannot use."
 
 from __future__ import annotations
 
-import math
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from exporter.config import Config
-from exporter.model.observations import (
-    ENERGY_COUNTER,
-    POWER_GAUGE,
-    ModelHistory,
-    Observation,
-    PodGpus,
-    PodTokens,
-    SharedGpu,
-    pods_serving,
-)
+from exporter.model.observations import ModelHistory, Observation, pods_serving
 from exporter.model.problems import (
     INVALID_VALUE,
     MISSING_SERIES,
     Problem,
     UpstreamError,
-    pod_ref,
 )
+from exporter.sources.plausibility import Plausibility
 from exporter.sources.prometheus_api import PrometheusClient, Sample
-from exporter.sources.promql import GPU_ROW, REQUIRED, TOKEN_ROW, Queries
-from exporter.sources.validation import is_count, is_valid_value
+from exporter.sources.prometheus_rows import gpu_rows, token_rows
+from exporter.sources.promql import REQUIRED, Queries
 
 UPSTREAM = "prometheus"
-GpuKey = tuple[str, ...]  # GPU_ROW values: namespace, pod, node, GPU model
-
-
-def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
-    """Rows of a per-pod GPU query by pod key; rows of GPUs no pod holds are dropped."""
-    rows: dict[GpuKey, float] = {}
-    for sample in samples:
-        key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
-        if key[0] and key[1]:
-            rows[key] = sample.value
-    return rows
-
-
-def _invalid(query: str, value: float, key: GpuKey, consequence: str) -> Problem:
-    pod = pod_ref(key[0], key[1])
-    return Problem(
-        UPSTREAM,
-        INVALID_VALUE,
-        f"query {query}: {value!r} for pod {pod}; {consequence}",
-        frozenset({pod}),
-    )
-
-
-@dataclass(frozen=True)
-class _SharedReadings:
-    """The `shared_gpus` query's rows: per pod, each shared GPU's power by reading, and the
-    pods holding each (node, GPU)."""
-
-    watts: Mapping[GpuKey, Mapping[str, Mapping[str, float]]]
-    holders: Mapping[tuple[str, str], frozenset[GpuKey]]
-
-    @classmethod
-    def of(cls, samples: list[Sample]) -> _SharedReadings:
-        watts: dict[GpuKey, dict[str, dict[str, float]]] = defaultdict(dict)
-        holders: dict[tuple[str, str], set[GpuKey]] = defaultdict(set)
-        for sample in samples:
-            key = tuple(sample.labels.get(label, "") for label in GPU_ROW)
-            gpu_id = sample.labels.get("lce_gpu_id", "")
-            if not (key[0] and key[1] and gpu_id):
-                continue
-            holders[(key[2], gpu_id)].add(key)
-            reading = sample.labels.get("lce_reading", "")
-            watts[key].setdefault(gpu_id, {})[reading] = sample.value
-        return cls(watts, {k: frozenset(v) for k, v in holders.items()})
-
-    def of_pod(
-        self, key: GpuKey, source: str, problems: list[Problem]
-    ) -> tuple[SharedGpu, ...] | None:
-        """The pod's shared GPUs in the reading its power uses; None if one is invalid (its
-        replicas could not count the GPU once: the pod's power is withheld)."""
-        out = []
-        for gpu_id, readings in sorted(self.watts.get(key, {}).items()):
-            watts = readings.get(source, math.nan)
-            if not is_valid_value(watts):
-                problems.append(
-                    _invalid("shared_gpus", watts, key, "its power is unknown this cycle")
-                )
-                return None
-            out.append(SharedGpu(gpu_id, watts, len(self.holders[(key[2], gpu_id)])))
-        return tuple(out)
-
-
-def _pod_power(
-    key: GpuKey, tables: Mapping[str, Mapping[GpuKey, float]], problems: list[Problem]
-) -> tuple[float, str] | None:
-    """(W, reading) of a pod: the energy counter's rate where valid, else the gauge's mean."""
-    for query, kind in (("power_energy", ENERGY_COUNTER), ("power_gauge", POWER_GAUGE)):
-        value = tables[query].get(key)
-        if value is None:
-            continue
-        if is_valid_value(value):
-            return value, kind
-        fallback = (
-            "its power is unknown this cycle" if kind == POWER_GAUGE else "trying the power gauge"
-        )
-        problems.append(_invalid(query, value, key, fallback))
-    return None
-
-
-def _busy(key: GpuKey, busy: Mapping[GpuKey, float], problems: list[Problem]) -> float | None:
-    ratio = busy.get(key)
-    if ratio is not None and not (is_valid_value(ratio) and ratio <= 1):
-        problems.append(_invalid("busy", ratio, key, "busy ratio withheld"))
-        return None
-    return ratio
-
-
-def gpu_rows(results: Mapping[str, list[Sample]], problems: list[Problem]) -> list[PodGpus]:
-    """One row per pod and node with a valid GPU count and power (and, for GPUs it shares,
-    valid shared readings); every row left out says why in `problems`."""
-    tables = {name: _keyed(results.get(name, [])) for name in ("power_energy", "power_gauge")}
-    busy = _keyed(results.get("busy", []))
-    shared = _SharedReadings.of(results.get("shared_gpus", []))
-    rows = []
-    for key, gpus in _keyed(results.get("gpu_count", [])).items():
-        if not is_count(gpus):
-            problems.append(_invalid("gpu_count", gpus, key, "its GPUs are unknown this cycle"))
-            continue
-        power = _pod_power(key, tables, problems)
-        held = shared.of_pod(key, power[1], problems) if power is not None else None
-        if power is None or held is None:
-            continue  # its model's power is then incomplete, and withheld
-        rows.append(
-            PodGpus(
-                namespace=key[0],
-                pod=key[1],
-                node=key[2],
-                gpu_model=key[3],
-                gpus=int(gpus),
-                power_w=power[0],
-                power_source=power[1],
-                shared=held,
-                busy_ratio=_busy(key, busy, problems),
-            )
-        )
-    return rows
-
-
-def token_rows(
-    results: Mapping[str, list[Sample]], problems: list[Problem]
-) -> tuple[list[PodTokens], set[tuple[str, str]]]:
-    """Token rates per pod and model, and the pods that served a model left out. A model
-    with an invalid or one-sided row (a pod in one token query but not the other: a partial
-    result) is left out this cycle, with a problem, rather than shown with a wrong rate."""
-    rates: dict[tuple[str, ...], list[float | None]] = {}
-    left_out: set[tuple[str, str]] = set()
-    for index, name in enumerate(("prompt", "generation")):
-        for sample in results[name]:
-            key = tuple(sample.labels.get(label, "") for label in TOKEN_ROW)
-            if not all(key):
-                continue
-            rates.setdefault(key, [None, None])[index] = sample.value
-            if not is_valid_value(sample.value):
-                problems.append(
-                    Problem.of_pods(
-                        UPSTREAM,
-                        INVALID_VALUE,
-                        f"query {name}: {sample.value!r} for {key[0]}/{key[1]} model "
-                        f"{key[2]!r}; model left out this cycle",
-                        [pod_ref(key[0], key[1])],
-                    )
-                )
-                left_out.add((key[0], key[2]))
-    for (ns, pod, model), (prompt, generation) in rates.items():
-        if prompt is None or generation is None:
-            missing = "prompt" if prompt is None else "generation"
-            problems.append(
-                Problem.of_pods(
-                    UPSTREAM,
-                    MISSING_SERIES,
-                    f"pod {ns}/{pod} model {model!r} has no {missing} token series; model "
-                    "left out this cycle",
-                    [pod_ref(ns, pod)],
-                )
-            )
-            left_out.add((ns, model))
-    rows = [
-        PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
-        for (ns, pod, model), (p, g) in sorted(rates.items())
-        if (ns, model) not in left_out and p is not None and g is not None
-    ]
-    served = [(ns, pod, model) for ns, pod, model in rates]
-    return rows, pods_serving(served, left_out)
 
 
 class PrometheusSource:
@@ -215,6 +40,7 @@ class PrometheusSource:
         self.config = config
         self.client = client or PrometheusClient(config.prometheus)
         self.queries = Queries.build(config)
+        self.plausible = Plausibility(config)
         self.window = config.prometheus.window
         self._pool = ThreadPoolExecutor(
             max_workers=len(self.queries.per_cycle()), thread_name_prefix="promql"
@@ -248,9 +74,14 @@ class PrometheusSource:
                 )
             )
         self._refresh_history(at, problems)
-        tokens, unsure_pods = token_rows(results, problems)
+        tokens, left_out, served = token_rows(results, self.plausible, problems)
         # A pod whose other model was left out cannot split its power honestly this cycle.
-        gpus = [g for g in gpu_rows(results, problems) if (g.namespace, g.pod) not in unsure_pods]
+        unsure = pods_serving(served, left_out)
+        gpus = [
+            g
+            for g in gpu_rows(results, self.plausible, problems)
+            if (g.namespace, g.pod) not in unsure
+        ]
         return Observation(
             time=at,
             gpus=tuple(gpus),
@@ -304,7 +135,7 @@ class PrometheusSource:
                 key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
                 if not all(key):
                     continue
-                if is_valid_value(sample.value):
+                if self.plausible.token_rate(sample.value) is None:
                     history.setdefault(key, {})[name] = sample.value
                 else:
                     problems.append(

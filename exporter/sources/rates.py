@@ -28,6 +28,10 @@ class SeriesWindow:
     def __len__(self) -> int:
         return len(self._samples)
 
+    def last(self) -> float | None:
+        """The latest accepted value."""
+        return self._samples[-1][1] if self._samples else None
+
     def counter_rate(self) -> float | None:
         """Per-second increase of a counter over the window, from the second sample on. A
         decrease is a reset (process restart, driver reload): the counter restarted at 0,

@@ -3,14 +3,16 @@ samples of this cycle that were refused (never entering a window)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from exporter.sources.page_parser import Row
+from exporter.sources.plausibility import Refusal
 from exporter.sources.rates import SeriesWindow
-from exporter.sources.validation import describe_invalid, is_valid_value
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (page, name, labels)
+# Whether a sample may enter its series' window: (name, labels, value, the series' last
+# accepted value or None) -> why not, or None.
+Judge = Callable[[str, Mapping[str, str], float, float | None], Refusal | None]
 
 
 def series_key(page: str, name: str, labels: Mapping[str, str]) -> SeriesKey:
@@ -18,28 +20,27 @@ def series_key(page: str, name: str, labels: Mapping[str, str]) -> SeriesKey:
 
 
 class SeriesStore:
-    """`bounds`: ceilings of gauges that have one (a ratio, a percentage), by name."""
-
-    def __init__(self, window: float, bounds: Mapping[str, float]) -> None:
+    def __init__(self, window: float, judge: Judge) -> None:
         self.window = window
-        self.bounds = dict(bounds)
+        self.judge = judge
         self.windows: dict[SeriesKey, SeriesWindow] = {}
-        self.invalid: dict[SeriesKey, float] = {}  # this cycle's refused samples
+        self.refused: dict[SeriesKey, Refusal] = {}  # this cycle's refused samples
 
     def start_cycle(self) -> None:
-        self.invalid = {}
+        self.refused = {}
 
     def record(self, page: str, rows: Iterable[Row], now: float, seen: set[SeriesKey]) -> None:
-        """Adds each row's sample to its series' window. A NaN, infinite or negative sample,
-        or one above its field's ceiling, never enters a window (it would spoil every rate
-        and mean over it for a whole window): its series is marked invalid for this cycle."""
+        """Adds each row's sample to its series' window, unless the judge refuses it: a bad
+        sample would spoil every rate and mean over the window it entered, so it is marked
+        refused for this cycle instead."""
         for name, labels, value in rows:
             key = series_key(page, name, labels)
             seen.add(key)
-            if not is_valid_value(value) or value > self.bounds.get(name, math.inf):
-                self.invalid[key] = value
-                continue
             window = self.windows.get(key)
+            refusal = self.judge(name, labels, value, window.last() if window else None)
+            if refusal is not None:
+                self.refused[key] = refusal
+                continue
             if window is None:
                 window = self.windows[key] = SeriesWindow(self.window)
             window.add(now, value)
@@ -55,11 +56,3 @@ class SeriesStore:
         for kept_page, _, labels in self.windows:
             if kept_page == page:
                 yield dict(labels)
-
-    def describe(self, name: str, value: float) -> str:
-        """What is wrong with a refused sample of series `name`, in words that stay the same
-        while the fault lasts."""
-        bound = self.bounds.get(name)
-        if is_valid_value(value) and bound is not None:
-            return f"above its ceiling of {bound:g}"
-        return describe_invalid(value)

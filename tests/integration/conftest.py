@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from exporter.demo.endpoints import SimulatedEndpoints
-from exporter.demo.simulation import SimCluster, nrp_cluster
+from exporter.demo.nrp import nrp_cluster
+from exporter.demo.simulation import SimCluster
 from tests.harness import ExporterProcess, PrometheusServer
 from tests.live import start_prometheus
 

@@ -273,10 +273,13 @@ def test_token_series_without_a_model_label_say_what_to_set(
     finally:
         server.close()
     assert engine.state.snapshot.models == ()
-    assert engine.state.errors_total[("vllm", "missing_series")] == 2  # counted every cycle
-    assert engine.state.up == {"vllm": False, "dcgm": True}
+    # Counted every cycle, under the server's own name (not vllm's).
+    assert engine.state.errors_total[("tgi", "missing_series")] == 2
+    assert engine.state.up == {"tgi": False, "dcgm": True}
     said = [r.getMessage() for r in caplog.records if "default_model" in r.getMessage()]
     assert len(said) == 1, said  # logged once while it lasts
+    assert said[0].startswith("upstream tgi: ")
+    assert "upstream.token_labels.model" in said[0]  # the other way to name the model
 
 
 def two_pods(server: StaticPages, b_model: str) -> tuple[Config, Callable[..., dict]]:

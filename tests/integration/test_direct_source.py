@@ -17,8 +17,9 @@ from freezegun import freeze_time
 
 from exporter.config import build, default_document, load, merge
 from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.nrp import nrp_cluster
 from exporter.demo.run import demo_config
-from exporter.demo.simulation import EPOCH, nrp_cluster, targets
+from exporter.demo.simulation import EPOCH, targets
 from exporter.engine import Engine
 from exporter.sources.direct import DirectSource
 from tests.harness import (
@@ -135,41 +136,53 @@ def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> Non
     assert before > 0 and total - before == pytest.approx(1320 * 30 * 4, rel=0.1)
 
 
-@pytest.mark.parametrize("mig", [0, 3])
-def test_shared_and_mig_gpus_are_counted_once_and_flagged(mig: int) -> None:
-    endpoints = SimulatedEndpoints(shared_gpu_cluster(mig)).start()
+def _read(cluster) -> Engine:
+    endpoints = SimulatedEndpoints(cluster).start()
     try:
         config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
         with freeze_time(START) as frozen:
             engine = Engine(config, DirectSource(config))
             cycles(engine, frozen, 2)
-            a, c = figures(engine, "m/a"), figures(engine, "m/c")
     finally:
         endpoints.stop()
-    # GPU 0 is shared by pods a and b (time-sliced copies, or two MIG instances each):
-    # each is charged the whole GPU once (an upper bound) and says so.
+    return engine
+
+
+def test_time_sliced_gpus_are_counted_once_and_flagged() -> None:
+    engine = _read(shared_gpu_cluster())
+    a, c = figures(engine, "m/a"), figures(engine, "m/c")
+    # GPU 0 is shared by pods a and b (time-sliced copies): each is charged the whole GPU
+    # once (an upper bound: DCGM does not split it) and says so.
     assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
     assert a.info_value("attribution") == "shared_gpu"
-    # GPU 1 is pod c's alone; with MIG its three instances repeat one GPU's power.
     assert c.gpus == 1 and c.power_w["gpu"] == pytest.approx(150)
     assert c.info_value("attribution") == "exclusive"
 
 
+@pytest.mark.parametrize("on_gpu_row", [False, True], ids=["power-per-instance", "power-on-gpu"])
+def test_mig_instances_are_charged_their_share_of_the_gpu(on_gpu_row: bool) -> None:
+    """Three 1g.10gb instances per A100 (7 slices): on GPU 0, a holds two and b one; on
+    GPU 1, c holds all three. Wherever DCGM publishes the power (on every instance row, or
+    only on the GPU's own row, without pod labels), each pod draws its slices' share."""
+    engine = _read(shared_gpu_cluster(3, power_on_gpu_row=on_gpu_row))
+    a, b, c = (figures(engine, m) for m in ("m/a", "m/b", "m/c"))
+    assert a.power_w["gpu"] == pytest.approx(300 * 2 / 7)
+    assert b.power_w["gpu"] == pytest.approx(300 * 1 / 7)
+    assert c.power_w["gpu"] == pytest.approx(150 * 3 / 7)
+    for f in (a, b, c):
+        assert f.gpus == 1 and f.info_value("attribution") == "mig_share"
+        assert f.info_value("power_source") == "energy_counter"
+
+
 @pytest.mark.parametrize("mig", [0, 3])
 def test_replicas_of_one_model_on_one_gpu_count_it_once(mig: int) -> None:
-    endpoints = SimulatedEndpoints(shared_gpu_cluster(mig, b_serves="m/a")).start()
-    try:
-        config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
-        with freeze_time(START) as frozen:
-            engine = Engine(config, DirectSource(config))
-            cycles(engine, frozen, 2)
-            a = figures(engine, "m/a")
-    finally:
-        endpoints.stop()
-    # Pods a and b both report GPU 0's whole 300 W: the model draws it once, not twice.
-    assert a.gpus == 1 and a.power_w["gpu"] == pytest.approx(300)
+    a = figures(_read(shared_gpu_cluster(mig, b_serves="m/a")), "m/a")
+    # Pods a and b both report GPU 0's whole 300 W (time-sliced), or hold 2 + 1 of its 7
+    # slices (MIG): the model draws it once, and counts one GPU.
+    assert a.gpus == 1
+    assert a.power_w["gpu"] == pytest.approx(300 if not mig else 300 * 3 / 7)
     assert a.tokens_per_second["prompt"] == pytest.approx(150)
-    assert a.info_value("attribution") == "exclusive"  # nobody else holds GPU 0
+    assert a.info_value("attribution") == ("exclusive" if not mig else "mig_share")
 
 
 def dcgm_page(watts_mj: float) -> str:

@@ -34,13 +34,13 @@ import pytest
 import requests
 
 from exporter.config import Config, load
+from exporter.demo.nrp import nrp_cluster
 from exporter.demo.simulation import (
     GPU_PRODUCTS,
     SimCluster,
     SimNode,
     SimPod,
     Target,
-    nrp_cluster,
     targets,
 )
 from exporter.engine import Engine

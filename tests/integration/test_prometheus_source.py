@@ -288,8 +288,9 @@ def test_a_dcgm_exporter_rollout_inside_the_window_keeps_power_whole(
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 @pytest.mark.parametrize("mig", [0, 3])
 def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int, kind: str) -> None:
-    # Pods a and b are replicas of m/a on GPU 0 (time-sliced copies, or MIG slices): each pod's
-    # DCGM series carry the GPU's whole power, and the model must draw it once.
+    # Pods a and b are replicas of m/a on GPU 0: time-sliced copies, each pod's DCGM series
+    # carrying the GPU's whole power, which the model must draw once; or MIG instances (a
+    # holds 2 of the GPU's 7 slices, b 1), charged their share.
     cluster = shared_gpu_cluster(mig, b_serves="m/a")
     endpoints = SimulatedEndpoints(cluster).start()
     server = start_prometheus(tmp_path / "prometheus", endpoints, cluster, kind=kind)
@@ -299,13 +300,40 @@ def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int,
         server.stop()
         endpoints.stop()
     a, c = {"namespace": "ns", "model": "m/a"}, {"namespace": "ns", "model": "m/c"}
+    share = 3 / 7 if mig else 1.0
     assert one(samples, "llm_carbon_gpus", **a) == 1
-    assert one(samples, "llm_carbon_power_watts", scope="gpu", **a) == pytest.approx(300, rel=0.01)
+    power = one(samples, "llm_carbon_power_watts", scope="gpu", **a)
+    assert power == pytest.approx(300 * share, rel=0.01)
     assert one(samples, "llm_carbon_tokens_per_second", phase="prompt", **a) == pytest.approx(
         150, rel=0.01
     )
-    assert pick(samples, "llm_carbon_model_info", **a)[0][0]["attribution"] == "exclusive"
-    assert one(samples, "llm_carbon_power_watts", scope="gpu", **c) == pytest.approx(150, rel=0.01)
+    attribution = pick(samples, "llm_carbon_model_info", **a)[0][0]["attribution"]
+    assert attribution == ("mig_share" if mig else "exclusive")
+    power_c = one(samples, "llm_carbon_power_watts", scope="gpu", **c)
+    assert power_c == pytest.approx(150 * share, rel=0.01)
+
+
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
+def test_mig_power_on_the_gpu_row_is_split_by_instance(tmp_path, exporter_factory, kind) -> None:
+    """dcgm-exporter with GPU rows selected too: the power is on the GPU's own row (no pod
+    labels, no instance id), the pods on the instance rows. Each pod gets its slices' share
+    of the GPU's power, where before it got no power at all."""
+    cluster = shared_gpu_cluster(3, power_on_gpu_row=True)
+    endpoints = SimulatedEndpoints(cluster).start()
+    server = start_prometheus(tmp_path / "prometheus", endpoints, cluster, kind=kind)
+    try:
+        samples = exporter_factory(config_for(server.url)).samples()
+    finally:
+        server.stop()
+        endpoints.stop()
+    for model, expected in (("m/a", 300 * 2 / 7), ("m/b", 300 / 7), ("m/c", 150 * 3 / 7)):
+        labels = {"namespace": "ns", "model": model}
+        assert one(samples, "llm_carbon_power_watts", scope="gpu", **labels) == pytest.approx(
+            expected, rel=0.01
+        )
+        assert pick(samples, "llm_carbon_model_info", **labels)[0][0]["attribution"] == (
+            "mig_share"
+        )
 
 
 class EchoingUpstream(ThreadingHTTPServer):

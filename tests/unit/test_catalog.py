@@ -33,6 +33,7 @@ GPU_NAMES = {
     "Quadro RTX 8000": "Quadro RTX 8000",
     "Tesla V100-SXM2-32GB": "V100 SXM2",
     "Tesla V100-PCIE-16GB": "V100 PCIe",
+    "NVIDIA A30": "A30",
 }
 NOT_IN_THE_GPU_TABLE = [
     "NVIDIA RTX A4000",
@@ -41,7 +42,7 @@ NOT_IN_THE_GPU_TABLE = [
     "NVIDIA A10G",
     "NVIDIA H20",
     "NVIDIA H800",
-    "NVIDIA A30",
+    "NVIDIA A30X",
     "NVIDIA RTX 6000 Ada Generation",
     "NVIDIA GeForce RTX 4090",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.demo.simulation import nrp_cluster, page, targets
+from exporter.demo.nrp import nrp_cluster
+from exporter.demo.simulation import page, targets
 from exporter.sources.page_parser import filter_lines, parse
 
 DCGM = """# HELP DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION Total energy consumption since boot (in mJ).

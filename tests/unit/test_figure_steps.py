@@ -29,7 +29,7 @@ def share(
     shared_gpus: int = 0,
     busy: float | None = None,
 ) -> PodShare:
-    return PodShare(pod, node, product, gpus, watts, source, shared_gpus, busy, share)
+    return PodShare(pod, node, product, gpus, watts, source, shared_gpus, busy, share, gpus * share)
 
 
 def served(*pods: PodShare, missing: tuple[str, ...] = (), tps: float = 1000.0) -> ServedModel:

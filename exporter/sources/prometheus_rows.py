@@ -1,0 +1,337 @@
+"""Rows of the Prometheus source's queries as observations: one `PodGpus` per pod and node
+(whole GPUs and MIG instances merged), one `PodTokens` per pod and model. Every row that
+cannot be used is a `Problem`, and every value passes `plausibility` first."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from exporter.model.mig import share_of_gpu
+from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, PodTokens, SharedGpu
+from exporter.model.problems import (
+    IMPLAUSIBLE,
+    MISSING_SERIES,
+    NODE_MISMATCH,
+    Problem,
+    pod_ref,
+)
+from exporter.sources.plausibility import Plausibility, Refusal
+from exporter.sources.prometheus_api import Sample
+from exporter.sources.promql import GLITCH, GPU_ROW, HOSTS, TOKEN_ROW
+
+UPSTREAM = "prometheus"
+GpuKey = tuple[str, ...]  # GPU_ROW values: namespace, pod, node, GPU model
+Results = Mapping[str, list[Sample]]
+
+
+def _key(sample: Sample, labels: tuple[str, ...] = GPU_ROW) -> GpuKey:
+    return tuple(sample.labels.get(label, "") for label in labels)
+
+
+def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
+    """Values of a per-pod GPU query by pod key; rows of GPUs no pod holds, and tagged rows
+    (glitches, host names), are left out."""
+    rows: dict[GpuKey, float] = {}
+    for sample in samples:
+        key = _key(sample)
+        if key[0] and key[1] and GLITCH not in sample.labels and HOSTS not in sample.labels:
+            rows[key] = sample.value
+    return rows
+
+
+def _tagged(samples: list[Sample], tag: str, labels: tuple[str, ...] = GPU_ROW) -> set[GpuKey]:
+    return {_key(s, labels) for s in samples if tag in s.labels}
+
+
+def _refused(query: str, key: GpuKey, refusal: Refusal, consequence: str) -> Problem:
+    pod = pod_ref(key[0], key[1])
+    return Problem(
+        UPSTREAM,
+        refusal.reason,
+        f"query {query}: pod {pod} is {refusal.why}; {consequence}",
+        frozenset({pod}),
+    )
+
+
+@dataclass(frozen=True)
+class _SharedReadings:
+    """The `shared_gpus` query's rows: per pod, each shared GPU's power by reading, and the
+    pods holding each (node, GPU)."""
+
+    watts: Mapping[GpuKey, Mapping[str, Mapping[str, float]]]
+    holders: Mapping[tuple[str, str], frozenset[GpuKey]]
+
+    @classmethod
+    def of(cls, samples: list[Sample]) -> _SharedReadings:
+        watts: dict[GpuKey, dict[str, dict[str, float]]] = defaultdict(dict)
+        holders: dict[tuple[str, str], set[GpuKey]] = defaultdict(set)
+        for sample in samples:
+            key = _key(sample)
+            gpu_id = sample.labels.get("lce_gpu_id", "")
+            if not (key[0] and key[1] and gpu_id):
+                continue
+            holders[(key[2], gpu_id)].add(key)
+            reading = sample.labels.get("lce_reading", "")
+            watts[key].setdefault(gpu_id, {})[reading] = sample.value
+        return cls(watts, {k: frozenset(v) for k, v in holders.items()})
+
+    def of_pod(
+        self, key: GpuKey, source: str, plausible: Plausibility, problems: list[Problem]
+    ) -> tuple[SharedGpu, ...] | None:
+        """The pod's shared GPUs in the reading its power uses; None if one is refused (its
+        replicas could not count the GPU once: the pod's power is withheld)."""
+        out = []
+        for gpu_id, readings in sorted(self.watts.get(key, {}).items()):
+            watts = readings.get(source, math.nan)
+            refusal = plausible.gpu_power(watts, 1, key[3])
+            if refusal is not None:
+                problems.append(
+                    _refused("shared_gpus", key, refusal, "its power is unknown this cycle")
+                )
+                return None
+            out.append(SharedGpu(gpu_id, watts, len(self.holders[(key[2], gpu_id)])))
+        return tuple(out)
+
+
+@dataclass
+class _Mig:
+    """What the `mig` query says: the instances each pod holds (GPU id -> instance ->
+    profile) and each MIG GPU's power by reading."""
+
+    held: dict[GpuKey, dict[str, dict[str, str]]] = field(default_factory=dict)
+    power: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, samples: list[Sample]) -> _Mig:
+        out = cls()
+        for sample in samples:
+            labels = sample.labels
+            key, gpu_id = _key(sample), labels.get("lce_gpu_id", "")
+            reading = labels.get("lce_reading")
+            if reading:
+                out.power.setdefault((key[2], gpu_id), {})[reading] = sample.value
+            elif key[0] and key[1] and gpu_id:
+                instances = out.held.setdefault(key, {}).setdefault(gpu_id, {})
+                instances[labels.get("lce_mig_instance", "")] = labels.get("lce_mig_profile", "")
+        return out
+
+    def of_pod(
+        self, key: GpuKey, plausible: Plausibility, problems: list[Problem]
+    ) -> PodGpus | None:
+        """The pod's share of the GPUs whose instances it holds, as a PodGpus (its
+        whole GPUs are merged in by the caller); None, said, when a GPU's power is unknown."""
+        held = self.held[key]
+        spec = plausible.catalog.gpu(key[3])
+        readings = [self.power.get((key[2], gpu_id), {}) for gpu_id in held]
+        source = ENERGY_COUNTER if all(ENERGY_COUNTER in r for r in readings) else POWER_GAUGE
+        watts, equivalents, shared = 0.0, 0.0, []
+        for (gpu_id, instances), reading in zip(held.items(), readings, strict=True):
+            gpu_w = reading.get(source, math.nan)
+            refusal = (
+                Refusal(MISSING_SERIES, "without power or energy series for a MIG GPU")
+                if source not in reading
+                else plausible.gpu_power(gpu_w, 1, key[3])
+            )
+            if refusal is not None:
+                problems.append(_refused("mig", key, refusal, "its power is unknown this cycle"))
+                return None
+            share = share_of_gpu(instances.values(), spec.mig_slices if spec else None)
+            if share is None:  # a profile of unknown size: the whole GPU, an upper bound
+                shared.append(SharedGpu(gpu_id, gpu_w, max(len(instances), 2)))
+            watts += gpu_w * (1.0 if share is None else share)
+            equivalents += 1.0 if share is None else share
+        return PodGpus(
+            namespace=key[0],
+            pod=key[1],
+            node=key[2],
+            gpu_model=key[3],
+            gpus=len(held),
+            power_w=watts,
+            power_source=source,
+            shared=tuple(shared),
+            mig_gpus=tuple(gpu_id for gpu_id in held),
+            gpu_equivalents=equivalents,
+        )
+
+
+def _pod_power(
+    key: GpuKey,
+    gpus: float,
+    tables: Mapping[str, Mapping[GpuKey, float]],
+    glitched: set[GpuKey],
+    plausible: Plausibility,
+    problems: list[Problem],
+) -> tuple[float, str] | None:
+    """(W, reading) of a pod: the energy counter's rate where plausible, else the gauge's
+    mean."""
+    for query, kind in (("power_energy", ENERGY_COUNTER), ("power_gauge", POWER_GAUGE)):
+        value = tables[query].get(key)
+        if value is None:
+            continue
+        refusal = plausible.gpu_power(value, gpus, key[3])
+        if refusal is None and kind == ENERGY_COUNTER and key in glitched:
+            refusal = Refusal(IMPLAUSIBLE, "an energy counter that stepped back, not to zero")
+        if refusal is None:
+            return value, kind
+        fallback = (
+            "its power is unknown this cycle" if kind == POWER_GAUGE else "trying the power gauge"
+        )
+        problems.append(_refused(query, key, refusal, fallback))
+    return None
+
+
+def _busy(
+    key: GpuKey, busy: Mapping[GpuKey, float], plausible: Plausibility, problems: list[Problem]
+) -> float | None:
+    ratio = busy.get(key)
+    if ratio is None:
+        return None
+    refusal = plausible.sample(ratio, ceiling=1.0)
+    if refusal is not None:
+        problems.append(_refused("busy", key, refusal, "busy ratio withheld"))
+        return None
+    return ratio
+
+
+def _whole_gpus(
+    key: GpuKey,
+    gpus: float,
+    results: Results,
+    shared: _SharedReadings,
+    plausible: Plausibility,
+    problems: list[Problem],
+) -> PodGpus | None:
+    refusal = plausible.gpu_count(gpus)
+    if refusal is not None:
+        problems.append(_refused("gpu_count", key, refusal, "its GPUs are unknown this cycle"))
+        return None
+    tables = {name: _keyed(results.get(name, [])) for name in ("power_energy", "power_gauge")}
+    glitched = _tagged(results.get("power_energy", []), GLITCH)
+    power = _pod_power(key, gpus, tables, glitched, plausible, problems)
+    held = shared.of_pod(key, power[1], plausible, problems) if power is not None else None
+    if power is None or held is None:
+        return None  # its model's power is then incomplete, and withheld
+    return PodGpus(
+        namespace=key[0],
+        pod=key[1],
+        node=key[2],
+        gpu_model=key[3],
+        gpus=int(gpus),
+        power_w=power[0],
+        power_source=power[1],
+        shared=held,
+        busy_ratio=_busy(key, _keyed(results.get("busy", [])), plausible, problems),
+    )
+
+
+def _merged(whole: PodGpus, mig: PodGpus) -> PodGpus:
+    """A pod holding whole GPUs and MIG instances on one node."""
+    return PodGpus(
+        namespace=whole.namespace,
+        pod=whole.pod,
+        node=whole.node,
+        gpu_model=whole.gpu_model,
+        gpus=whole.gpus + mig.gpus,
+        power_w=whole.power_w + mig.power_w,
+        power_source=whole.power_source,
+        shared=whole.shared + mig.shared,
+        busy_ratio=None,  # the instances have none of their own here
+        mig_gpus=mig.mig_gpus,
+        gpu_equivalents=whole.equivalents + mig.equivalents,
+    )
+
+
+def gpu_rows(results: Results, plausible: Plausibility, problems: list[Problem]) -> list[PodGpus]:
+    """One row per pod and node with a plausible GPU count and power (whole GPUs, MIG shares,
+    or both); every pod left out says why in `problems`."""
+    counts = _keyed(results.get("gpu_count", []))
+    shared = _SharedReadings.of(results.get("shared_gpus", []))
+    mig = _Mig.of(results.get("mig", []))
+    _check_hosts(results.get("gpu_count", []), problems)
+    rows = []
+    for key in sorted(counts.keys() | mig.held.keys()):
+        whole = (
+            _whole_gpus(key, counts[key], results, shared, plausible, problems)
+            if key in counts
+            else None
+        )
+        if key in counts and whole is None:
+            continue
+        split = mig.of_pod(key, plausible, problems) if key in mig.held else None
+        if key in mig.held and split is None:
+            continue
+        row = _merged(whole, split) if whole and split else whole or split
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _check_hosts(samples: list[Sample], problems: list[Problem]) -> None:
+    """Where a Kubernetes node label names a pod's node, dcgm-exporter's own name for it must
+    agree: older setups put the exporter's pod name or a container id there."""
+    for sample in samples:
+        if HOSTS not in sample.labels:
+            continue
+        key, host = _key(sample), sample.labels.get("lce_host", "")
+        if key[0] and key[1] and host and host != key[2]:
+            pod = pod_ref(key[0], key[1])
+            problems.append(
+                Problem(
+                    UPSTREAM,
+                    NODE_MISMATCH,
+                    f"dcgm-exporter names the node of pod {pod} {host!r}, the Kubernetes node "
+                    f"label says {key[2]!r}: using {key[2]!r} for its grid region",
+                    frozenset({pod}),
+                )
+            )
+
+
+def token_rows(
+    results: Results, plausible: Plausibility, problems: list[Problem]
+) -> tuple[list[PodTokens], set[tuple[str, str]], list[tuple[str, str, str]]]:
+    """Token rates per pod and model, the (namespace, model) keys left out, and every (pod,
+    model) served. A model with a refused or one-sided row (a pod in one token query but not
+    the other: a partial result), or a counter that stepped back, is left out this cycle,
+    with a problem, rather than shown with a wrong rate."""
+    rates: dict[GpuKey, list[float | None]] = {}
+    left_out: set[tuple[str, str]] = set()
+
+    def leave_out(key: GpuKey, reason: str, text: str) -> None:
+        problems.append(Problem(UPSTREAM, reason, text, frozenset({pod_ref(key[0], key[1])})))
+        left_out.add((key[0], key[2]))
+
+    for index, name in enumerate(("prompt", "generation")):
+        for sample in results[name]:
+            key = _key(sample, TOKEN_ROW)
+            if not all(key):
+                continue
+            where = f"query {name}: {key[0]}/{key[1]} model {key[2]!r}"
+            if GLITCH in sample.labels:
+                stepped = "a token counter stepped back, not to zero"
+                leave_out(key, IMPLAUSIBLE, f"{where}: {stepped}; model left out this cycle")
+                continue
+            rates.setdefault(key, [None, None])[index] = sample.value
+            refusal = plausible.token_rate(sample.value)
+            if refusal is not None:
+                leave_out(
+                    key, refusal.reason, f"{where} is {refusal.why}; model left out this cycle"
+                )
+    for key, (prompt, generation) in rates.items():
+        if prompt is None or generation is None:
+            missing = "prompt" if prompt is None else "generation"
+            leave_out(
+                key,
+                MISSING_SERIES,
+                f"pod {key[0]}/{key[1]} model {key[2]!r} has no {missing} token series; model "
+                "left out this cycle",
+            )
+    rows = [
+        PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
+        for (ns, pod, model), (p, g) in sorted(rates.items())
+        if (ns, model) not in left_out and p is not None and g is not None
+    ]
+    served = [(key[0], key[1], key[2]) for key in rates]
+    return rows, left_out, served
