@@ -270,23 +270,23 @@ def gpu_rows(results: Results, plausible: Plausibility, problems: list[Problem])
 
 
 def _check_hosts(samples: list[Sample], problems: list[Problem]) -> None:
-    """Where a Kubernetes node label names a pod's node, dcgm-exporter's own name for it must
-    agree: older setups put the exporter's pod name or a container id there."""
+    """Where a Kubernetes node label names a node, dcgm-exporter's own name for it must agree:
+    older setups put the exporter's pod name or a container id there. Said once per node."""
+    pods_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     for sample in samples:
-        if HOSTS not in sample.labels:
-            continue
         key, host = _key(sample), sample.labels.get("lce_host", "")
-        if key[0] and key[1] and host and host != key[2]:
-            pod = pod_ref(key[0], key[1])
-            problems.append(
-                Problem(
-                    UPSTREAM,
-                    NODE_MISMATCH,
-                    f"dcgm-exporter names the node of pod {pod} {host!r}, the Kubernetes node "
-                    f"label says {key[2]!r}: using {key[2]!r} for its grid region",
-                    frozenset({pod}),
-                )
+        if HOSTS in sample.labels and key[0] and key[1] and host and host != key[2]:
+            pods_of[(key[2], host)].add(pod_ref(key[0], key[1]))
+    for (node, host), pods in sorted(pods_of.items()):
+        problems.append(
+            Problem(
+                UPSTREAM,
+                NODE_MISMATCH,
+                f"dcgm-exporter calls node {node!r} (its Kubernetes node label) {host!r}: "
+                f"using {node!r} for the grid region of its pods",
+                frozenset(pods),
             )
+        )
 
 
 def token_rows(

@@ -5,17 +5,22 @@ be checked, and everything else as published."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build, default_document, merge
+from exporter.demo.simulation import Target, format_labels, format_value
 from exporter.engine import Engine
 from exporter.model.figures import ModelFigures
 from exporter.sources.direct import DirectSource
-from tests.harness import StaticPages
+from exporter.sources.prometheus import PrometheusSource
+from tests.harness import PrometheusServer, StaticPages
+from tests.simulated import stored
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +290,81 @@ def test_the_readme_page_with_elisions_and_a_blank_reads_as_no_gpu_series(
     assert engine.state.up == {"vllm": True, "dcgm": False}
     said = [r.getMessage() for r in caplog.records if "no GPU series" in r.getMessage()]
     assert len(said) == 1 and "\n" not in said[0]
+
+
+# ---- the same pages through a real Prometheus
+
+
+def om_history(scrapes: list[tuple[Target, Callable[[int], str]]], end: float, steps: int) -> str:
+    """OpenMetrics history of each target's page (as `page(i)` at step i, STEP seconds
+    apart, ending at `end`), stored as Prometheus would store the scrape."""
+    lines = []
+    for target, page_at in scrapes:
+        for i in range(steps):
+            t = end - (steps - 1 - i) * STEP
+            series = [
+                (sample.name, dict(sample.labels), float(sample.value))
+                for family in text_string_to_metric_families(page_at(i))
+                for sample in family.samples
+            ]
+            for name, labels, value in stored(target, series, "10.0.0.1:9400"):
+                lines.append(f"{name}{{{format_labels(labels)}}} {format_value(value)} {t:.3f}")
+    return "\n".join([*lines, "# EOF"]) + "\n"
+
+
+def dcgm_target(**extra: str) -> Target:
+    """dcgm-exporter scraped with honorLabels false: the workload's pod labels become
+    exported_*; `extra` are labels a relabeling adds."""
+    labels = {"namespace": "gpu-operator", "pod": "nvidia-dcgm-exporter-7xk2p", **extra}
+    return Target("dcgm-exporter", "/dcgm", labels, False, "dcgm", "n")
+
+
+SERVER = Target("vllm", "/vllm", AICR_POD, False, "vllm", AICR_POD["pod"])
+
+
+def prometheus_figures(
+    tmp_path: Path, scrapes: list[tuple[Target, Callable[[int], str]]]
+) -> Engine:
+    end = time.time() - 1
+    steps = 15  # 7 minutes at STEP: a full 5-minute window
+    server = PrometheusServer(
+        tmp_path / "prometheus", "127.0.0.1:9", [], backfill=om_history(scrapes, end, steps)
+    ).start()
+    try:
+        config = build(merge(default_document(), {"prometheus": {"url": server.url}}))
+        source = PrometheusSource(config, clock=lambda: end)
+        engine = Engine(config, source, clock=lambda: end)
+        assert engine.run_cycle(), engine.state.errors_total
+        source.close()
+        return engine
+    finally:
+        server.stop()
+
+
+def test_real_pages_through_prometheus(tmp_path: Path) -> None:
+    """The H100 page with a Kubernetes node label from the scrape's relabeling (so
+    `Hostname`, here "gpu-node-1", is not the node) and the vLLM V0 page: the pod's GPU,
+    its power and tokens, the node label's grid region, and the disagreement counted."""
+    engine = prometheus_figures(
+        tmp_path, [(dcgm_target(node="gpu-7.unl.edu"), lambda i: page(AICR)), (SERVER, vllm_v0)]
+    )
+    f = only_model(engine)
+    gpu0 = re.search(r'^DCGM_FI_DEV_POWER_USAGE\{gpu="0",[^}]*\} (\S+)$', page(AICR), re.M)
+    assert gpu0 is not None
+    assert f.gpus == 1 and f.power_w["gpu"] == pytest.approx(float(gpu0.group(1)))
+    assert f.tokens_per_second["prompt"] == pytest.approx(100, rel=0.02)
+    assert f.info_value("nodes") == "gpu-7.unl.edu" and f.info_value("regions") == "MROW"
+    assert errors(engine, "node_mismatch") == 1
+
+
+def test_a_blank_power_reading_through_prometheus_is_withheld(tmp_path: Path) -> None:
+    """DCGM's FP64 blank in GPU 0's power for part of the window: the window mean is
+    implausible, so the power is withheld and counted, never shown."""
+    blank = replace_sample(page(AICR), "DCGM_FI_DEV_POWER_USAGE", 'gpu="0"', "140737488355328")
+    engine = prometheus_figures(
+        tmp_path,
+        [(dcgm_target(), lambda i: blank if i % 5 == 0 else page(AICR)), (SERVER, vllm_v0)],
+    )
+    f = only_model(engine)
+    assert f.power_w == {} and f.tokens_per_second["prompt"] == pytest.approx(100, rel=0.02)
+    assert errors(engine, "implausible") == 1
