@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from hostile import new_connection_load, peak_rss_under_huge_responses  # noqa: E402
 from load import PLAIN_HEADERS, PROMETHEUS_HEADERS, LoadResult, hammer  # noqa: E402
 from synthetic import GPUS_PER_NODE, write_history  # noqa: E402
 
@@ -62,6 +63,9 @@ MAX_LINEARITY = 1.25  # CPU per model at the largest size / at the next size
 MAX_P99_S = 0.100
 MAX_RSS_MB = 60.0  # 10^6 bytes: the stricter reading
 MAX_SIDECAR_S = 0.020
+MAX_HUGE_RSS_MB = 200.0  # peak RSS while every upstream response is past the size cap
+NEW_CONNECTION_CLIENTS = (20, 50, 100)
+NEW_CONNECTION_TARGET = 50  # clients at which the p99 target applies
 
 
 def log(message: str) -> None:
@@ -262,6 +266,7 @@ def measure_size(models: int, workdir: Path, args: argparse.Namespace) -> dict[s
                 served.stop()
         if models == CONCURRENCY_SIZE:
             result["concurrency"] = measure_concurrency(server.url, args)
+            result["new_connections"] = measure_new_connections(server.url, args)
     finally:
         server.stop()
         if not args.keep:
@@ -396,6 +401,19 @@ def measure_concurrency(url: str, args: argparse.Namespace) -> dict[str, Any]:
             stopped = served.stop()
         row["peak_rss_kib"] = stopped.get("peak_rss_kib")
         out[key] = row
+    return out
+
+
+def measure_new_connections(url: str, args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    """Scrapers opening a new connection per request, as short-lived clients do."""
+    out = {}
+    for clients in NEW_CONNECTION_CLIENTS:
+        log(f"  {clients} clients, a new connection per /metrics request")
+        served = serve(url, "exporter")
+        try:
+            out[clients] = new_connection_load(served.port, clients, duration=args.load_seconds)
+        finally:
+            served.stop()
     return out
 
 
@@ -589,6 +607,7 @@ def checks(results: dict[int, dict[str, Any]], sidecar: dict[str, Any]) -> list[
             f"(target < {MAX_SIDECAR_S * 1000:.0f} ms)",
         )
     )
+    out += edge_checks(results, sidecar)
     return out
 
 
@@ -602,6 +621,68 @@ def mib(kib: float) -> str:
 
 def spread_ms(row: dict[str, float]) -> str:
     return f"{ms(row['median_s'])} / {ms(row['max_s'])}"
+
+
+def edge_checks(results: dict[int, dict[str, Any]], sidecar: dict[str, Any]) -> list[Check]:
+    out = []
+    new = results.get(CONCURRENCY_SIZE, {}).get("new_connections")
+    if new:
+        row = new[NEW_CONNECTION_TARGET]
+        failed = sum(r["errors"] for r in new.values())
+        out.append(
+            Check(
+                "/metrics p99, new connection per request",
+                row["p99_s"],
+                MAX_P99_S,
+                f"/metrics p99 = {row['p99_s'] * 1000:.1f} ms with {NEW_CONNECTION_TARGET} clients "
+                f"opening a new connection per request at {CONCURRENCY_SIZE} models (target < "
+                f"{MAX_P99_S * 1000:.0f} ms); "
+                + ", ".join(f"{n}: {r['p99_s'] * 1000:.1f} ms" for n, r in sorted(new.items())),
+            )
+        )
+        out.append(
+            Check(
+                "new-connection requests failed",
+                failed,
+                0,
+                f"failed requests with a new connection each = {failed} (target 0)",
+            )
+        )
+    for kind, row in sidecar.get("huge", {}).items():
+        rss = mb(row["peak_rss_kib"])
+        what = "400 MB responses" if kind == "plain" else f"a {row['bomb_bytes']:,}-byte gzip bomb"
+        out.append(
+            Check(
+                f"peak RSS under {kind} responses past the cap",
+                rss,
+                MAX_HUGE_RSS_MB,
+                f"peak RSS = {rss:.1f} MB while the upstream answers every query with {what} "
+                f"(target < {MAX_HUGE_RSS_MB:.0f} MB; cap 64 MiB for all responses at once)",
+            )
+        )
+    return out
+
+
+def edge_table(results: dict[int, dict[str, Any]], sidecar: dict[str, Any]) -> str:
+    lines = []
+    new = results.get(CONCURRENCY_SIZE, {}).get("new_connections")
+    if new:
+        lines += [
+            "",
+            f"| a new connection per request, {CONCURRENCY_SIZE} models | requests | "
+            "p50 ms | p99 ms | max ms | failed |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for clients, r in sorted(new.items()):
+            lines.append(
+                f"| {clients} clients | {r['requests']} | {r['p50_s'] * 1000:.1f} | "
+                f"{r['p99_s'] * 1000:.1f} | {r['max_s'] * 1000:.1f} | {r['errors']} |"
+            )
+    if sidecar.get("huge"):
+        lines += ["", "| upstream answering past the cap | peak RSS MB |", "|---|---:|"]
+        for kind, row in sidecar["huge"].items():
+            lines.append(f"| {kind} | {mb(row['peak_rss_kib']):.1f} |")
+    return "\n".join(lines)
 
 
 def tables(
@@ -923,6 +1004,11 @@ def main(argv: list[str] | None = None) -> int:
             results[models] = measure_size(models, workdir, args)
         log("sidecar")
         sidecar = run_worker("sidecar", "--runs", str(args.sidecar_runs))
+        log("an upstream answering past the size cap: 400 MB, and a gzip bomb")
+        sidecar["huge"] = {
+            kind: peak_rss_under_huge_responses(workdir, bomb=kind == "bomb")
+            for kind in ("plain", "bomb")
+        }
         history = []
         for hours in args.lookback_hours:
             log(f"look-back queries over {hours:g} h of history")
@@ -950,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{HISTORY_SECONDS / 60:.0f} minutes of history (default prometheus.timeout "
                 f"{timeout:g} s per query)"
             )
+    print(edge_table(results, sidecar))
     for check in results_checks:
         mark = "n/a " if not check.applies else ("ok  " if check.ok else "MISS")
         print(f"[{mark}] {check.text}")

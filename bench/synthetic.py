@@ -49,6 +49,7 @@ SITES = (
     ".example.org",
 )
 PRODUCTS = ("H100", "H200", "A100", "L40S")
+MAX_W = {"H100": 700.0, "H200": 700.0, "A100": 400.0, "L40S": 350.0}  # rated board power
 NAMESPACES = 40
 # Series the exporter's PromQL reads; vllm:num_requests_running is not among them.
 QUERIED = (
@@ -75,7 +76,9 @@ def synthetic_node_and_pod(i: int) -> tuple[SimNode, SimPod]:
     )
     base = BASE_MODELS[i % len(BASE_MODELS)]
     idle = i % 10 == 9
-    per_gpu_w = 80.0 if idle else 150.0 + 450.0 * ((i * 37) % 100) / 100
+    # Between a fifth and nine tenths of the product's rated power: what a real GPU draws.
+    rated = MAX_W[PRODUCTS[i % len(PRODUCTS)]]
+    per_gpu_w = 80.0 if idle else rated * (0.2 + 0.7 * ((i * 37) % 100) / 100)
     tps = 0.0 if idle else 100.0 + 40.0 * ((i * 53) % 100)
     slug = base.split("/")[-1].lower().replace(".", "-")[:24]
     pod = SimPod(

@@ -32,6 +32,7 @@ from exporter.sources.deadline_adapter import DeadlineAdapter
 from exporter.text import redact
 
 log = logging.getLogger("exporter")
+INFLATE_STEP = 1 << 20  # bytes decompressed at a time
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ class HttpFetcher:
         self._session.mount("https://", adapter)
         self._count = threading.Lock()
         self.requests_made = 0
+        # Bytes of response bodies held right now, by all the requests in flight (a cycle's
+        # queries run at once): together they stay within max_response_bytes.
+        self._held = 0
         self._secrets: tuple[str, ...] = ()
 
     def close(self) -> None:
@@ -203,7 +207,9 @@ class HttpFetcher:
         is held in memory, compressed or not, and nothing past it is read."""
         limit, setting = self.options.max_response_bytes, self.options.setting
         too_large = UpstreamError(
-            TOO_LARGE, f"response larger than {setting}.max_response_bytes ({limit} bytes)"
+            TOO_LARGE,
+            f"response larger than {setting}.max_response_bytes ({limit} bytes, for all the "
+            "responses being read at once)",
         )
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
@@ -213,22 +219,32 @@ class HttpFetcher:
         if inflate is None and declared.isdigit() and int(declared) > limit:
             raise too_large
         body = bytearray()
+        held = 0  # of the shared count, this request's
         try:
             while chunk := response.raw.read1(65536, decode_content=False):
                 if deadline.expired:
                     raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
                 while chunk:
-                    # Inflate at most what still fits: a small compressed body cannot blow
-                    # up in memory (a gzip bomb stops at the cap).
-                    out = inflate.decompress(chunk, limit - len(body) + 1) if inflate else chunk
+                    # Inflate a little at a time, each piece counted before the next: a small
+                    # compressed body cannot blow up in memory (a gzip bomb stops at the cap).
+                    out = inflate.decompress(chunk, INFLATE_STEP) if inflate else chunk
                     chunk = inflate.unconsumed_tail if inflate else b""
+                    self._hold(len(out), too_large)
+                    held += len(out)
                     body += out
-                    if len(body) > limit:
-                        raise too_large
             return body
         except BaseException:
             body.clear()  # whatever still refers to this frame, the memory goes now
             raise
+        finally:
+            self._hold(-held, too_large)
+
+    def _hold(self, size: int, too_large: UpstreamError) -> None:
+        """Count `size` more bytes held (less, when negative); past the cap, refuse."""
+        with self._count:
+            if size > 0 and self._held + size > self.options.max_response_bytes:
+                raise too_large
+            self._held += size
 
 
 def _read_secret(path: str) -> str:

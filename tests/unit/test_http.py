@@ -863,3 +863,31 @@ def test_a_missing_ca_file_is_named(prom: FakePrometheus, make_client: ClientFac
     error = expect_error(make_client(prom.url, ca_file="/nonexistent/ca.pem"), AUTH_FILE)
     assert str(error) == "prometheus.ca_file '/nonexistent/ca.pem' does not exist"
     assert prom.requests == []
+
+
+def test_responses_read_at_once_share_the_cap(
+    prom: FakePrometheus, make_client: ClientFactory
+) -> None:
+    """Two responses of 0.7 x the cap, both held 0.62 read at the same time: together they
+    pass it, so one is refused; afterwards nothing is counted as held."""
+    cap = 1_000_000
+    body = json.dumps(vector(item("1", pod="x" * 700_000))).encode()
+    prom.answer(body=body, stall_after=620_000)
+    client = make_client(prom.url, max_response_bytes=cap, timeout=2.0)
+    reasons: list[str] = []
+
+    def query() -> None:
+        try:
+            client.query("up", 1.0)
+        except UpstreamError as exc:
+            reasons.append(exc.reason)
+            if exc.reason == TOO_LARGE:
+                prom.release.set()  # let the other one finish
+
+    threads = [threading.Thread(target=query) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert TOO_LARGE in reasons
+    assert client.http._held == 0
