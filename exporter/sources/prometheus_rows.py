@@ -196,11 +196,29 @@ def _busy(
     return ratio
 
 
+@dataclass(frozen=True)
+class _WholeGpuTables:
+    """The per-pod whole-GPU queries' rows, keyed once per cycle."""
+
+    power: Mapping[str, Mapping[GpuKey, float]]  # query -> pod -> W
+    glitched: set[GpuKey]  # pods with an energy counter that stepped back
+    busy: Mapping[GpuKey, float]
+    shared: _SharedReadings
+
+    @classmethod
+    def of(cls, results: Results) -> _WholeGpuTables:
+        return cls(
+            power={q: _keyed(results.get(q, [])) for q in ("power_energy", "power_gauge")},
+            glitched=_tagged(results.get("power_energy", []), GLITCH),
+            busy=_keyed(results.get("busy", [])),
+            shared=_SharedReadings.of(results.get("shared_gpus", [])),
+        )
+
+
 def _whole_gpus(
     key: GpuKey,
     gpus: float,
-    results: Results,
-    shared: _SharedReadings,
+    tables: _WholeGpuTables,
     plausible: Plausibility,
     problems: list[Problem],
 ) -> PodGpus | None:
@@ -208,9 +226,8 @@ def _whole_gpus(
     if refusal is not None:
         problems.append(_refused("gpu_count", key, refusal, "its GPUs are unknown this cycle"))
         return None
-    tables = {name: _keyed(results.get(name, [])) for name in ("power_energy", "power_gauge")}
-    glitched = _tagged(results.get("power_energy", []), GLITCH)
-    power = _pod_power(key, gpus, tables, glitched, plausible, problems)
+    power = _pod_power(key, gpus, tables.power, tables.glitched, plausible, problems)
+    shared = tables.shared
     held = shared.of_pod(key, power[1], plausible, problems) if power is not None else None
     if power is None or held is None:
         return None  # its model's power is then incomplete, and withheld
@@ -223,7 +240,7 @@ def _whole_gpus(
         power_w=power[0],
         power_source=power[1],
         shared=held,
-        busy_ratio=_busy(key, _keyed(results.get("busy", [])), plausible, problems),
+        busy_ratio=_busy(key, tables.busy, plausible, problems),
     )
 
 
@@ -248,15 +265,13 @@ def gpu_rows(results: Results, plausible: Plausibility, problems: list[Problem])
     """One row per pod and node with a plausible GPU count and power (whole GPUs, MIG shares,
     or both); every pod left out says why in `problems`."""
     counts = _keyed(results.get("gpu_count", []))
-    shared = _SharedReadings.of(results.get("shared_gpus", []))
+    tables = _WholeGpuTables.of(results)
     mig = _Mig.of(results.get("mig", []))
     _check_hosts(results.get("gpu_count", []), problems)
     rows = []
     for key in sorted(counts.keys() | mig.held.keys()):
         whole = (
-            _whole_gpus(key, counts[key], results, shared, plausible, problems)
-            if key in counts
-            else None
+            _whole_gpus(key, counts[key], tables, plausible, problems) if key in counts else None
         )
         if key in counts and whole is None:
             continue
