@@ -26,17 +26,33 @@ from exporter.text import redact
 
 @dataclass(frozen=True)
 class HttpOptions:
-    """How to reach one kind of upstream; `setting` names its config section in messages."""
+    """How to reach one kind of upstream; `setting` names its config section in messages
+    (and, with `limits_configurable`, its timeout and max_response_bytes keys)."""
 
     timeout: float
     max_response_bytes: int
     setting: str
     headers: Mapping[str, str] = field(default_factory=dict)
     bearer_token_file: str | None = None
+    # The token file's token goes bare in this header instead of `Authorization: Bearer`
+    # (Electricity Maps' `auth-token`).
+    token_header: str | None = None
     basic_auth: tuple[str, str] | None = None  # (username, password file)
     ca_file: str | None = None
     insecure_skip_verify: bool = False
     accept: str = "*/*"
+    limits_configurable: bool = True
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]  # as received; look names up case-insensitively
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
 
 
 class HttpFetcher:
@@ -58,7 +74,8 @@ class HttpFetcher:
         self._session.mount("https://", adapter)
         self._count = threading.Lock()
         self.requests_made = 0
-        self._secrets: tuple[str, ...] = ()
+        self._secrets: tuple[str, ...] = ()  # the configured credentials, as last read
+        self._runtime_secrets: tuple[str, ...] = ()  # the last `auth` headers' values
 
     def close(self) -> None:
         self._session.close()
@@ -75,6 +92,8 @@ class HttpFetcher:
                     "empty or has whitespace inside the token",
                 )
             self._secrets = (token,)
+            if o.token_header:
+                return {o.token_header: token}
             return {"Authorization": f"Bearer {token}"}
         if o.basic_auth:
             username, password_file = o.basic_auth
@@ -89,17 +108,33 @@ class HttpFetcher:
         upstream may echo request headers in an error body."""
         text = redact(text)
         text = re.sub(r"(?i)\b(bearer|basic)\s+[^\s'\",]+", r"\1 <redacted>", text)
-        for secret in self._secrets:
+        for secret in (*self._secrets, *self._runtime_secrets):
             text = text.replace(secret, "<redacted>")
         return text
 
     def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytes]:
         """(status, body) of a GET; transport failures raise UpstreamError."""
+        response = self.fetch(url, params)
+        return response.status, response.body
+
+    def fetch(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        auth: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        """A GET with its response headers. `auth`: credential headers for this request,
+        instead of the configured ones (a token obtained at run time); kept out of messages
+        like them. Transport failures raise UpstreamError."""
         with self._count:
             self.requests_made += 1
         options = self.options
         shown = redact(url)
-        headers = self._auth_headers()
+        if auth is None:
+            headers = self._auth_headers()
+        else:
+            headers = dict(auth)
+            self._runtime_secrets = tuple(v.split()[-1] for v in auth.values() if v.split())
         deadline = time.monotonic() + options.timeout
         try:
             response = self._session.get(
@@ -107,7 +142,7 @@ class HttpFetcher:
             )
             with response:
                 body = self._read_capped(response, deadline)
-                return response.status_code, body
+                return HttpResponse(response.status_code, body, dict(response.headers))
         except requests.exceptions.Timeout:
             raise UpstreamError(
                 TIMEOUT, f"{shown} did not answer within {options.timeout:g}s"
@@ -146,6 +181,7 @@ class HttpFetcher:
         """The body, or UpstreamError past the size cap or past the request's deadline (a
         server dripping bytes would otherwise reset the per-read timeout forever)."""
         limit, setting = self.options.max_response_bytes, self.options.setting
+        configurable = self.options.limits_configurable
         chunks, size = [], 0
         while True:
             # read1: at most one read on the socket, so the deadline is checked between
@@ -154,12 +190,14 @@ class HttpFetcher:
             if not chunk:
                 break
             if time.monotonic() > deadline:
-                raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
+                timeout = f"{setting}.timeout" if configurable else f"{self.options.timeout:g}s"
+                raise UpstreamError(TIMEOUT, f"response took longer than {timeout}")
             size += len(chunk)
             if size > limit:
+                cap = f"{setting}.max_response_bytes ({limit} bytes)"
                 raise UpstreamError(
                     TOO_LARGE,
-                    f"response larger than {setting}.max_response_bytes ({limit} bytes)",
+                    f"response larger than {cap if configurable else f'{limit} bytes'}",
                 )
             chunks.append(chunk)
         return b"".join(chunks)

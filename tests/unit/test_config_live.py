@@ -10,6 +10,7 @@ import yaml
 
 from exporter.cli import main
 from exporter.config import ConfigError, load
+from exporter.sources.grid_live import live_grid
 
 EM = {"provider": "electricitymaps", "token_file": "/run/em/token"}
 WT = {
@@ -36,6 +37,7 @@ def errors(tmp_path: Path, live: object) -> list[str]:
 def test_off_by_default() -> None:
     config = load()
     assert config.grid.live == [] and config.grid.live_providers() == []
+    assert live_grid(config) is None
 
 
 def test_one_provider_as_a_mapping_with_its_defaults(tmp_path: Path) -> None:
@@ -43,12 +45,34 @@ def test_one_provider_as_a_mapping_with_its_defaults(tmp_path: Path) -> None:
     [(path, live)] = config.grid.live_providers()
     assert path == "grid.live"
     assert (live.refresh, live.max_age, live.url, live.zones) == (900, 3 * 3600, None, None)
+    feed = live_grid(config)
+    assert feed is not None
+    try:
+        [provider] = feed.feeds
+        # Without zones: the built-in map of the NRP's regions, one request per zone.
+        assert provider.zones["CAMX"] == "US-CAL-CISO"
+        assert provider.zones["MROW"] == provider.zones["SPNO"] == "US-CENT-SWPP"
+        assert len({slot.zone for slot in provider.slots()}) == 7
+        assert provider.provider.factor_type == "direct"  # type: ignore[attr-defined]
+        assert provider.provider.url == "https://api.electricitymap.org"  # type: ignore[attr-defined]
+    finally:
+        feed.close()
 
 
 def test_both_providers_as_a_list(tmp_path: Path) -> None:
     config = load(write(tmp_path, [{**EM, "zones": {"CAMX": "US-CAL-CISO"}}, WT]))
     paths = [path for path, _ in config.grid.live_providers()]
     assert paths == ["grid.live[0]", "grid.live[1]"]
+    feed = live_grid(config)
+    assert feed is not None
+    try:
+        assert feed.upstreams == ("electricitymaps", "watttime")
+        assert {(s.region, s.basis, s.zone) for s in feed.slots()} == {
+            ("CAMX", "location", "US-CAL-CISO"),
+            ("CAMX", "marginal", "CAISO_NORTH"),
+        }
+    finally:
+        feed.close()
 
 
 @pytest.mark.parametrize(
