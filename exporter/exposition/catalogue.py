@@ -24,6 +24,7 @@ from exporter.model.figures import (
     SCOPES,
     ModelFigures,
 )
+from exporter.model.intensity import BASES
 from exporter.model.snapshot import Snapshot
 
 PREFIX = "llm_carbon_"
@@ -135,22 +136,25 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_grid_intensity_grams_per_kwh",
         lambda f, _: f.grid_intensity,
         "Grid CO2 intensity of the model's electricity, power-weighted over its pods' grid "
-        "regions. basis=location: annual grid average. basis=market: configured contract or "
-        "residual-mix factors, only where every region of the model has one.",
+        "regions, each at the value in force (llm_carbon_region_grid_intensity_grams_per_kwh). "
+        "basis=location: the live hourly grid average where configured and no older than "
+        "grid.live.max_age, else the annual one. basis=market: configured contract or "
+        "residual-mix factors. basis=marginal: the live marginal operating emission rate. "
+        "market and marginal only where every region of the model has a value.",
         "basis",
     ),
     _model(
         "llm_carbon_co2_grams_per_token",
         lambda f, _: f.co2_grams_per_token,
-        "CO2 per token: sum over pods of power x its region's intensity / 3.6e6, divided by "
-        "tokens per second. scope and basis as above. Only while active.",
+        "CO2 per token: sum over pods of power x its region's intensity in force / 3.6e6, "
+        "divided by tokens per second. scope and basis as above. Only while active.",
         "scope",
         "basis",
     ),
     _model(
         "llm_carbon_co2_grams_per_hour",
         lambda f, _: f.co2_grams_per_hour,
-        "CO2 emission rate: sum over pods of power x its region's intensity / 1000.",
+        "CO2 emission rate: sum over pods of power x its region's intensity in force / 1000.",
         "scope",
         "basis",
     ),
@@ -166,7 +170,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_co2_grams_total",
         lambda f, s: s.co2_grams_total.get(f.key, {}),
         "CO2 this exporter process has observed the model emit, integrated like "
-        "llm_carbon_energy_joules_total.",
+        "llm_carbon_energy_joules_total at each cycle's intensity in force (a basis without a "
+        "value in force, such as marginal while live data is stale, does not advance).",
         "scope",
         "basis",
         kind="counter",
@@ -218,8 +223,29 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_region_grid_intensity_grams_per_kwh",
         "gauge",
         ("region", "basis", "source"),
-        "Annual CO2 intensity of each grid region in use (or the default region), with "
-        "the dataset it comes from.",
+        "CO2 intensity in force for each grid region in use (or the default region, or with "
+        "live data configured). source: the live provider (electricitymaps, watttime) while "
+        "its value is no older than grid.live.max_age, else the annual dataset it falls back "
+        "to (or config for configured factors).",
+        "global",
+    ),
+    MetricSpec(
+        "llm_carbon_grid_intensity_age_seconds",
+        "gauge",
+        ("region", "basis"),
+        "For each region and basis with live data configured: seconds since the newest live "
+        "value applies from, by the provider's own timestamp (since the exporter's first "
+        "request while none has arrived). Past grid.live.max_age the annual value is in "
+        "force (basis=location) or none (basis=marginal).",
+        "global",
+    ),
+    MetricSpec(
+        "llm_carbon_grid_intensity_estimated",
+        "gauge",
+        ("region", "basis", "method"),
+        "For each live value in force: 1 when the provider gives it as an estimate, 0 when "
+        "as measured. Electricity Maps: isEstimated, method = estimationMethod. WattTime: "
+        'always 1, method="forecast" (the forecast\'s current point).',
         "global",
     ),
     MetricSpec(
@@ -338,12 +364,13 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "phase": PHASES,
     "bound": BOUNDS,
     "mix": MIXES,
+    "basis": BASES,  # location; market where configured; marginal where live
 }
 
 
 def series_budget(bases: tuple[str, ...], baselines: int) -> int:
-    """Most series one active model can have, for the grid bases in use and the number of
-    commercial baselines compared."""
+    """Most series one active model can have, for the grid bases in use (of `BASES`) and the
+    number of commercial baselines compared."""
     domains = {**{k: len(v) for k, v in LABEL_VALUES.items()}, "basis": len(bases)}
     domains["baseline"] = baselines
     total = 0
