@@ -1,6 +1,7 @@
 """The demo's live grid: simulated Electricity Maps and WattTime stand-ins on loopback (a
 simulated day every 20 minutes, not real data), with throwaway credentials, and the
-`grid.live` section that points the exporter at them."""
+`grid.live` section that points the exporter at them. The integration tests run the same
+with values of their own."""
 
 from __future__ import annotations
 
@@ -33,21 +34,46 @@ def gas_margin(t: float) -> float:
 
 
 class SimulatedGrid:
-    def __init__(self) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="llm-carbon-demo-")
+    """An Electricity Maps and a WattTime stand-in with throwaway credentials. The defaults
+    are the demo's; the tests give their own values, zones and timing."""
+
+    def __init__(
+        self,
+        location: dict[str, float | None] | None = None,
+        marginal: dict[str, float | None] | None = None,
+        zones: dict[str, str] | None = None,
+        regions: dict[str, str] | None = None,
+        period_s: float = 60.0,
+        refresh: str = "10s",
+        max_age: str = "10m",
+        method: str | None = SIMULATED,
+        simulated_day: bool = True,
+    ) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="llm-carbon-grid-")
         token, password = secrets.token_hex(12), secrets.token_hex(12)
         self.token_file = Path(self._dir.name) / "electricitymaps-token"
         self.password_file = Path(self._dir.name) / "watttime-password"
         self.token_file.write_text(token)
         self.password_file.write_text(password)
+        self.zones = dict(ZONES if zones is None else zones)
+        self.regions = dict(REGIONS if regions is None else regions)
+        self.timing = {"refresh": refresh, "max_age": max_age}
         self.location = GridStandIn(
-            ELECTRICITYMAPS, dict(LOCATION), token=token, period_s=60, method=SIMULATED
+            ELECTRICITYMAPS,
+            dict(LOCATION if location is None else location),
+            token=token,
+            period_s=period_s,
+            method=method,
         )
-        self.location.shape = solar_dip
         self.marginal = GridStandIn(
-            WATTTIME, dict(MARGINAL), username="demo", password=password, period_s=60
+            WATTTIME,
+            dict(MARGINAL if marginal is None else marginal),
+            username="demo",
+            password=password,
+            period_s=period_s,
         )
-        self.marginal.shape = gas_margin
+        if simulated_day:
+            self.location.shape, self.marginal.shape = solar_dip, gas_margin
 
     def start(self) -> SimulatedGrid:
         self.location.start()
@@ -60,24 +86,27 @@ class SimulatedGrid:
         self._dir.cleanup()
 
     def live(self) -> list[dict[str, Any]]:
-        """grid.live for the exporter: both providers, refreshed every 10 s."""
-        common = {"refresh": "10s", "max_age": "10m"}
+        """grid.live for the exporter: both providers (a provider without zones left out)."""
         return [
-            {
-                "provider": ELECTRICITYMAPS,
-                "url": self.location.url,
-                "token_file": str(self.token_file),
-                "zones": dict(ZONES),
-                **common,
-            },
-            {
-                "provider": WATTTIME,
-                "url": self.marginal.url,
-                "username": "demo",
-                "password_file": str(self.password_file),
-                "zones": dict(REGIONS),
-                **common,
-            },
+            entry
+            for entry in (
+                {
+                    "provider": ELECTRICITYMAPS,
+                    "url": self.location.url,
+                    "token_file": str(self.token_file),
+                    "zones": self.zones,
+                    **self.timing,
+                },
+                {
+                    "provider": WATTTIME,
+                    "url": self.marginal.url,
+                    "username": "demo",
+                    "password_file": str(self.password_file),
+                    "zones": self.regions,
+                    **self.timing,
+                },
+            )
+            if entry["zones"]
         ]
 
     def describe(self) -> str:
