@@ -9,7 +9,6 @@ direct too, so falling back does not switch accounting."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,19 +16,18 @@ from exporter.model.intensity import LiveValue
 from exporter.model.problems import MALFORMED, UpstreamError
 from exporter.sources.grid_providers import (
     TIMEOUT_S,
+    HttpProvider,
     answer_json,
-    http_options,
     intensity,
     timestamp,
 )
-from exporter.sources.http import HttpFetcher
 from exporter.text import redact
 
 DEFAULT_URL = "https://api.electricitymap.org"
 LATEST = "/v3/carbon-intensity/latest"
 
 
-class ElectricityMaps:
+class ElectricityMaps(HttpProvider):
     name = "electricitymaps"
     basis = "location"
 
@@ -41,19 +39,9 @@ class ElectricityMaps:
         timeout: float = TIMEOUT_S,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.url = (url or DEFAULT_URL).rstrip("/")
+        auth = {"bearer_token_file": token_file, "token_header": "auth-token"}
+        super().__init__(url or DEFAULT_URL, timeout, clock, **auth)
         self.factor_type = emission_factor_type
-        self.http = HttpFetcher(
-            http_options(timeout, bearer_token_file=token_file, token_header="auth-token")
-        )
-        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
-
-    @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    def close(self) -> None:
-        self.http.close()
 
     def fetch(self, zone: str) -> LiveValue:
         where = f"{redact(self.url)}{LATEST} (zone {zone})"

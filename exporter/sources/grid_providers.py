@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -44,16 +46,32 @@ class RetryLater(UpstreamError):
         self.retry_after = retry_after
 
 
-def http_options(timeout: float, **auth: Any) -> HttpOptions:
-    """A provider's HTTP options: JSON, a 1 MiB cap, `auth` (token file or basic auth)."""
-    return HttpOptions(
-        timeout=timeout,
-        max_response_bytes=MAX_RESPONSE_BYTES,
-        setting="grid.live",
-        accept="application/json",
-        limits_configurable=False,
-        **auth,
-    )
+class HttpProvider:
+    """What the providers share: a base URL, an HttpFetcher asking for JSON with their
+    credentials (`auth`: token file or basic auth) and a 1 MiB cap, and a clock."""
+
+    def __init__(
+        self, url: str, timeout: float, clock: Callable[[], float] | None, **auth: Any
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.http = HttpFetcher(
+            HttpOptions(
+                timeout=timeout,
+                max_response_bytes=MAX_RESPONSE_BYTES,
+                setting="grid.live",
+                accept="application/json",
+                limits_configurable=False,
+                **auth,
+            )
+        )
+        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+
+    @property
+    def requests_made(self) -> int:
+        return self.http.requests_made
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def answer_json(

@@ -16,7 +16,6 @@ retries once on both)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,12 +24,12 @@ from exporter.model.intensity import LiveValue
 from exporter.model.problems import MALFORMED, UpstreamError
 from exporter.sources.grid_providers import (
     TIMEOUT_S,
+    HttpProvider,
     answer_json,
-    http_options,
     intensity,
     timestamp,
 )
-from exporter.sources.http import HttpFetcher, HttpResponse
+from exporter.sources.http import HttpResponse
 from exporter.text import redact
 
 DEFAULT_URL = "https://api.watttime.org"
@@ -43,7 +42,7 @@ RENEW_BEFORE_S = 300.0
 RELOGIN_STATUSES = (401, 403)
 
 
-class WattTime:
+class WattTime(HttpProvider):
     name = "watttime"
     basis = "marginal"
 
@@ -55,19 +54,10 @@ class WattTime:
         timeout: float = TIMEOUT_S,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.url = (url or DEFAULT_URL).rstrip("/")
-        self.http = HttpFetcher(http_options(timeout, basic_auth=(username, password_file)))
-        self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+        super().__init__(url or DEFAULT_URL, timeout, clock, basic_auth=(username, password_file))
         self._token: str | None = None
         self._token_at = 0.0
         self.logins = 0
-
-    @property
-    def requests_made(self) -> int:
-        return self.http.requests_made
-
-    def close(self) -> None:
-        self.http.close()
 
     def fetch(self, zone: str) -> LiveValue:
         where = f"{redact(self.url)}{FORECAST} (region {zone})"

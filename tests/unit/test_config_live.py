@@ -53,8 +53,8 @@ def test_one_provider_as_a_mapping_with_its_defaults(tmp_path: Path) -> None:
         assert provider.zones["CAMX"] == "US-CAL-CISO"
         assert provider.zones["MROW"] == provider.zones["SPNO"] == "US-CENT-SWPP"
         assert len({slot.zone for slot in provider.slots()}) == 7
-        assert provider.provider.factor_type == "direct"  # type: ignore[attr-defined]
-        assert provider.provider.url == "https://api.electricitymap.org"  # type: ignore[attr-defined]
+        assert provider.provider.factor_type == "direct"
+        assert provider.provider.url == "https://api.electricitymap.org"
     finally:
         feed.close()
 
