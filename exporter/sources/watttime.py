@@ -86,7 +86,8 @@ class WattTime(HttpProvider):
         self.logins += 1
         response = self.http.fetch(self.url + LOGIN)
         if response.status >= 300:
-            answer_json(self.http, response, f"{where} (check username and password_file)", 0)
+            where = f"{where} (check username and password_file)"
+            answer_json(self.http, response, where, self.clock())
         try:
             token = answer_json(self.http, response, where, self.clock()).get("token")
         except UpstreamError:

@@ -6,10 +6,14 @@ refresh, every one authenticated."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.grid import SimulatedGrid
@@ -162,6 +166,28 @@ def test_requests_at_most_one_per_zone_per_refresh_all_authenticated(
         for lab, v in pick(samples, "llm_carbon_exporter_upstream_requests_total")
     }
     assert requests["watttime"] >= len(forecasts) + len(logins) - 1  # read a moment later
+
+
+def test_report_fetches_the_live_values_once_before_its_cycle(
+    tmp_path, prometheus: PrometheusServer, grid: SimulatedGrid
+) -> None:
+    config = tmp_path / "report.yaml"
+    document = {"prometheus": {"url": prometheus.url}, "grid": {"live": grid.live()}}
+    config.write_text(yaml.safe_dump(document))
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "--format", "json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    glm = next(m for m in json.loads(result.stdout)["models"] if m["model"] == GLM["model"])
+    assert glm["grid_intensity_grams_per_kwh"] == {
+        "location": grid.location.values["US-CAL-CISO"],
+        "marginal": pytest.approx(MARGINAL * LB),
+    }
+    # Live values in a one-shot report: it fetched them itself, before its only cycle.
+    assert "gpu/marginal" in glm["co2_grams_per_token"]
 
 
 def test_without_the_providers_the_annual_value_after_max_age(

@@ -273,6 +273,11 @@ def test_wt_a_token_echoed_in_an_error_is_scrubbed(wt: GridStandIn, password_fil
 
 def test_wt_429_and_a_percentile_answer(wt: GridStandIn, password_file: Path) -> None:
     provider = WattTime("nrp", str(password_file), wt.url)
+    later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 300))
+    wt.faults.append(Fault(status=429, headers={"Retry-After": later}, path="/login"))
+    with pytest.raises(RetryLater) as login:  # "100 requests in 5 minutes" on /login
+        provider.fetch("CAISO_NORTH")
+    assert login.value.retry_after == pytest.approx(300, abs=2)
     wt.faults.append(Fault(status=429, headers={"Retry-After": "30"}, path="/v3/forecast"))
     with pytest.raises(RetryLater) as caught:
         provider.fetch("CAISO_NORTH")
