@@ -369,8 +369,9 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
 
 
 def series_budget(bases: tuple[str, ...], baselines: int) -> int:
-    """Most series one active model can have, for the grid bases in use (of `BASES`) and the
-    number of commercial baselines compared."""
+    """Most series an active model can have, with grid `bases` in use and `baselines` compared."""
+    if not set(bases) <= set(BASES):
+        raise ValueError(f"bases must be among {BASES}, got {bases}")
     domains = {**{k: len(v) for k, v in LABEL_VALUES.items()}, "basis": len(bases)}
     domains["baseline"] = baselines
     total = 0
