@@ -93,7 +93,7 @@ def answer_json(
     return payload
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes | bytearray) -> Any:
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
