@@ -20,6 +20,7 @@ from exporter.engine import Engine
 from exporter.exposition import report, server
 from exporter.signals import stop_on_signals
 from exporter.sources.direct import DirectSource
+from exporter.sources.grid_live import LiveGridFeed, live_grid
 from exporter.sources.prometheus import PrometheusSource
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -143,15 +144,16 @@ def _require_upstream(config: Config) -> None:
         )
 
 
-def _make_engine(config: Config) -> Engine:
-    if config.source == "direct":
-        return Engine(config, DirectSource(config))
-    return Engine(config, PrometheusSource(config))
+def _make_engine(config: Config, grid: LiveGridFeed | None) -> Engine:
+    """The engine for `config`'s source, reading the live grid feed `grid` if any."""
+    source = DirectSource(config) if config.source == "direct" else PrometheusSource(config)
+    return Engine(config, source, grid=grid)
 
 
 def cmd_serve(config: Config) -> int:
     _require_upstream(config)
-    engine = _make_engine(config)
+    grid = live_grid(config)
+    engine = _make_engine(config, grid)
     try:
         http = server.start(engine, config.exporter.listen)
     except OSError as exc:
@@ -167,25 +169,31 @@ def cmd_serve(config: Config) -> int:
         config.exporter.interval,
     )
     stop = stop_on_signals(log)
+    if grid is not None:
+        log.info("live grid intensity: %s", grid.describe())
+        grid.start()  # fetches in the background from now on
     try:
         engine.run_forever(stop)
     finally:
         http.shutdown()
         http.server_close()
-        engine.source.close()
+        engine.close()
     return EXIT_OK
 
 
 def cmd_report(config: Config, fmt: str) -> int:
     _require_upstream(config)
-    engine = _make_engine(config)
+    grid = live_grid(config)
+    engine = _make_engine(config, grid)
     try:
+        if grid is not None:
+            grid.refresh_now()  # one report: fetch the live intensities once, first
         ok = engine.run_cycle()
         if ok and config.source == "direct":  # rates need a second sample
             time.sleep(min(config.exporter.interval, 5.0))
             ok = engine.run_cycle()
     finally:
-        engine.source.close()
+        engine.close()
     snapshot = engine.state.snapshot
     if not ok or snapshot is None:
         print(

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from exporter.config import Config
 from exporter.model import figures as fig
+from exporter.model.intensity import GridIntensities, LiveSlot, Slot, in_force
 from exporter.model.join import ServedModel, join
 from exporter.model.lookback import LookbackTracker
 from exporter.model.observations import ModelHistory, Observation
@@ -46,6 +47,27 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+class GridFeed(Protocol):
+    """What the engine needs of the live grid feed: its slots now (read, never waited for),
+    and its upstreams' health, request and error counts (it counts its own, off the cycle)."""
+
+    @property
+    def upstreams(self) -> tuple[str, ...]: ...
+
+    @property
+    def requests_by_upstream(self) -> Mapping[str, int]: ...
+
+    @property
+    def errors_by_upstream(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def up(self) -> Mapping[str, bool]: ...
+
+    def slots(self) -> tuple[LiveSlot, ...]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class EngineState:
     """What a scrape sees: the last good snapshot plus the exporter's own health."""
@@ -67,9 +89,11 @@ class Engine:
         config: Config,
         source: Source,
         clock: Callable[[], float] | None = None,
+        grid: GridFeed | None = None,
     ) -> None:
         self.config = config
         self.source = source
+        self.grid = grid
         self.settings = FigureSettings.from_config(config)
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
         self.state = EngineState()
@@ -85,6 +109,17 @@ class Engine:
         self._hardware: dict[Key, tuple[str, ...]] = {}  # each model's GPU products
         self.listeners: list[Callable[[], None]] = []  # called after each published state
         self.ready = threading.Event()
+        self._fallen_back: frozenset[Slot] = frozenset()
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        """The source's upstreams, then the live grid providers."""
+        return self.source.upstreams + (self.grid.upstreams if self.grid else ())
+
+    def close(self) -> None:
+        self.source.close()
+        if self.grid is not None:
+            self.grid.close()
 
     # ---- health, as scrapes see it
 
@@ -158,8 +193,9 @@ class Engine:
         self._last_dropped = dropped
         for s in served:
             self._check_hardware(s)
+        grid = self._grid(observation.time)
         models = tuple(
-            fig.compute(s, self.settings, self._history(observation, s.key)) for s in served
+            fig.compute(s, self.settings, self._history(observation, s.key), grid) for s in served
         )
         for s, f in zip(served, models, strict=True):
             attributed_gpus = sum(p.gpu_equivalents for p in s.pods)  # what the power is of
@@ -197,7 +233,32 @@ class Engine:
             unmapped_nodes=unmapped,
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
+            grid=grid,
         )
+
+    def _grid(self, now: float) -> GridIntensities:
+        """The intensities in force at `now`; a live value falling back to the annual one
+        (or, for marginal, to none) is logged once, and so is its return. Waiting for the
+        first value is not falling back, until max_age has passed."""
+        slots = self.grid.slots() if self.grid is not None else ()
+        grid = in_force(self.settings.regions, slots, now)
+        fallen = frozenset(
+            key
+            for key in grid.fallen_back()
+            if grid.live[key].value is not None or grid.ages[key] > grid.live[key].max_age
+        )
+        for region, basis in sorted(fallen - self._fallen_back):
+            slot = grid.live[(region, basis)]
+            why = "none received yet" if slot.value is None else f"older than {slot.max_age:g}s"
+            kept = "the annual value is" if basis == "location" else "no value is"
+            log.warning(
+                "grid region %s: live %s intensity from %s (zone %s) %s; %s in force",
+                *(region, basis, slot.source, slot.zone, why, kept),
+            )
+        for region, basis in sorted(self._fallen_back - fallen):
+            log.info("grid region %s: live %s intensity in force again", region, basis)
+        self._fallen_back = fallen
+        return grid
 
     def _log_once(self, observation: Observation) -> None:
         """Problems are counted every cycle but logged once, while they last; so are the
@@ -252,16 +313,22 @@ class Engine:
         up: Mapping[str, bool] | None = None,
     ) -> None:
         previous = self.state
+        up = dict(previous.up if up is None else up)
+        requests = dict(self.source.requests_by_upstream)
+        if self.grid is not None:  # counted by the feed itself, off the cycle
+            up.update(self.grid.up)
+            errors.update(self.grid.errors_by_upstream)
+            requests.update(self.grid.requests_by_upstream)
         self.state = replace(
             previous,
             snapshot=snapshot if snapshot is not None else previous.snapshot,
             last_attempt_at=attempt_at,
             last_success_at=attempt_at if ok else previous.last_success_at,
             last_cycle_ok=ok,
-            up=previous.up if up is None else up,
+            up=up,
             cycle_duration_seconds=time.monotonic() - started,
             errors_total=errors,
-            requests_total=dict(self.source.requests_by_upstream),
+            requests_total=requests,
             version=previous.version + 1,
         )
         for listener in self.listeners:

@@ -10,6 +10,7 @@ format (`... - at `$.a.b[0]``, "Object contains unknown field `x`", "Expected `i
 from __future__ import annotations
 
 import re
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -55,7 +56,7 @@ def _inner_errors(document: object, kind: Any, path: str) -> list[str]:
     """The errors of each part of a document that failed as a whole: struct fields (and
     unknown or missing keys), mapping entries, list items. [] where the failure belongs to
     the whole (a wrong type, a list too short, a check across the struct's own fields)."""
-    kind = _bare(kind)
+    kind = _branch(_bare(kind), "" if isinstance(document, Mapping) else "[")
     if _is_struct(kind) and isinstance(document, Mapping):
         fields = {f.name: f for f in msgspec.structs.fields(kind)}
         hints = typing.get_type_hints(kind, include_extras=True)
@@ -104,7 +105,11 @@ def describe(exc: msgspec.ValidationError, document: object, kind: Any, prefix: 
         path = f"{path}.{field[2]}"
         message = "unknown key" if field[1] == "contains unknown" else "required key is missing"
     else:
-        message = re.sub(r"`(\w+)`", lambda m: _TYPES.get(m[1], m[1]), message)
+        message = re.sub(
+            r"`(\w+(?: \| \w+)*)`",
+            lambda m: " or ".join(_TYPES.get(t, t) for t in m[1].split(" | ")),
+            message,
+        )
         message = message.replace("Expected ", "expected ").replace("Invalid ", "invalid ")
         if re.search(r", got an? \w+$", message) and not _SECRET.search(path):
             message += f" {short(_value_at(document, relative))}"
@@ -135,7 +140,7 @@ def _literal_choices(kind: object, path: str) -> tuple[object, ...]:
     """The values a Literal field allows, found by following `path` (`.a.b[0].c`) from
     `kind`; () where the path leads elsewhere."""
     for name, _ in re.findall(r"\.(\w+)|\[(\d+)\]", path):
-        kind = _bare(kind)
+        kind = _branch(_bare(kind), "" if name else "[")
         if name:
             kind = typing.get_type_hints(kind).get(name) if _is_struct(kind) else None
         else:
@@ -153,6 +158,21 @@ def _bare(kind: object) -> object:
     if type(None) in typing.get_args(kind) and len(args) == 1:
         return _bare(args[0])
     return kind
+
+
+def _branch(kind: object, step: str) -> object:
+    """The member of a union (`LiveGrid | list[LiveGrid]`) that a mapping (`step` "") or a
+    list (`step` "[") is read as; any other type as it is."""
+    members = [_bare(m) for m in typing.get_args(kind)] if _is_union(kind) else []
+    for member in members:
+        as_list = typing.get_origin(member) is list
+        if as_list == (step == "[") and (as_list or _is_struct(member)):
+            return member
+    return kind
+
+
+def _is_union(kind: object) -> bool:
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
 
 
 def _is_struct(kind: object) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from exporter.config.schema import Config
+from exporter.config.schema import Config, LiveGrid
 from exporter.config.values import HEADER_NAME, selector_problem
 from exporter.data import grid_region_codes
 
@@ -89,6 +89,58 @@ def _grid(config: Config) -> Problems:
     for i, rule in enumerate(config.grid.nodes):
         if rule.region not in known:
             yield f"grid.nodes[{i}].region", f"unknown region {rule.region!r}"
+    first: dict[str, str] = {}
+    for path, live in config.grid.live_providers():
+        if first.setdefault(live.provider, path) != path:
+            yield (
+                f"{path}.provider",
+                f"{live.provider} is already configured at {first[live.provider]}",
+            )
+        yield from _live(path, live, known)
+
+
+# The credential keys each live provider reads.
+_CREDENTIALS = {"electricitymaps": ("token_file",), "watttime": ("username", "password_file")}
+
+
+def _live(path: str, live: LiveGrid, known: frozenset[str] | set[str]) -> Problems:
+    own = " and ".join(_CREDENTIALS[live.provider])
+    for provider, keys in _CREDENTIALS.items():
+        for key in keys:
+            given = getattr(live, key) is not None
+            if provider == live.provider and not given:
+                yield f"{path}.{key}", f"required for provider {live.provider}"
+            elif provider != live.provider and given:
+                yield (
+                    f"{path}.{key}",
+                    f"belongs to provider {provider}; {live.provider} reads {own}",
+                )
+    if live.provider == "watttime":
+        if live.emission_factor_type is not None:
+            yield (
+                f"{path}.emission_factor_type",
+                "applies to provider electricitymaps only (WattTime's co2_moer is a "
+                "marginal operating emission rate)",
+            )
+        if live.zones is None:
+            yield (
+                f"{path}.zones",
+                "required for provider watttime: a WattTime region for each grid region "
+                "(look one up with WattTime's /v3/region-from-loc); there is no built-in map",
+            )
+    if live.refresh < 1:
+        yield f"{path}.refresh", "must be at least 1s"
+    elif live.max_age < live.refresh:
+        yield (
+            f"{path}.max_age",
+            f"{live.max_age:g}s is shorter than {path}.refresh ({live.refresh:g}s): live "
+            "values would fall back to the annual ones between refreshes",
+        )
+    for region, zone in (live.zones or {}).items():
+        if region not in known:
+            yield f"{path}.zones.{region}", f"unknown region {region!r}"
+        if not zone.strip():
+            yield f"{path}.zones.{region}", f"empty {live.provider} zone"
 
 
 def _workload(config: Config) -> Problems:

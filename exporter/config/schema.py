@@ -131,10 +131,32 @@ class NodeRule(Strict, frozen=True):
     region: str
 
 
+class LiveGrid(Strict, frozen=True):
+    """A live grid-intensity provider: Electricity Maps (location basis, hourly) or WattTime
+    (marginal basis). Which keys a provider needs is checked in `rules`."""
+
+    provider: Literal["electricitymaps", "watttime"]
+    url: Url | None = None  # None: the provider's public API
+    token_file: str | None = None  # electricitymaps
+    username: str | None = None  # watttime
+    password_file: str | None = None  # watttime
+    emission_factor_type: Literal["direct", "lifecycle"] | None = None  # electricitymaps
+    refresh: Duration = Duration(900.0)
+    max_age: Duration = Duration(3 * 3600.0)
+    zones: dict[str, str] | None = None  # grid region -> zone; None: the built-in map
+
+
 class GridSettings(Strict, frozen=True):
     default_region: str
     regions: dict[str, Region] = {}
     nodes: list[NodeRule] = []
+    live: LiveGrid | list[LiveGrid] = []
+
+    def live_providers(self) -> list[tuple[str, LiveGrid]]:
+        """(key path, settings) of each live provider, in the order given."""
+        if isinstance(self.live, LiveGrid):
+            return [("grid.live", self.live)]
+        return [(f"grid.live[{i}]", entry) for i, entry in enumerate(self.live)]
 
 
 class FacilitySettings(Strict, frozen=True):

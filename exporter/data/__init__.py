@@ -26,3 +26,8 @@ def grid_region_codes() -> frozenset[str]:
     """The codes of every built-in grid region."""
     regions = table("grid_regions.yaml")
     return frozenset(regions[EGRID_SECTION]) | frozenset(regions[EMBER_SECTION])
+
+
+def builtin_zones(provider: str) -> dict[str, str]:
+    """The built-in map from grid region to a live provider's zone ({} where there is none)."""
+    return dict(table("grid_zones.yaml").get(provider) or {})

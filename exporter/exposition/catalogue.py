@@ -4,17 +4,27 @@ series on /metrics (the collector), the JSON report, the per-model series budget
 docs/metrics.md (`python -m exporter.exposition.metrics_doc --write`).
 
 Adding a per-model metric: a formula in `model/methodology.py`, a field on `ModelFigures`
-filled by a step of `model/figures.py`, one `_model(...)` entry here, and tests. See
-CONTRIBUTING.md.
+filled by a step of `model/figures.py`, one `_model(...)` entry in `model_metrics.py`, and
+tests. See CONTRIBUTING.md.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from exporter.exposition.model_metrics import (
+    MODEL_LABELS as MODEL_LABELS,
+)
+from exporter.exposition.model_metrics import (
+    MODEL_METRICS as MODEL_METRICS,
+)
+from exporter.exposition.model_metrics import (
+    PREFIX,
+    LabelRow,
+    MetricSpec,
+)
 from exporter.model.figures import (
     ACCOUNTINGS,
     BOUNDS,
@@ -24,182 +34,12 @@ from exporter.model.figures import (
     SCOPES,
     ModelFigures,
 )
+from exporter.model.intensity import BASES
 from exporter.model.problems import REASONS
 from exporter.model.snapshot import Snapshot
 
-PREFIX = "llm_carbon_"
-MODEL_LABELS = ("namespace", "model")
-# A per-model figure: None (absent), a number or flag (one series), or a mapping from a label
-# value (or a tuple of them, in label order) to a number.
-Figure = float | int | bool | None | Mapping[Any, float]
-Extractor = Callable[[ModelFigures, Snapshot], Figure]
-LabelRow = tuple[tuple[str, ...], float]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str  # as exposed (counters with their _total)
-    kind: str  # gauge | counter
-    labels: tuple[str, ...]
-    help: str
-    group: str  # model | global | self
-    # Per-model metrics: the figure, from a model's figures and the snapshot holding them.
-    value: Extractor | None = None
-
-    @property
-    def family_name(self) -> str:
-        return self.name.removesuffix("_total") if self.kind == "counter" else self.name
-
-
-def _model(name: str, value: Extractor, help: str, *labels: str, kind: str = "gauge") -> MetricSpec:
-    return MetricSpec(name, kind, (*MODEL_LABELS, *labels), help, "model", value)
-
-
 METRICS: tuple[MetricSpec, ...] = (
-    _model(
-        "llm_carbon_model_info",
-        lambda f, _: {tuple(getattr(f.info, n) for n in INFO_LABELS): 1.0},
-        "Always 1. Labels describe the served model (pods of one model_name in one namespace)"
-        " and which assumptions its figures rest on: GPU type, nodes, grid regions, size "
-        "class, workload preset, and where capacity, idle floor, attribution, power and MFU "
-        "basis come from.",
-        *INFO_LABELS,
-    ),
-    _model(
-        "llm_carbon_power_watts",
-        lambda f, _: f.power_w,
-        "Mean power over the query window. scope=gpu: GPU board power measured by DCGM "
-        "(energy counter rate, else power gauge mean) summed over the model's GPUs. "
-        "scope=facility: gpu x host_overhead x PUE, an estimate.",
-        "scope",
-    ),
-    _model(
-        "llm_carbon_gpus",
-        lambda f, _: f.gpus,
-        "Physical GPUs held by the model's pods (MIG instances and "
-        "time-sliced copies of one GPU count once).",
-    ),
-    _model(
-        "llm_carbon_tokens_per_second",
-        lambda f, _: f.tokens_per_second,
-        "Mean tokens per second over the query window, summed over pods and engines. "
-        "phase=prompt counts prompt tokens as the inference server reports them (vLLM "
-        "includes prefix-cache hits); phase=generation counts generated tokens.",
-        "phase",
-    ),
-    _model(
-        "llm_carbon_prompt_token_ratio",
-        lambda f, _: f.prompt_token_ratio,
-        "Observed prompt share of tokens, prompt / (prompt + generation). Only while active.",
-    ),
-    _model(
-        "llm_carbon_energy_joules_per_token",
-        lambda f, _: f.joules_per_token,
-        "Energy per token (prompt + generation). accounting=amortized: power / tokens per "
-        "second, idle power included. accounting=marginal: max(power - idle floor, 0) / "
-        "tokens per second. scope as for llm_carbon_power_watts. Only while active.",
-        "scope",
-        "accounting",
-    ),
-    _model(
-        "llm_carbon_idle_power_watts",
-        lambda f, _: f.idle_power_w,
-        "Idle floor of the model's GPUs: lowest window-mean power per GPU while inactive "
-        "over the look-back, counting windows of at least min_power_watts_per_gpu on the "
-        "current GPU products (idle_source=observed), else the GPU table's loaded-idle power "
-        "x GPU count (idle_source=gpu_table).",
-    ),
-    _model(
-        "llm_carbon_idle_power_ratio",
-        lambda f, _: f.idle_power_ratio,
-        "Share of GPU power the idle floor explains: min(idle floor / power, 1).",
-    ),
-    _model(
-        "llm_carbon_utilization_ratio",
-        lambda f, _: f.utilization,
-        "Tokens per second / capacity; capacity is configured, else the model's peak "
-        "window-mean throughput over the look-back (capacity_source on model_info).",
-    ),
-    _model(
-        "llm_carbon_model_flops_utilization_ratio",
-        lambda f, _: f.mfu,
-        "MFU: tokens per second x 2 x active parameters / (GPUs x peak dense FLOP/s at the "
-        "served precision). Only where model and GPU are in the tables.",
-    ),
-    _model(
-        "llm_carbon_gpu_busy_ratio",
-        lambda f, _: f.gpu_busy,
-        "DCGM busy ratio averaged over the model's GPUs: PROF_GR_ENGINE_ACTIVE where "
-        "present, else GPU_UTIL / 100.",
-    ),
-    _model(
-        "llm_carbon_grid_intensity_grams_per_kwh",
-        lambda f, _: f.grid_intensity,
-        "Grid CO2 intensity of the model's electricity, power-weighted over its pods' grid "
-        "regions. basis=location: annual grid average. basis=market: configured contract or "
-        "residual-mix factors, only where every region of the model has one.",
-        "basis",
-    ),
-    _model(
-        "llm_carbon_co2_grams_per_token",
-        lambda f, _: f.co2_grams_per_token,
-        "CO2 per token: sum over pods of power x its region's intensity / 3.6e6, divided by "
-        "tokens per second. scope and basis as above. Only while active.",
-        "scope",
-        "basis",
-    ),
-    _model(
-        "llm_carbon_co2_grams_per_hour",
-        lambda f, _: f.co2_grams_per_hour,
-        "CO2 emission rate: sum over pods of power x its region's intensity / 1000.",
-        "scope",
-        "basis",
-    ),
-    _model(
-        "llm_carbon_energy_joules_total",
-        lambda f, s: s.energy_joules_total.get(f.key, {}),
-        "Energy this exporter process has observed the model use: window-mean power x "
-        "time between cycles (each step capped at the window).",
-        "scope",
-        kind="counter",
-    ),
-    _model(
-        "llm_carbon_co2_grams_total",
-        lambda f, s: s.co2_grams_total.get(f.key, {}),
-        "CO2 this exporter process has observed the model emit, integrated like "
-        "llm_carbon_energy_joules_total.",
-        "scope",
-        "basis",
-        kind="counter",
-    ),
-    _model(
-        "llm_carbon_commercial_joules_per_token",
-        lambda f, _: f.commercial,
-        "Commercial serving estimate (facility scope, compare with "
-        'llm_carbon_energy_joules_per_token{scope="facility"}): s x prefill + (1 - s) x '
-        "decode of the baseline's bound, with s the preset's prompt share (mix=preset) or "
-        "the observed one (mix=observed, only while active).",
-        "baseline",
-        "bound",
-        "mix",
-    ),
-    _model(
-        "llm_carbon_active",
-        lambda f, _: f.active,
-        "1 when the model serves at least min_tokens_per_second tokens per second, else 0.",
-    ),
-    _model(
-        "llm_carbon_underutilized",
-        lambda f, _: f.underutilized,
-        "1 when the model's GPUs draw power while the idle floor explains most of it, or "
-        "utilization or MFU is below its configured floor, or the model is inactive (below "
-        "min_tokens_per_second).",
-    ),
-    _model(
-        "llm_carbon_last_seen_timestamp_seconds",
-        lambda f, s: s.last_seen[f.key],
-        "Unix time of the cycle that last saw the model upstream.",
-    ),
+    *MODEL_METRICS,
     MetricSpec(
         "llm_carbon_preset_prompt_token_ratio",
         "gauge",
@@ -219,8 +59,29 @@ METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_region_grid_intensity_grams_per_kwh",
         "gauge",
         ("region", "basis", "source"),
-        "Annual CO2 intensity of each grid region in use (or the default region), with "
-        "the dataset it comes from.",
+        "CO2 intensity in force for each grid region in use (or the default region, or with "
+        "live data configured). source: the live provider (electricitymaps, watttime) while "
+        "its value is no older than grid.live.max_age, else the annual dataset it falls back "
+        "to (or config for configured factors).",
+        "global",
+    ),
+    MetricSpec(
+        "llm_carbon_grid_intensity_age_seconds",
+        "gauge",
+        ("region", "basis"),
+        "For each region and basis with live data configured: seconds since the newest live "
+        "value applies from, by the provider's own timestamp (since the exporter's first "
+        "request while none has arrived). Past grid.live.max_age the annual value is in "
+        "force (basis=location) or none (basis=marginal).",
+        "global",
+    ),
+    MetricSpec(
+        "llm_carbon_grid_intensity_estimated",
+        "gauge",
+        ("region", "basis", "method"),
+        "For each live value in force: 1 when the provider gives it as an estimate, 0 when "
+        "as measured. Electricity Maps: isEstimated, method = estimationMethod. WattTime: "
+        'always 1, method="forecast" (the forecast\'s current point).',
         "global",
     ),
     MetricSpec(
@@ -316,7 +177,6 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 SPECS = {spec.name: spec for spec in METRICS}
-MODEL_METRICS = tuple(spec for spec in METRICS if spec.group == "model")
 
 
 def model_rows(spec: MetricSpec, figures: ModelFigures, snapshot: Snapshot) -> Iterator[LabelRow]:
@@ -341,12 +201,14 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "phase": PHASES,
     "bound": BOUNDS,
     "mix": MIXES,
+    "basis": BASES,  # location; market where configured; marginal where live
 }
 
 
 def series_budget(bases: tuple[str, ...], baselines: int) -> int:
-    """Most series one active model can have, for the grid bases in use and the number of
-    commercial baselines compared."""
+    """Most series an active model can have, with grid `bases` in use and `baselines` compared."""
+    if not set(bases) <= set(BASES):
+        raise ValueError(f"bases must be among {BASES}, got {bases}")
     domains = {**{k: len(v) for k, v in LABEL_VALUES.items()}, "basis": len(bases)}
     domains["baseline"] = baselines
     total = 0

@@ -14,6 +14,7 @@ from exporter.engine import Engine, EngineState
 from exporter.exposition.catalogue import MODEL_METRICS, SPECS, model_rows
 from exporter.exposition.encoding import Row, encode
 from exporter.model.figures import BOUNDS, ModelFigures
+from exporter.model.intensity import BASES, GridIntensities, annual
 from exporter.model.problems import REASONS
 from exporter.model.snapshot import Snapshot
 
@@ -96,20 +97,12 @@ def _global_series(out: Families, engine: Engine, snapshot: Snapshot | None) -> 
                     (name, bound, phase),
                     table[bound],
                 )
-    in_use = {settings.node_regions.default}
+    grid = snapshot.grid if snapshot is not None and snapshot.grid else annual(settings.regions)
+    in_use = {settings.node_regions.default} | {region for region, _ in grid.live}
     if snapshot is not None:
         for figures in snapshot.models:
             in_use.update(figures.regions)
-    for name in sorted(in_use):
-        region = settings.regions[name]
-        for basis in ("location", "market"):
-            value = region.intensity(basis)
-            if value is not None:
-                out.add(
-                    "llm_carbon_region_grid_intensity_grams_per_kwh",
-                    (name, basis, region.source(basis)),
-                    value,
-                )
+    _grid_series(out, grid, in_use)
     out.add(
         "llm_carbon_methodology_info",
         (
@@ -119,17 +112,46 @@ def _global_series(out: Families, engine: Engine, snapshot: Snapshot | None) -> 
             f"{settings.min_tokens_per_second:g}",
             settings.node_regions.default,
             settings.default_preset,
-            ",".join(sorted({settings.regions[r].location_source for r in in_use})),
+            ",".join(
+                sorted(
+                    {settings.regions[r].location_source for r in in_use}
+                    | {slot.source for slot in grid.live.values()}
+                )
+            ),
         ),
         1,
     )
+
+
+def _grid_series(out: Families, grid: GridIntensities, regions: set[str]) -> None:
+    """Each region's intensity in force by basis (with its source), the age of its live data
+    where configured, and whether the live value in force is an estimate."""
+    for name in sorted(regions):
+        for basis in BASES:
+            found = grid.values.get((name, basis))
+            if found is None:
+                continue
+            out.add(
+                "llm_carbon_region_grid_intensity_grams_per_kwh",
+                (name, basis, found.source),
+                found.grams_per_kwh,
+            )
+            value = found.live.value if found.live is not None else None
+            if value is not None:
+                out.add(
+                    "llm_carbon_grid_intensity_estimated",
+                    (name, basis, value.method),
+                    1 if value.estimated else 0,
+                )
+    for (name, basis), age in sorted(grid.ages.items()):
+        out.add("llm_carbon_grid_intensity_age_seconds", (name, basis), age)
 
 
 def _self_series(
     out: Families, state: EngineState, stale: bool, engine: Engine, snapshot: Snapshot | None
 ) -> None:
     out.add("llm_carbon_exporter_build_info", (__version__,), 1)
-    upstreams = engine.source.upstreams
+    upstreams = engine.upstreams
     for upstream in upstreams:
         up = state.up.get(upstream, False) and not stale
         out.add("llm_carbon_exporter_upstream_up", (upstream,), 1 if up else 0)

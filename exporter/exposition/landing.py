@@ -52,9 +52,11 @@ Version {version}. Source: {upstream} ({status}).</p>
 def _assumptions(engine: Engine) -> str:
     s = engine.settings
     share = s.preset_share(s.default_preset)
+    live = engine.grid.upstreams if engine.grid is not None else ()
+    grid = f"live ({', '.join(live)}, annual while stale)" if live else "annual"
     return (
         f"Assumptions: facility scope = GPU power x host overhead {s.host_overhead:g} x PUE "
-        f"{s.pue:g}; location-based annual grid intensity by node (default region "
+        f"{s.pue:g}; location-based {grid} grid intensity by node (default region "
         f"{s.node_regions.default}); means over {engine.source.window:g} s; per-token figures "
         f"only at {s.min_tokens_per_second:g} tok/s or more; commercial estimates at the "
         f"{s.default_preset} preset's {100 * share:.1f} % prompt share."

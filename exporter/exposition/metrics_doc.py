@@ -26,12 +26,14 @@ GROUPS = (
 def _budget() -> str:
     location = series_budget(("location",), baselines=3)
     market = series_budget(("location", "market"), baselines=3)
+    every = series_budget(("location", "market", "marginal"), baselines=3)
     commercial = series_budget(("location",), baselines=3) - series_budget(
         ("location",), baselines=0
     )
     return (
         f"An active model has at most {location} series ({market} where market-basis factors "
-        f"are configured for its regions); {commercial} of them are the commercial envelope "
+        f"are configured for its regions, {every} with live marginal intensity as well); "
+        f"{commercial} of them are the commercial envelope "
         "(3 baselines × low/mid/high × preset/observed mix). Per-token series are absent while "
         "a model is inactive, and a figure that cannot be computed is absent, never 0. "
         "Descriptive labels live on `llm_carbon_model_info`."

@@ -70,9 +70,9 @@ def row(f: ModelFigures) -> dict[str, str]:
 LEGEND = (
     "Power: DCGM's energy counter unless a note says otherwise. "
     "J/tok: GPU power / (prompt + generation) tokens per second, idle included; marg.: above "
-    "the idle floor. gCO2/tok: GPU scope, location-based grid. nrp mid / scale mid: commercial "
-    "mid estimate (facility scope) of the nrp-envelope and of the size-matched baseline, at "
-    "the preset's prompt share."
+    "the idle floor. gCO2/tok: GPU scope, location basis (live where configured). nrp mid / "
+    "scale mid: commercial mid estimate (facility scope) of the nrp-envelope and of the "
+    "size-matched baseline, at the preset's prompt share."
 )
 
 

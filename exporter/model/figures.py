@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 
 from exporter.model import methodology as m
 from exporter.model.catalog import GpuSpec, ModelSpec
+from exporter.model.intensity import BASES, GridIntensities, annual
 from exporter.model.join import PodShare, ServedModel
 from exporter.model.observations import ModelHistory
 from exporter.model.settings import FigureSettings
 
 SCOPES = ("gpu", "facility")
-BASES = ("location", "market")
 BOUNDS = ("low", "mid", "high")
 PHASES = ("prompt", "generation")
 ACCOUNTINGS = ("amortized", "marginal")
@@ -135,16 +135,19 @@ def carbon(
     settings: FigureSettings,
     power: GpuPower,
     active_tps: float | None,
+    grid: GridIntensities | None = None,
 ) -> Carbon:
-    """CO2 per basis, each pod on its own region's grid. A basis is left out unless every
-    pod's region has a factor for it (market factors are configured per region), and all of
-    them while the power is incomplete (a partial set of pods would give a partial, wrong
-    intensity). `active_tps`: tokens per second while active, else None."""
+    """CO2 per basis, each pod on its own region's grid at the intensity in force (`grid`).
+    A basis is left out unless every pod's region has a value for it (market factors are
+    configured per region, marginal values come live or not at all), and all of them while
+    the power is incomplete (a partial set of pods would give a partial, wrong intensity).
+    `active_tps`: tokens per second while active, else None; `grid` by default annual."""
     out = Carbon({}, {}, {})
     if not power.known:
         return out
+    grid = grid or annual(settings.regions)
     for basis in BASES:
-        values = [settings.regions[region_of[p.node]].intensity(basis) for p in pods]
+        values = [grid.intensity(region_of[p.node], basis) for p in pods]
         if not values or any(v is None for v in values):
             continue
         per_pod = [(p.power_w, v) for p, v in zip(pods, values, strict=True) if v is not None]
@@ -323,23 +326,24 @@ def gpu_type(pods: tuple[PodShare, ...], gpu_specs: Mapping[str, GpuSpec | None]
 
 
 def compute(
-    served: ServedModel, settings: FigureSettings, history: ModelHistory | None = None
+    served: ServedModel,
+    settings: FigureSettings,
+    history: ModelHistory | None = None,
+    grid: GridIntensities | None = None,
 ) -> ModelFigures:
-    """Apply the methodology to one served model."""
+    """Apply the methodology to one served model at the grid intensities in force."""
     history = history or ModelHistory()
-    pods, tps = served.pods, served.tokens_per_second
+    pods, tps, factor = served.pods, served.tokens_per_second, settings.facility_factor
     active = m.is_active(tps, settings.min_tokens_per_second)
     prompt_ratio = (
         m.prompt_token_ratio(served.prompt_tps, served.generation_tps) if active else None
     )
-    preset = settings.preset_for(served.model)
-    spec = settings.catalog.model(served.model)
+    preset, spec = settings.preset_for(served.model), settings.catalog.model(served.model)
     size = m.size_class(spec.total_params_b, settings.size_classes) if spec else "unknown"
     gpu_specs = {p.gpu_model: settings.catalog.gpu(p.gpu_model) for p in pods}
     region_of = {p.node: settings.node_regions.region_of(p.node)[0] for p in pods}
-
     power = gpu_power(served)
-    co2 = carbon(pods, region_of, settings, power, tps if active else None)
+    co2 = carbon(pods, region_of, settings, power, tps if active else None, grid)
     idle_w, idle_source = idle_floor(pods, gpu_specs, history, power.attributed_gpus)
     idle_ratio = (
         m.idle_power_ratio(idle_w, power.watts) if (idle_w is not None and power.known) else None
@@ -365,11 +369,9 @@ def compute(
         gpus=sum(p.gpus for p in pods) if power.known else None,
         tokens_per_second={"prompt": served.prompt_tps, "generation": served.generation_tps},
         active=active,
-        power_w=scaled(power.watts, settings.facility_factor) if power.known else {},
+        power_w=scaled(power.watts, factor) if power.known else {},
         prompt_token_ratio=prompt_ratio,
-        joules_per_token=(
-            joules_per_token(power, idle_w, tps, settings.facility_factor) if active else {}
-        ),
+        joules_per_token=joules_per_token(power, idle_w, tps, factor) if active else {},
         idle_power_w=idle_w if power.known else None,
         idle_power_ratio=idle_ratio,
         utilization=util,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.model.figures import ModelFigures
+from exporter.model.intensity import GridIntensities
 
 Key = tuple[str, str]  # (namespace, model)
 
@@ -21,3 +22,4 @@ class Snapshot:
     unmapped_nodes: int = 0
     pods_without_gpus: int = 0
     models_dropped: int = 0
+    grid: GridIntensities | None = None  # the intensities the figures used (None: annual)

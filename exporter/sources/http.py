@@ -37,17 +37,37 @@ INFLATE_STEP = 1 << 20  # bytes decompressed at a time
 
 @dataclass(frozen=True)
 class HttpOptions:
-    """How to reach one kind of upstream; `setting` names its config section in messages."""
+    """How to reach one kind of upstream; `setting` names its config section in messages
+    (and, with `limits_configurable`, its timeout and max_response_bytes keys)."""
 
     timeout: float
     max_response_bytes: int
     setting: str
     headers: Mapping[str, str] = field(default_factory=dict)
     bearer_token_file: str | None = None
+    # The token file's token goes bare in this header instead of `Authorization: Bearer`
+    # (Electricity Maps' `auth-token`).
+    token_header: str | None = None
     basic_auth: tuple[str, str] | None = None  # (username, password file)
     ca_file: str | None = None
     insecure_skip_verify: bool = False
     accept: str = "*/*"
+    limits_configurable: bool = True
+
+    def limit_name(self, key: str, value: str) -> str:
+        """How a limit is named in messages: its config key, or its value where none."""
+        return f"{self.setting}.{key}" if self.limits_configurable else value
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytearray
+    headers: Mapping[str, str]  # as received; look names up case-insensitively
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
 
 
 class HttpFetcher:
@@ -82,7 +102,8 @@ class HttpFetcher:
         # Bytes of response bodies held right now, by all the requests in flight (a cycle's
         # queries run at once): together they stay within max_response_bytes.
         self._held = 0
-        self._secrets: tuple[str, ...] = ()
+        self._secrets: tuple[str, ...] = ()  # the configured credentials, as last read
+        self._runtime_secrets: tuple[str, ...] = ()  # the last `auth` headers' values
 
     def close(self) -> None:
         self._session.close()
@@ -99,6 +120,8 @@ class HttpFetcher:
                     "empty or has whitespace inside the token",
                 )
             self._secrets = (token,)
+            if o.token_header:
+                return {o.token_header: token}
             return {"Authorization": f"Bearer {token}"}
         if o.basic_auth:
             username, password_file = o.basic_auth
@@ -113,15 +136,31 @@ class HttpFetcher:
         upstream may echo request headers in an error body."""
         text = redact(text)
         text = re.sub(r"(?i)\b(bearer|basic)\s+[^\s'\",]+", r"\1 <redacted>", text)
-        for secret in self._secrets:
+        for secret in (*self._secrets, *self._runtime_secrets):
             text = text.replace(secret, "<redacted>")
         return text
 
     def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytearray]:
         """(status, body) of a GET; every failure raises UpstreamError."""
+        response = self.fetch(url, params)
+        return response.status, response.body
+
+    def fetch(
+        self,
+        url: str,
+        params: Mapping[str, str] | None = None,
+        auth: Mapping[str, str] | None = None,
+    ) -> HttpResponse:
+        """A GET with its response headers. `auth`: credential headers for this request,
+        instead of the configured ones (a token obtained at run time); kept out of messages
+        like them. Every failure raises UpstreamError."""
         with self._count:
             self.requests_made += 1
-        headers = self._auth_headers()
+        if auth is None:
+            headers = self._auth_headers()
+        else:
+            headers = dict(auth)
+            self._runtime_secrets = tuple(v.split()[-1] for v in auth.values() if v.split())
         error: UpstreamError | None = None
         with Deadline.running(self.options.timeout) as deadline:
             try:
@@ -142,7 +181,7 @@ class HttpFetcher:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str],
         deadline: Deadline,
-    ) -> tuple[int, bytearray]:
+    ) -> HttpResponse:
         if self.options.ca_file and not os.path.isfile(self.options.ca_file):
             raise UpstreamError(
                 AUTH_FILE, f"{self.options.setting}.ca_file {self.options.ca_file!r} does not exist"
@@ -165,7 +204,8 @@ class HttpFetcher:
                     f"are not followed, so credentials and headers stay with the configured "
                     f"host; set {self.options.setting}.url to the final address",
                 )
-            return response.status_code, self._read_capped(response, deadline)
+            body = self._read_capped(response, deadline)
+            return HttpResponse(response.status_code, body, dict(response.headers))
 
     def _failure(self, exc: Exception, shown: str, deadline: Deadline) -> UpstreamError:
         """An exception of a request as an UpstreamError with its reason."""
@@ -205,11 +245,11 @@ class HttpFetcher:
     def _read_capped(self, response: requests.Response, deadline: Deadline) -> bytearray:
         """The body, decompressed, or UpstreamError past the size cap: the cap bounds what
         is held in memory, compressed or not, and nothing past it is read."""
-        limit, setting = self.options.max_response_bytes, self.options.setting
+        limit = self.options.max_response_bytes
+        cap = self.options.limit_name("max_response_bytes", "")
+        cap = f"{cap} ({limit} bytes" if cap else f"{limit} bytes ("
         too_large = UpstreamError(
-            TOO_LARGE,
-            f"response larger than {setting}.max_response_bytes ({limit} bytes, for all the "
-            "responses being read at once)",
+            TOO_LARGE, f"response larger than {cap}, for all the responses being read at once)"
         )
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
@@ -223,7 +263,8 @@ class HttpFetcher:
         try:
             while chunk := response.raw.read1(65536, decode_content=False):
                 if deadline.expired:
-                    raise UpstreamError(TIMEOUT, f"response took longer than {setting}.timeout")
+                    timeout = self.options.limit_name("timeout", f"{self.options.timeout:g}s")
+                    raise UpstreamError(TIMEOUT, f"response took longer than {timeout}")
                 while chunk:
                     # Inflate a little at a time, each piece counted before the next: a small
                     # compressed body cannot blow up in memory (a gzip bomb stops at the cap).

@@ -18,6 +18,7 @@ import yaml
 
 from exporter.config import merge
 from exporter.demo.endpoints import SimulatedEndpoints
+from exporter.demo.grid import SimulatedGrid
 from exporter.demo.run import demo_config
 from exporter.demo.simulation import SimCluster, targets
 from tests.dashboards_util import (
@@ -105,17 +106,26 @@ def prometheus(
         backfill=history,
         scrape_interval=SCRAPE_SECONDS,
     )
+    grid = SimulatedGrid().start()  # live location and marginal data, so those panels have some
     exporter = ExporterProcess(
-        workdir, {"prometheus": {"url": server.url}, "exporter": {"interval": "1s"}}
+        workdir,
+        {
+            "prometheus": {"url": server.url},
+            "exporter": {"interval": "1s"},
+            "grid": {"live": grid.live()},
+        },
     )
     add_exporter_job(
         server, {exporter: {"namespace": "monitoring", "pod": "llm-carbon-exporter-0"}}
     )
-    with running(server, exporter):
-        server.start()
-        exporter.start()
-        wait_until(lambda: settled(server), 45, "Prometheus to hold 30 s of exporter series")
-        yield server
+    try:
+        with running(server, exporter):
+            server.start()
+            exporter.start()
+            wait_until(lambda: settled(server), 45, "Prometheus to hold 30 s of exporter series")
+            yield server
+    finally:
+        grid.stop()
 
 
 def query(prometheus: PrometheusServer, expr: str) -> list[dict[str, Any]]:

@@ -459,6 +459,17 @@ def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
         with_jpt = {lab["model"] for lab, _ in pick(got, "llm_carbon_energy_joules_per_token")}
         assert len(active) == 5 and with_jpt == active
         assert len(pick(got, "llm_carbon_model_info")) == 6
+        # A live basis from the built-in stand-ins, labelled simulated.
+        assert "SIMULATED Electricity Maps" in text and "not real data" in text
+        region = pick(got, "llm_carbon_region_grid_intensity_grams_per_kwh", region="CAMX")
+        assert {(lab["basis"], lab["source"]) for lab, _ in region} == {
+            ("location", "electricitymaps"),
+            ("marginal", "watttime"),
+        }
+        assert pick(got, "llm_carbon_grid_intensity_estimated", method="SIMULATED")
+        glm = {"model": GLM, "scope": "gpu"}
+        bases = {lab["basis"] for lab, _ in pick(got, "llm_carbon_co2_grams_per_token", **glm)}
+        assert bases == {"location", "marginal"}
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(15) == 0
     finally:

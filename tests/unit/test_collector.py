@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from typing import ClassVar
 
 import pytest
@@ -29,6 +30,7 @@ from exporter.model.observations import (
     PodGpus,
     PodTokens,
 )
+from tests.grid_feeds import StaticGrid, slot
 from tests.harness import parse_samples, pick
 
 
@@ -72,9 +74,21 @@ def full_observation(model: str = "zai-org/GLM-4.7-FP8", namespace: str = "llm")
     )
 
 
-def engine_with(observation_factory, **overrides) -> Engine:
+def live_grid_now() -> StaticGrid:
+    """Fresh live values for CAMX on both live bases (Electricity Maps says estimated)."""
+    now = time.time()
+    return StaticGrid(
+        [
+            slot("CAMX", 150.0, now - 60, estimated=True, method="TIME_SLICER_AVERAGE"),
+            slot("CAMX", 400.0, now - 60, "marginal", estimated=True, method="forecast"),
+        ]
+    )
+
+
+def engine_with(observation_factory, live: bool = True, **overrides) -> Engine:
     config = load(overrides={"grid.regions": {"CAMX": {"market": 120.0}}, **overrides})
-    return Engine(config, FixedSource(observation_factory))
+    grid = live_grid_now() if live else None
+    return Engine(config, FixedSource(observation_factory), grid=grid)
 
 
 def after_two_cycles(observation_factory=full_observation) -> Engine:
@@ -113,10 +127,11 @@ def test_emits_exactly_the_catalogued_families_with_their_labels() -> None:
 def test_per_model_series_budget() -> None:
     """An active model with every input present has exactly the catalogue's budget."""
 
-    def count(**overrides) -> int:
+    def count(live: bool = False, **overrides) -> int:
         with freeze_time("2026-11-26 12:00:00"):
+            grid = live_grid_now() if live else None
             config = load(overrides=overrides)
-            engine = Engine(config, FixedSource(full_observation))
+            engine = Engine(config, FixedSource(full_observation), grid=grid)
             engine.run_cycle()
             samples = parse_samples(render(engine))
         return len([s for s in samples if s[1].get("model") == "zai-org/GLM-4.7-FP8"])
@@ -124,6 +139,46 @@ def test_per_model_series_budget() -> None:
     assert count() == series_budget(("location",), baselines=3) == 46
     market = {"grid.regions": {"CAMX": {"market": 120.0}}}
     assert count(**market) == series_budget(("location", "market"), baselines=3) == 53
+    every = series_budget(("location", "market", "marginal"), baselines=3)
+    assert count(live=True, **market) == every == 60  # DESIGN.md: under 70
+
+
+def test_live_values_in_force_with_their_source_age_and_estimate() -> None:
+    engine = after_two_cycles()
+    with freeze_time("2026-11-26 12:00:30"):
+        samples = parse_samples(render(engine))
+    region = "llm_carbon_region_grid_intensity_grams_per_kwh"
+    assert pick(samples, region, region="CAMX", basis="location") == [
+        ({"region": "CAMX", "basis": "location", "source": "electricitymaps"}, 150.0)
+    ]
+    assert pick(samples, region, region="CAMX", basis="marginal")[0][0]["source"] == "watttime"
+    assert pick(samples, region, region="CAMX", basis="market")[0][0]["source"] == "config"
+    ages = {lab["basis"]: v for lab, v in pick(samples, "llm_carbon_grid_intensity_age_seconds")}
+    assert ages == {"location": 90.0, "marginal": 90.0}  # made at 11:59:00, read at 12:00:30
+    estimated = pick(samples, "llm_carbon_grid_intensity_estimated", basis="location")
+    assert estimated == [
+        ({"region": "CAMX", "basis": "location", "method": "TIME_SLICER_AVERAGE"}, 1.0)
+    ]
+    glm = {"model": "zai-org/GLM-4.7-FP8", "scope": "gpu"}
+    per_hour = {lab["basis"]: v for lab, v in pick(samples, "llm_carbon_co2_grams_per_hour", **glm)}
+    assert per_hour == pytest.approx(
+        {"location": 1320 * 0.150, "market": 1320 * 0.120, "marginal": 1320 * 0.400}
+    )
+    # The live providers are upstreams like the source's: up, requests, errors by reason.
+    for upstream, requests in (("electricitymaps", 3), ("watttime", 5)):
+        assert pick(samples, "llm_carbon_exporter_upstream_up", upstream=upstream)[0][1] == 1
+        assert (
+            pick(samples, "llm_carbon_exporter_upstream_requests_total", upstream=upstream)[0][1]
+            == requests
+        )
+        assert pick(
+            samples,
+            "llm_carbon_exporter_upstream_errors_total",
+            upstream=upstream,
+            reason="timeout",
+        )
+    datasets = pick(samples, "llm_carbon_methodology_info")[0][0]["grid_datasets"]
+    assert datasets == "egrid2023rev2,electricitymaps,watttime"
 
 
 def test_label_values_are_escaped() -> None:

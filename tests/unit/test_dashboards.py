@@ -37,6 +37,7 @@ UNITS = {
     "none",
     "si:g/h",
     "si:g/kWh",
+    "s",
 }
 # Multi-value variables are matched as regular expressions, single-value ones exactly.
 FILTER_OPERATOR = {"overview.json": "=~", "model-detail.json": "="}
@@ -355,3 +356,23 @@ def test_model_detail_charts_cost_against_its_context() -> None:
         "llm_carbon_utilization_ratio",
         "llm_carbon_co2_grams_per_hour",  # grid intensity: CO2 per hour over power, per basis
     } <= metrics
+
+
+def test_live_grid_panels() -> None:
+    """Intensity over time per region with its source and the age of the live data
+    (overview); CO2 per token on the location and marginal bases side by side (detail). The
+    health stat leaves the live grid providers out: without them the figures fall back."""
+    overview = {p["title"]: p for p in queried_panels(BOARDS["overview.json"])}
+    region = overview["Grid intensity in force by region"]
+    assert "llm_carbon_region_grid_intensity_grams_per_kwh" in exprs(region)[0]
+    assert "{{source}}" in region["targets"][0]["legendFormat"]
+    assert (
+        "llm_carbon_grid_intensity_age_seconds" in exprs(overview["Age of the live grid data"])[0]
+    )
+    detail = {p["title"]: p for p in queried_panels(BOARDS["model-detail.json"])}
+    sides = detail["CO₂ per token: location and marginal basis (facility)"]
+    assert [t["legendFormat"] for t in sides["targets"]] == ["location", "marginal"]
+    assert 'basis="location"' in exprs(sides)[0] and 'basis="marginal"' in exprs(sides)[1]
+    for board in BOARDS.values():
+        (health,) = exprs(next(p for p in queried_panels(board) if "current" in p["title"]))
+        assert 'upstream!~"electricitymaps|watttime"' in health
