@@ -59,6 +59,8 @@ QUERIED = (
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
     "vllm:prompt_tokens_total",
     "vllm:generation_tokens_total",
+    "vllm:request_success_total",
+    "vllm:prompt_tokens_by_source_total",
 )
 
 

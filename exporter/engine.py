@@ -230,6 +230,7 @@ class Engine:
             energy_joules_total={k: dict(self._totals.energy[k]) for k in keys},
             co2_grams_total={k: dict(self._totals.co2[k]) for k in keys},
             last_seen={k: self._totals.last_seen[k] for k in keys},
+            embodied_grams_total={k: v for k, v in self._totals.embodied.items() if k in keys},
             unmapped_nodes=unmapped,
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,

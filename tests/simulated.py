@@ -28,6 +28,18 @@ NODE_INTENSITY = {
     "gpu-d.hsrn.nyu.edu": 864.469 * LB,  # NYCW
 }
 
+# Embodied kg CO2e per GPU of the simulated products (NVIDIA's HGX H100 figure per GPU; the
+# H200 and A100 80 GB with their extra HBM at the H100 figure's memory intensity; the L40S
+# from a measured GA102 card), each with a GPU server's 375 kg share, over 5 years.
+EMBODIED_KG = {"H100": 164 + 375, "H200": 216 + 375, "A100": 162 + 375, "L40S": 145 + 375}
+HOURS_IN_FIVE_YEARS = 5 * 365.25 * 24
+FACILITY = 1.2 * 1.4  # host overhead x PUE, the defaults
+
+
+def embodied_grams_per_hour(product: str, gpus: float) -> float:
+    kg = next(kg for name, kg in EMBODIED_KG.items() if name in product)
+    return kg * 1000 * gpus / HOURS_IN_FIVE_YEARS
+
 
 def stored(target: Target, series: Iterable[Series], instance: str) -> Iterator[Series]:
     """Series labels after the scrape: target labels attached, collisions renamed

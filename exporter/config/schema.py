@@ -64,6 +64,9 @@ class UpstreamMetrics(Strict, frozen=True):
     gpu_engine_active: MetricName
     prompt_tokens: MetricName
     generation_tokens: MetricName
+    requests: MetricName | None = None  # finished requests (counter); null: none
+    # Prompt tokens by where they came from (vLLM); only source="local_compute" is computed.
+    prompt_tokens_by_source: MetricName | None = None
 
 
 class GpuLabels(Strict, frozen=True):
@@ -246,6 +249,19 @@ class UtilizationSettings(Strict, frozen=True):
     refresh: Duration = Duration(600.0)
 
 
+class EmbodiedGpu(Strict, frozen=True):
+    pattern: Regex
+    kg: NonNegativeNumber  # kg CO2e to make one GPU (its board share), cradle to gate
+    source: str = "config"
+
+
+class EmbodiedSettings(Strict, frozen=True):
+    lifetime_years: PositiveNumber = PositiveNumber(5.0)
+    server_kg_per_gpu: NonNegativeNumber = NonNegativeNumber(375.0)
+    unknown_gpu_kg: NonNegativeNumber | None = NonNegativeNumber(150.0)
+    gpus: list[EmbodiedGpu] = []
+
+
 class PlausibilitySettings(Strict, frozen=True):
     max_power_margin: Factor = Factor(1.25)
     max_power_watts_per_gpu: PositiveNumber = PositiveNumber(1500.0)
@@ -275,6 +291,7 @@ class Config(Strict, frozen=True, kw_only=True):
     utilization: UtilizationSettings = UtilizationSettings()
     underutilized: UnderutilizedSettings = UnderutilizedSettings()
     plausibility: PlausibilitySettings = PlausibilitySettings()
+    embodied: EmbodiedSettings = EmbodiedSettings()
 
 
 def as_dict(section: Struct) -> dict[str, Any]:

@@ -40,6 +40,16 @@ class SimPod:
     period_s: float = 600.0
     container: str = "vllm"
     started_at: float = EPOCH  # vLLM counters count from here (a later value = a restart)
+    prompt_tokens_per_request: float = 8000.0  # finished requests = prompt tokens / this
+    cache_hit_share: float = 0.6  # share of prompt tokens served from the prefix cache
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.prompt_tps / self.prompt_tokens_per_request
+
+    @property
+    def prompt_computed_tps(self) -> float:
+        return self.prompt_tps * (1.0 - self.cache_hit_share)
 
     def load(self, t: float) -> float:
         return 1.0 + self.wave * math.sin(2 * math.pi * (t - EPOCH) / self.period_s)
@@ -109,6 +119,30 @@ class SimCluster:
                     round(pod.generation_tps * seconds / pod.engines, 3),
                 )
             )
+            per_engine = seconds / pod.engines
+            requests = pod.requests_per_second * per_engine
+            for reason, part in (("stop", 0.9), ("length", 0.1), ("abort", 0.0)):
+                out.append(
+                    (
+                        "vllm:request_success_total",
+                        {**labels, "finished_reason": reason},
+                        round(requests * part, 3),
+                    )
+                )
+            computed = pod.prompt_computed_tps * per_engine
+            cached = pod.prompt_tps * per_engine - computed
+            for source, value in (
+                ("local_compute", computed),
+                ("local_cache_hit", cached),
+                ("external_kv_transfer", 0.0),
+            ):
+                out.append(
+                    (
+                        "vllm:prompt_tokens_by_source_total",
+                        {**labels, "source": source},
+                        round(value, 3),
+                    )
+                )
             running = max(0, round((pod.prompt_tps + pod.generation_tps) / 400 * pod.load(t)))
             out.append(("vllm:num_requests_running", labels, float(running)))
         return out
@@ -192,6 +226,8 @@ HELP = {
     "vllm:prompt_tokens_total": ("counter", "Number of prefill tokens processed."),
     "vllm:generation_tokens_total": ("counter", "Number of generation tokens processed."),
     "vllm:num_requests_running": ("gauge", "Number of requests in model execution batches."),
+    "vllm:request_success_total": ("counter", "Count of successfully processed requests."),
+    "vllm:prompt_tokens_by_source_total": ("counter", "Number of prompt tokens by source."),
     "DCGM_FI_DEV_POWER_USAGE": ("gauge", "Power draw (in W)."),
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": (
         "counter",

@@ -41,10 +41,27 @@ from exporter.model.snapshot import Snapshot
 METRICS: tuple[MetricSpec, ...] = (
     *MODEL_METRICS,
     MetricSpec(
+        "llm_carbon_reference_energy_wh_per_request",
+        "gauge",
+        ("reference",),
+        "Published energy per request (prompt) of a commercial LLM service, Wh, to read "
+        "llm_carbon_energy_joules_per_request / 3600 beside; each counts something else "
+        "(docs/methodology.md#reference-figures): only roughly comparable.",
+        "global",
+    ),
+    MetricSpec(
         "llm_carbon_preset_prompt_token_ratio",
         "gauge",
         ("preset",),
         "Prompt share a workload preset assumes: input / (input + output) tokens per call.",
+        "global",
+    ),
+    MetricSpec(
+        "llm_carbon_preset_tokens_per_request",
+        "gauge",
+        ("preset", "phase"),
+        "Tokens per call a workload preset assumes (phase=prompt: input, phase=generation: "
+        "output), to read llm_carbon_tokens_per_request beside.",
         "global",
     ),
     MetricSpec(

@@ -89,6 +89,10 @@ def _global_series(out: Families, engine: Engine, snapshot: Snapshot | None) -> 
     settings = engine.settings
     for preset in settings.presets:
         out.add("llm_carbon_preset_prompt_token_ratio", (preset,), settings.preset_share(preset))
+        for phase, tokens in zip(("prompt", "generation"), settings.presets[preset], strict=True):
+            out.add("llm_carbon_preset_tokens_per_request", (preset, phase), tokens)
+    for name, wh in settings.references:
+        out.add("llm_carbon_reference_energy_wh_per_request", (name,), wh)
     for name, envelope in settings.baselines.items():
         for bound in BOUNDS:
             for phase, table in (("prefill", envelope.prefill), ("decode", envelope.decode)):

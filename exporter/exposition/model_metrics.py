@@ -45,8 +45,8 @@ MODEL_METRICS: tuple[MetricSpec, ...] = (
         lambda f, _: {tuple(getattr(f.info, n) for n in INFO_LABELS): 1.0},
         "Always 1. Labels describe the served model (pods of one model_name in one namespace)"
         " and which assumptions its figures rest on: GPU type, nodes, grid regions, size "
-        "class, workload preset, and where capacity, idle floor, attribution, power and MFU "
-        "basis come from.",
+        "class, workload preset, and where capacity, idle floor, attribution, power, MFU basis "
+        "and embodied figures (embodied_basis: table, proxy or none) come from.",
         *INFO_LABELS,
     ),
     _model(
@@ -170,6 +170,74 @@ MODEL_METRICS: tuple[MetricSpec, ...] = (
         "baseline",
         "bound",
         "mix",
+    ),
+    _model(
+        "llm_carbon_requests_per_second",
+        lambda f, _: f.per_request.requests_per_second,
+        "Finished requests per second over the query window, from the inference server's "
+        "counter (vLLM request_success_total, all finished_reasons), summed over pods and "
+        "engines. Absent where the server does not count them.",
+    ),
+    _model(
+        "llm_carbon_energy_joules_per_request",
+        lambda f, _: f.per_request.joules_per_request,
+        "Energy per finished request, computed like llm_carbon_energy_joules_per_token with "
+        "requests per second as the denominator: power / requests per second (amortized) or "
+        "above the idle floor (marginal). Only while active and where requests are counted.",
+        "scope",
+        "accounting",
+    ),
+    _model(
+        "llm_carbon_co2_grams_per_request",
+        lambda f, _: f.per_request.co2_grams_per_request,
+        "CO2 per finished request: the model's CO2 per second (each pod on its own grid) / "
+        "requests per second. Only while active and where requests are counted.",
+        "scope",
+        "basis",
+    ),
+    _model(
+        "llm_carbon_tokens_per_request",
+        lambda f, _: f.per_request.tokens_per_request,
+        "Observed mean tokens per finished request: tokens per second of the phase / requests "
+        "per second, to compare with the workload preset's tokens per call. Only while active "
+        "and where requests are counted.",
+        "phase",
+    ),
+    _model(
+        "llm_carbon_energy_joules_per_computed_token",
+        lambda f, _: f.per_request.facility_joules_per_computed_token,
+        "Facility-scope energy per token the GPUs computed: facility power / (prompt tokens "
+        "not served from the prefix cache + generated tokens) per second; compare with "
+        'llm_carbon_energy_joules_per_token{scope="facility",accounting="amortized"}, which '
+        "counts cache hits. Only while active and where vLLM counts prompt tokens by source.",
+    ),
+    _model(
+        "llm_carbon_embodied_co2_grams_per_hour",
+        lambda f, _: f.footprint.embodied_grams_per_hour,
+        "Embodied emissions of the model's GPUs and their share of the server, amortized over "
+        "embodied.lifetime_years: (GPU kg + server kg per GPU) x 1000 x GPUs held (MIG "
+        "fractions) / lifetime hours. Drawn whether or not the model serves.",
+    ),
+    _model(
+        "llm_carbon_embodied_co2_grams_total",
+        lambda f, s: s.embodied_grams_total.get(f.key),
+        "Embodied emissions this exporter process has charged the model, integrated like "
+        "llm_carbon_energy_joules_total.",
+        kind="counter",
+    ),
+    _model(
+        "llm_carbon_sci_grams_per_token",
+        lambda f, _: f.footprint.sci_grams_per_token,
+        "Software Carbon Intensity per token (ISO/IEC 21031:2024): facility-scope, "
+        "location-based CO2 per token + embodied g per hour / 3600 / tokens per second. Only "
+        "while active.",
+    ),
+    _model(
+        "llm_carbon_sci_grams_per_request",
+        lambda f, _: f.footprint.sci_grams_per_request,
+        "Software Carbon Intensity per finished request: as llm_carbon_sci_grams_per_token "
+        "with requests per second as the denominator. Only while active and where requests "
+        "are counted.",
     ),
     _model(
         "llm_carbon_active",

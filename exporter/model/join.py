@@ -4,9 +4,10 @@ replicas and nodes, become one `ServedModel`."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from exporter.model.observations import Observation, PodGpus
+from exporter.model.observations import Observation, PodGpus, PodTokens
 
 ModelKey = tuple[str, str]  # (namespace, model)
 
@@ -36,6 +37,9 @@ class ServedModel:
     generation_tps: float
     pods: tuple[PodShare, ...]
     pods_without_gpus: tuple[str, ...]
+    # Summed over the model's pods; None unless every pod counts them.
+    requests_per_second: float | None = None
+    prompt_computed_tps: float | None = None
 
     @property
     def key(self) -> ModelKey:
@@ -62,6 +66,7 @@ def join(observation: Observation) -> list[ServedModel]:
         prompt, generation = models.get(tokens.model, (0.0, 0.0))
         models[tokens.model] = (prompt + tokens.prompt_tps, generation + tokens.generation_tps)
 
+    extras = _extras(observation.tokens)
     pods_of: dict[ModelKey, list[tuple[PodGpus, float]]] = defaultdict(list)
     missing_of: dict[ModelKey, list[str]] = defaultdict(list)
     rates: dict[ModelKey, list[float]] = defaultdict(lambda: [0.0, 0.0])
@@ -95,9 +100,23 @@ def join(observation: Observation) -> list[ServedModel]:
                 )
             ),
             pods_without_gpus=tuple(sorted(missing_of.get(key, ()))),
+            requests_per_second=extras[key][0],
+            prompt_computed_tps=extras[key][1],
         )
         for key in sorted(rates)
     ]
+
+
+def _extras(tokens: Iterable[PodTokens]) -> dict[ModelKey, list[float | None]]:
+    """Each model's requests per second and computed prompt tokens per second, summed over
+    its pods: None where any pod does not count them (a partial sum would be wrong)."""
+    out: dict[ModelKey, list[float | None]] = defaultdict(lambda: [0.0, 0.0])
+    for row in tokens:
+        sums = out[(row.namespace, row.model)]
+        for i, value in enumerate((row.requests_per_second, row.prompt_computed_tps)):
+            previous = sums[i]
+            sums[i] = None if previous is None or value is None else previous + value
+    return out
 
 
 def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:

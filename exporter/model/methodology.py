@@ -7,10 +7,16 @@ tokens/s, g CO2/kWh, g CO2. Functions return None where a figure is undefined (r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 JOULES_PER_KWH = 3.6e6
 SECONDS_PER_HOUR = 3600.0
+HOURS_PER_YEAR = 8766.0  # 365.25 days
+# Above this many tokens per finished request the request rate is not a denominator: no model
+# reads a context of 100 M tokens, so the rate is garbage or the window saw (next to) no
+# request finish while long ones ran.
+MAX_TOKENS_PER_REQUEST = 1e8
 
 
 def is_active(tokens_per_second: float, min_tokens_per_second: float) -> bool:
@@ -149,3 +155,29 @@ def is_underutilized(
     ):
         return True
     return mfu is not None and mfu_below is not None and mfu < mfu_below
+
+
+def per_unit(per_second: float, units_per_second: float) -> float | None:
+    """A rate per unit of output (a token, a finished request): rate / units per second;
+    None without units, or where the quotient overflows."""
+    if units_per_second <= 0:
+        return None
+    value = per_second / units_per_second
+    return value if math.isfinite(value) else None
+
+
+def request_rate(requests_per_second: float | None, tokens_per_second: float) -> float | None:
+    """The request rate to divide by: None without finished requests, or with more than
+    MAX_TOKENS_PER_REQUEST tokens each."""
+    if not requests_per_second or requests_per_second <= 0:
+        return None
+    if tokens_per_second / requests_per_second > MAX_TOKENS_PER_REQUEST:
+        return None
+    return requests_per_second
+
+
+def embodied_grams_per_hour(kg_per_gpu: float, gpus: float, lifetime_years: float) -> float:
+    """Embodied g CO2e per hour of holding `gpus` GPUs (fractions for MIG slices), each made
+    with `kg_per_gpu` (its server share included), amortized over `lifetime_years`: SCI's
+    M = TE x (time reserved / expected life) x (resources reserved / total resources)."""
+    return kg_per_gpu * 1000.0 * gpus / (lifetime_years * HOURS_PER_YEAR)

@@ -63,6 +63,10 @@ class PodTokens:
     model: str
     prompt_tps: float
     generation_tps: float
+    # Where the inference server counts them: finished requests per second, and prompt tokens
+    # computed per second (prefix-cache hits left out). None: not counted.
+    requests_per_second: float | None = None
+    prompt_computed_tps: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.config import Config, as_dict
+from exporter.data import table
 from exporter.model import methodology as m
 from exporter.model.catalog import Catalog
+from exporter.model.embodied import EmbodiedTable
 from exporter.model.grid import GridRegion, NodeRegionMap, resolve_regions
 
 
@@ -40,6 +42,8 @@ class FigureSettings:
     always_compare: tuple[str, ...]
     size_classes: tuple[tuple[str, float | None], ...]
     catalog: Catalog
+    embodied: EmbodiedTable
+    references: tuple[tuple[str, float], ...]  # published Wh per request, by name
     capacities: tuple[tuple[re.Pattern[str], float], ...]
     underutilized: Mapping[str, float | None]
 
@@ -79,6 +83,13 @@ class FigureSettings:
                 (re.compile(c.pattern), c.tokens_per_second) for c in config.utilization.capacity
             ),
             underutilized=as_dict(config.underutilized),
+            references=tuple((r["name"], float(r["wh"])) for r in table("references.yaml")),
+            embodied=EmbodiedTable(
+                [as_dict(e) for e in config.embodied.gpus],
+                config.embodied.server_kg_per_gpu,
+                config.embodied.unknown_gpu_kg,
+                config.embodied.lifetime_years,
+            ),
         )
 
     @property

@@ -4,7 +4,7 @@ render."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.model.figures import ModelFigures
 from exporter.model.intensity import GridIntensities
@@ -19,6 +19,7 @@ class Snapshot:
     energy_joules_total: Mapping[Key, Mapping[str, float]]  # scope -> J
     co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]  # (scope, basis) -> g
     last_seen: Mapping[Key, float]
+    embodied_grams_total: Mapping[Key, float] = field(default_factory=dict)
     unmapped_nodes: int = 0
     pods_without_gpus: int = 0
     models_dropped: int = 0

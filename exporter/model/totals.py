@@ -17,6 +17,7 @@ class Totals:
         self.energy: dict[Key, dict[str, float]] = {}
         self.co2: dict[Key, dict[tuple[str, str], float]] = {}
         self.last_seen: dict[Key, float] = {}
+        self.embodied: dict[Key, float] = {}
         self._integrated_at: dict[Key, float] = {}
 
     def integrate(self, models: Iterable[ModelFigures], now: float) -> list[Key]:
@@ -33,7 +34,13 @@ class Totals:
             self._advance(f, now)
         stale = [k for k, seen in self.last_seen.items() if now - seen > TTL_SECONDS]
         for key in stale:
-            for table in (self.energy, self.co2, self._integrated_at, self.last_seen):
+            for table in (
+                self.energy,
+                self.co2,
+                self.embodied,
+                self._integrated_at,
+                self.last_seen,
+            ):
                 table.pop(key, None)
         return stale
 
@@ -44,6 +51,9 @@ class Totals:
         co2 = self.co2.setdefault(key, {})
         for scope_basis in f.co2_grams_per_hour:
             co2.setdefault(scope_basis, 0.0)
+        embodied_per_hour = f.footprint.embodied_grams_per_hour
+        if embodied_per_hour is not None:
+            self.embodied.setdefault(key, 0.0)
         if not f.power_w:
             self._integrated_at.pop(key, None)
             return
@@ -56,3 +66,5 @@ class Totals:
             energy[scope] += watts * elapsed
         for scope_basis, grams_per_hour in f.co2_grams_per_hour.items():
             co2[scope_basis] += grams_per_hour / 3600.0 * elapsed
+        if embodied_per_hour is not None:
+            self.embodied[key] += embodied_per_hour / 3600.0 * elapsed

@@ -94,15 +94,19 @@ class DirectSource:
                 )
             )
         )
-        self._token_names = (names.prompt_tokens, names.generation_tokens)
+        token_counters = (
+            names.prompt_tokens,
+            names.generation_tokens,
+            names.requests,
+            names.prompt_tokens_by_source,
+        )
+        self._token_names = tuple(n for n in token_counters if n)
         # Gauges with a ceiling: a ratio, and a percentage.
         self._ceilings = {
             base_name(names.gpu_engine_active): 1.0,
             base_name(names.gpu_util): 100.0,
         }
-        self._counters = {
-            base_name(n) for n in (names.gpu_energy, names.prompt_tokens, names.generation_tokens)
-        }
+        self._counters = {base_name(n) for n in (names.gpu_energy, *self._token_names)}
         self._power = base_name(names.gpu_power)
         self.plausible = Plausibility(config)
         self.store = SeriesStore(self.window, self._judge)

@@ -12,6 +12,7 @@ from exporter.model.problems import MISSING_SERIES, Problem, pod_ref
 from exporter.sources.direct_gpus import first_label
 from exporter.sources.page_parser import Row, base_name
 from exporter.sources.plausibility import Plausibility
+from exporter.sources.promql import COMPUTED_SOURCE_VALUE, REQUIRED_PHASES, TOKEN_PHASES
 from exporter.sources.series_store import SeriesStore, series_key
 from exporter.text import redact
 
@@ -23,6 +24,17 @@ class TokenReader:
         self.upstream = upstream
         names = config.upstream.metrics
         self.prompt, self.generation = names.prompt_tokens, names.generation_tokens
+        # Which phase each counter on a page counts (see promql.TOKEN_PHASES).
+        self.phase_of = {
+            base_name(name): phase
+            for phase, name in zip(
+                TOKEN_PHASES,
+                (self.prompt, self.generation, names.requests, names.prompt_tokens_by_source),
+                strict=True,
+            )
+            if name
+        }
+        self.computed = base_name(names.prompt_tokens_by_source or "")
         self.model_labels = config.upstream.token_labels.model
         self.default_model = config.upstream.default_model
         self.store = store
@@ -73,57 +85,83 @@ class TokenReader:
         the models its unreadable pages served when last read)."""
         namespace, name = pod.namespace or "", pod.pod or ""
         ref = pod_ref(namespace, name)
-        rates: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        rates: dict[str, dict[str, float | None]] = defaultdict(dict)
         incomplete: set[str] = set()
-        phases: dict[str, set[int]] = defaultdict(set)
-        prompt = base_name(self.prompt)
         for url in pod.vllm_urls:
             if url not in pages:  # could not be read: what it served last is left out
                 incomplete |= unread_models[url]
                 continue
             for series, labels, _ in pages[url]:
                 model = self._model(labels)
-                if not model:
+                phase = self.phase_of.get(series)
+                if not model or phase is None:
                     continue
-                phase = 0 if series == prompt else 1
-                phases[model].add(phase)
-                key = series_key(url, series, labels)
-                refusal = self.store.refused.get(key)
-                rate = None if refusal else self.store.windows[key].counter_rate()
-                if refusal is None and rate is not None:
-                    refusal = self.plausible.token_rate(rate)
-                if refusal is not None:
-                    problems.append(
-                        Problem(
-                            self.upstream,
-                            refusal.reason,
-                            f"{series} for {ref} model {model!r} is {refusal.why}; model left "
-                            "out this cycle",
-                            frozenset({ref}),
-                        )
-                    )
-                    incomplete.add(model)
-                elif rate is None:
-                    incomplete.add(model)  # one sample so far: a rate needs two
-                else:
-                    rates[model][phase] += rate
-        incomplete |= _one_sided(self.upstream, ref, phases, problems)
+                if series == self.computed and labels.get("source") != COMPUTED_SOURCE_VALUE:
+                    continue
+                rate = self._rate(url, series, labels, ref, model, phase, problems)
+                total = rates[model].get(phase, 0.0)
+                if rate is None and phase in REQUIRED_PHASES:
+                    incomplete.add(model)  # refused, or one sample so far: a rate needs two
+                # One series without a rate leaves the phase without one.
+                rates[model][phase] = None if rate is None or total is None else total + rate
+        incomplete |= _one_sided(self.upstream, ref, rates, problems)
         rows = [
-            PodTokens(namespace, name, model, p, g)
-            for model, (p, g) in sorted(rates.items())
+            PodTokens(
+                namespace,
+                name,
+                model,
+                phases["prompt"] or 0.0,
+                phases["generation"] or 0.0,
+                requests_per_second=phases.get("requests"),
+                prompt_computed_tps=phases.get("prompt_computed"),
+            )
+            for model, phases in sorted(rates.items())
             if model not in incomplete
         ]
         return rows, {(namespace, model) for model in incomplete}
 
+    def _rate(
+        self,
+        url: str,
+        series: str,
+        labels: Mapping[str, str],
+        ref: str,
+        model: str,
+        phase: str,
+        problems: list[Problem],
+    ) -> float | None:
+        """The series' rate over its window, or None: one sample so far, or refused (said,
+        with what the refusal costs)."""
+        key = series_key(url, series, labels)
+        refusal = self.store.refused.get(key)
+        rate = None if refusal else self.store.windows[key].counter_rate()
+        if refusal is None and rate is not None:
+            refusal = self.plausible.token_rate(rate)
+        if refusal is None:
+            return rate
+        cost = "model left out this cycle" if phase in REQUIRED_PHASES else f"{phase} withheld"
+        problems.append(
+            Problem(
+                self.upstream,
+                refusal.reason,
+                f"{series} for {ref} model {model!r} is {refusal.why}; {cost}",
+                frozenset({ref}),
+            )
+        )
+        return None
+
 
 def _one_sided(
-    upstream: str, ref: str, phases: Mapping[str, set[int]], problems: list[Problem]
+    upstream: str,
+    ref: str,
+    rates: Mapping[str, Mapping[str, float | None]],
+    problems: list[Problem],
 ) -> set[str]:
     """The models a pod shows only one of the two token series for: left out, with a
     problem each."""
     out = set()
-    for model, seen in phases.items():
-        if len(seen) < 2:
+    for model, phases in rates.items():
+        if not all(p in phases for p in REQUIRED_PHASES):
             problems.append(
                 Problem(
                     upstream,

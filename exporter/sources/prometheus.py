@@ -62,7 +62,7 @@ class PrometheusSource:
         problems: list[Problem] = []
         results = self._run_queries(at, problems)
         blind = bool(
-            not results["power_energy"] and not results["power_gauge"] and results["prompt"]
+            not results["power_energy"] and not results["power_gauge"] and results["tokens"]
         )
         if blind:
             problems.append(

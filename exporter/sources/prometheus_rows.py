@@ -20,7 +20,15 @@ from exporter.model.problems import (
 )
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.prometheus_api import Sample
-from exporter.sources.promql import GLITCH, GPU_ROW, HOSTS, TOKEN_ROW
+from exporter.sources.promql import (
+    GLITCH,
+    GPU_ROW,
+    HOSTS,
+    PHASE,
+    REQUIRED_PHASES,
+    TOKEN_PHASES,
+    TOKEN_ROW,
+)
 
 UPSTREAM = "prometheus"
 GpuKey = tuple[str, ...]  # GPU_ROW values: namespace, pod, node, GPU model
@@ -308,45 +316,70 @@ def token_rows(
     results: Results, plausible: Plausibility, problems: list[Problem]
 ) -> tuple[list[PodTokens], set[tuple[str, str]], list[tuple[str, str, str]]]:
     """Token rates per pod and model, the (namespace, model) keys left out, and every (pod,
-    model) served. A model with a refused or one-sided row (a pod in one token query but not
-    the other: a partial result), or a counter that stepped back, is left out this cycle,
-    with a problem, rather than shown with a wrong rate."""
-    rates: dict[GpuKey, list[float | None]] = {}
+    model) served. A model with a refused or one-sided row (a pod with prompt tokens but not
+    generation tokens, or the other way round: a partial result), or a token counter that
+    stepped back, is left out this cycle, with a problem, rather than shown with a wrong rate.
+    A refused request or computed-prompt rate withholds only the figures that divide by it."""
+    rates: dict[GpuKey, dict[str, float | None]] = {}
     left_out: set[tuple[str, str]] = set()
 
-    def leave_out(key: GpuKey, reason: str, text: str) -> None:
-        problems.append(Problem(UPSTREAM, reason, text, frozenset({pod_ref(key[0], key[1])})))
-        left_out.add((key[0], key[2]))
+    def refuse(key: GpuKey, phase: str, reason: str, text: str) -> None:
+        required = phase in REQUIRED_PHASES
+        then = "model left out this cycle" if required else f"{phase} figures withheld"
+        problems.append(
+            Problem(UPSTREAM, reason, f"{text}; {then}", frozenset({pod_ref(key[0], key[1])}))
+        )
+        if required:
+            left_out.add((key[0], key[2]))
+        rates.setdefault(key, {})[phase] = None
 
-    for index, name in enumerate(("prompt", "generation")):
-        for sample in results[name]:
-            key = _key(sample, TOKEN_ROW)
-            if not all(key):
-                continue
-            where = f"query {name}: {key[0]}/{key[1]} model {key[2]!r}"
-            if GLITCH in sample.labels:
-                stepped = "a token counter stepped back, not to zero"
-                leave_out(key, IMPLAUSIBLE, f"{where}: {stepped}; model left out this cycle")
-                continue
-            rates.setdefault(key, [None, None])[index] = sample.value
-            refusal = plausible.token_rate(sample.value)
-            if refusal is not None:
-                leave_out(
-                    key, refusal.reason, f"{where} is {refusal.why}; model left out this cycle"
-                )
-    for key, (prompt, generation) in rates.items():
-        if prompt is None or generation is None:
-            missing = "prompt" if prompt is None else "generation"
-            leave_out(
-                key,
-                MISSING_SERIES,
-                f"pod {key[0]}/{key[1]} model {key[2]!r} has no {missing} token series; model "
-                "left out this cycle",
-            )
+    for sample in results["tokens"]:
+        key, phase = _key(sample, TOKEN_ROW), sample.labels.get(PHASE, "")
+        if not all(key) or phase not in TOKEN_PHASES:
+            continue
+        where = f"query tokens: {key[0]}/{key[1]} model {key[2]!r} {phase}"
+        if GLITCH in sample.labels:
+            refuse(key, phase, IMPLAUSIBLE, f"{where}: a counter stepped back, not to zero")
+            continue
+        refusal = plausible.token_rate(sample.value)
+        if refusal is not None:
+            refuse(key, phase, refusal.reason, f"{where} is {refusal.why}")
+        elif phase not in rates.get(key, {}):  # a refusal of this phase stands
+            rates.setdefault(key, {})[phase] = sample.value
+    left_out |= _one_sided(rates, problems)
     rows = [
-        PodTokens(namespace=ns, pod=pod, model=model, prompt_tps=p, generation_tps=g)
-        for (ns, pod, model), (p, g) in sorted(rates.items())
-        if (ns, model) not in left_out and p is not None and g is not None
+        PodTokens(
+            namespace=ns,
+            pod=pod,
+            model=model,
+            prompt_tps=phases["prompt"] or 0.0,
+            generation_tps=phases["generation"] or 0.0,
+            requests_per_second=phases.get("requests"),
+            prompt_computed_tps=phases.get("prompt_computed"),
+        )
+        for (ns, pod, model), phases in sorted(rates.items())
+        if (ns, model) not in left_out
     ]
     served = [(key[0], key[1], key[2]) for key in rates]
     return rows, left_out, served
+
+
+def _one_sided(
+    rates: Mapping[GpuKey, Mapping[str, float | None]], problems: list[Problem]
+) -> set[tuple[str, str]]:
+    """The (namespace, model) keys of pods with only one of the two token series (a partial
+    result): left out, with a problem each."""
+    out = set()
+    for key, phases in rates.items():
+        for missing in (p for p in REQUIRED_PHASES if p not in phases):
+            out.add((key[0], key[2]))
+            problems.append(
+                Problem(
+                    UPSTREAM,
+                    MISSING_SERIES,
+                    f"pod {key[0]}/{key[1]} model {key[2]!r} has no {missing} token series; "
+                    "model left out this cycle",
+                    frozenset({pod_ref(key[0], key[1])}),
+                )
+            )
+    return out

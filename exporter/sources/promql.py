@@ -29,6 +29,13 @@ TOKEN_ROW = (*POD, "lce_model")
 MODEL = ("lce_namespace", "lce_model")
 MIG_ROW = (*GPU_ROW, "lce_gpu_id", "lce_mig_instance", "lce_mig_profile")
 GLITCH = "lce_glitch"  # on a row: a counter of this key stepped back without a restart
+PHASE = "lce_phase"  # on a `tokens` row: which counter's rate it holds
+# The `tokens` query's phases: prompt and generation tokens (both required), finished
+# requests, and prompt tokens computed rather than served from the prefix cache.
+TOKEN_PHASES = ("prompt", "generation", "requests", "prompt_computed")
+REQUIRED_PHASES = TOKEN_PHASES[:2]  # without both, a model is left out
+COMPUTED_SOURCE_VALUE = "local_compute"  # vllm:prompt_tokens_by_source_total{source}
+COMPUTED_SOURCE = f'source="{COMPUTED_SOURCE_VALUE}"'
 HOSTS = "lce_hosts"  # on a gpu_count row: not a count, the `lce_host` of the key
 # Labels that tell apart series of one GPU that run at the same time (dcgm-exporter's MIG
 # instance and shared-GPU copy labels, and the scrape job); `instance` and the dcgm-exporter's
@@ -86,8 +93,9 @@ class _Builder:
         sel = self.whole_sel if selector is None else selector
         return _normalize(f"{fn}({metric}{{{sel}}}[{self.window}])", self.gpu_labels)
 
-    def tok(self, fn: str, metric: str) -> str:
-        return _normalize(f"{fn}({metric}{{{self.tok_sel}}}[{self.window}])", self.tok_labels)
+    def tok(self, fn: str, metric: str, extra: str = "") -> str:
+        sel = ", ".join(part for part in (self.tok_sel, extra) if part)
+        return _normalize(f"{fn}({metric}{{{sel}}}[{self.window}])", self.tok_labels)
 
     def one_gpu(
         self, fn: str, metric: str, row: Sequence[str] = GPU_ROW, sel: str | None = None
@@ -109,16 +117,39 @@ class _Builder:
     def per_gpu(self, agg: str, fn: str, metric: str) -> str:
         return f"{agg} by ({_by(GPU_ROW)}) ({self.one_gpu(fn, metric)})"
 
-    def glitches(self, normalize: str, metric: str, row: Sequence[str]) -> str:
+    def glitches(self, normalize: str, metric: str, row: Sequence[str], extra: str = "") -> str:
         """Rows (tagged `lce_glitch`) of `row` keys where a counter series went backwards
         but stayed above half its window's maximum: a step back, not a restart to zero.
-        `normalize` is "gpu" or "tok"."""
-        build = self.gpu if normalize == "gpu" else self.tok
+        `normalize` is "gpu" or "tok"; `extra` narrows the token selector."""
+
+        def build(fn: str) -> str:
+            return self.gpu(fn, metric) if normalize == "gpu" else self.tok(fn, metric, extra)
+
         stepped = (
-            f"({build('resets', metric)} > 0) and "
-            f"({build('min_over_time', metric)} > 0.5 * {build('max_over_time', metric)})"
+            f"({build('resets')} > 0) and "
+            f"({build('min_over_time')} > 0.5 * {build('max_over_time')})"
         )
         return _tagged(f"count by ({_by(row)}) ({stepped})", GLITCH, "1")
+
+    def tokens(self) -> str:
+        """One row per pod, model and phase (`lce_phase`): the rate of each token counter,
+        of finished requests and of computed prompt tokens (where configured), and a glitch
+        row, tagged with its phase, where one of these counters stepped back."""
+        names = self.names
+        counters = {
+            "prompt": (names.prompt_tokens, ""),
+            "generation": (names.generation_tokens, ""),
+            "requests": (names.requests, ""),
+            "prompt_computed": (names.prompt_tokens_by_source, COMPUTED_SOURCE),
+        }
+        parts = []
+        for phase, (metric, extra) in counters.items():
+            if not metric:
+                continue
+            rates = f"sum by ({_by(TOKEN_ROW)}) ({self.tok('rate', metric, extra)})"
+            parts.append(_tagged(rates, PHASE, phase))
+            parts.append(_tagged(self.glitches("tok", metric, TOKEN_ROW, extra), PHASE, phase))
+        return " or ".join(parts)
 
     def seen(self, extra: Mapping[str, list[str]] | None = None) -> str:
         """One row per (pod, GPU) that has a power or energy series in the window."""
@@ -185,8 +216,7 @@ class Queries:
     gpu_count: str
     shared_gpus: str
     busy: str
-    prompt: str
-    generation: str
+    tokens: str
     mig: str
     peak_tokens: str
 
@@ -194,10 +224,6 @@ class Queries:
     def build(cls, config: Config) -> Queries:
         b = _Builder(config)
         names = config.upstream.metrics
-
-        def tokens(metric: str) -> str:
-            rates = f"sum by ({_by(TOKEN_ROW)}) ({b.tok('rate', metric)})"
-            return f"{rates} or {b.glitches('tok', metric, TOKEN_ROW)}"
 
         # Rows tagged lce_hosts: the names dcgm-exporter gives each pod's node, to compare
         # with the Kubernetes node where a relabeling supplies one.
@@ -216,8 +242,7 @@ class Queries:
                 f"{b.per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
                 f"or {b.per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
             ),
-            prompt=tokens(names.prompt_tokens),
-            generation=tokens(names.generation_tokens),
+            tokens=b.tokens(),
             mig=b.mig(),
             peak_tokens=b.peak_tokens(),
         )
@@ -229,8 +254,7 @@ class Queries:
             "gpu_count": self.gpu_count,
             "shared_gpus": self.shared_gpus,
             "busy": self.busy,
-            "prompt": self.prompt,
-            "generation": self.generation,
+            "tokens": self.tokens,
             "mig": self.mig,
         }
 
@@ -239,4 +263,4 @@ class Queries:
 
 
 # Queries whose failure fails the cycle; the others degrade one figure.
-REQUIRED = ("gpu_count", "prompt", "generation")
+REQUIRED = ("gpu_count", "tokens")

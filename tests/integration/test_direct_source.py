@@ -21,6 +21,7 @@ from exporter.demo.nrp import nrp_cluster
 from exporter.demo.run import demo_config
 from exporter.demo.simulation import EPOCH, targets
 from exporter.engine import Engine
+from exporter.exposition.collector import ExporterCollector
 from exporter.sources.direct import DirectSource
 from tests.harness import (
     StaticPages,
@@ -34,7 +35,12 @@ from tests.harness import (
 )
 from tests.sidecar import GPU as L40S
 from tests.sidecar import sidecar
-from tests.simulated import shared_gpu_cluster
+from tests.simulated import (
+    FACILITY,
+    NODE_INTENSITY,
+    embodied_grams_per_hour,
+    shared_gpu_cluster,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +102,79 @@ def test_sidecar_counts_only_its_own_pods_gpus(endpoints) -> None:
     assert f.joules_per_token[("gpu", "amortized")] == pytest.approx(1320 / 3158, rel=1e-6)
     assert f.gpu_busy == pytest.approx(0.68)
     assert f.info_value("regions") == "CAMX" and f.info_value("attribution") == "exclusive"
+
+
+def test_sidecar_per_request_figures_and_sci_match_the_known_rates(endpoints) -> None:
+    pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
+    config = build(sidecar_config(endpoints, pod.name))
+    with freeze_time(START) as frozen:
+        engine = Engine(config, DirectSource(config))
+        cycles(engine, frozen, 3)
+        samples = parse_samples(ExporterCollector(engine).exposition(False).decode())
+    key = {"namespace": pod.namespace, "model": GLM}
+    rps = pod.requests_per_second
+    assert one(samples, "llm_carbon_requests_per_second", **key) == pytest.approx(rps, rel=0.01)
+    joules = one(
+        samples, "llm_carbon_energy_joules_per_request", scope="gpu", accounting="amortized", **key
+    )
+    assert joules == pytest.approx(pod.power_w / rps, rel=0.015)
+    tps = pod.prompt_tps + pod.generation_tps
+    embodied = embodied_grams_per_hour(endpoints.cluster.node(pod.node).product, len(pod.gpus))
+    assert one(samples, "llm_carbon_embodied_co2_grams_per_hour", **key) == pytest.approx(embodied)
+    operational = pod.power_w * FACILITY * NODE_INTENSITY[pod.node] / 3.6e6 / tps
+    assert one(samples, "llm_carbon_sci_grams_per_token", **key) == pytest.approx(
+        operational + embodied / 3600 / tps, rel=0.03
+    )
+    generated = one(samples, "llm_carbon_tokens_per_request", phase="generation", **key)
+    assert generated == pytest.approx(pod.generation_tps / rps, rel=0.015)
+    wh = (
+        one(
+            samples,
+            "llm_carbon_energy_joules_per_request",
+            scope="facility",
+            accounting="amortized",
+            **key,
+        )
+        / 3600
+    )
+    assert wh == pytest.approx(pod.power_w * FACILITY / rps / 3600, rel=0.015)
+
+
+def test_sidecar_without_a_request_counter_has_no_per_request_series() -> None:
+    page = (
+        "# TYPE vllm:prompt_tokens_total counter\n"
+        'vllm:prompt_tokens_total{{model_name="m"}} {prompt}\n'
+        "# TYPE vllm:generation_tokens_total counter\n"
+        'vllm:generation_tokens_total{{model_name="m"}} {generation}\n'
+    )
+    dcgm = "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
+    dcgm += f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{L40S}}} "
+    server = StaticPages({})
+    try:
+        with freeze_time(START) as frozen:
+            config = sidecar(server, "/vllm")
+            engine = Engine(config, DirectSource(config))
+            for step in range(4):
+                seconds = 30 * step
+                server.pages["/vllm"] = page.format(prompt=900 * seconds, generation=100 * seconds)
+                server.pages["/dcgm"] = f"{dcgm}{10**9 + 300_000 * seconds}\n"
+                assert engine.run_cycle()
+                frozen.tick(30)
+            samples = parse_samples(ExporterCollector(engine).exposition(False).decode())
+    finally:
+        server.close()
+    assert one(
+        samples, "llm_carbon_energy_joules_per_token", scope="gpu", accounting="amortized"
+    ) == pytest.approx(0.3)
+    for name in (
+        "llm_carbon_requests_per_second",
+        "llm_carbon_energy_joules_per_request",
+        "llm_carbon_tokens_per_request",
+        "llm_carbon_sci_grams_per_request",
+        "llm_carbon_energy_joules_per_computed_token",
+    ):
+        assert pick(samples, name) == [], name
+    assert one(samples, "llm_carbon_sci_grams_per_token") > 0  # per token it stands
 
 
 def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> None:

@@ -577,7 +577,7 @@ FAIL_CASES = [
                 },
             ),
             "malformed_response",
-            only=("prompt", "generation"),
+            only=("tokens",),
         ),
         id="label-value-not-a-string",
     ),
@@ -598,7 +598,7 @@ FAIL_CASES = [
                 422, "execution", "query processing would load too many samples"
             ),
             "query_error",
-            only=("prompt",),
+            only=("tokens",),
         ),
         id="required-query-422",
     ),
@@ -808,6 +808,10 @@ class ValueTarget:
     model: str
     row: str  # gpu | gpu-id | token | model: the labels of the query's rows
     withheld: str  # the figure of `model` an invalid sample must withhold (or leave right)
+    phase: str = ""  # a token row's lce_phase (the tokens query holds every counter's rate)
+
+    def query(self, name: str) -> str:
+        return "tokens" if self.phase else name
 
 
 VALUE_TARGETS = {
@@ -816,8 +820,9 @@ VALUE_TARGETS = {
     "gpu_count": ValueTarget(GLM, "gpu", "power"),
     "shared_gpus": ValueTarget(GLM, "gpu-id", "power"),
     "busy": ValueTarget(GLM, "gpu", "busy"),
-    "prompt": ValueTarget(GLM, "token", "model"),
-    "generation": ValueTarget(GLM, "token", "model"),
+    "prompt-tokens": ValueTarget(GLM, "token", "model", phase="prompt"),
+    "generation-tokens": ValueTarget(GLM, "token", "model", phase="generation"),
+    "requests": ValueTarget(GLM, "token", "requests", phase="requests"),
     "peak_tokens": ValueTarget(GLM, "model", "utilization"),
 }
 BAD_VALUES = {"NaN": "nan", "+Inf": "plus-inf", "-Inf": "minus-inf", "-1": "negative"}
@@ -836,7 +841,12 @@ def row_labels(cluster: SimCluster, target: ValueTarget) -> dict[str, str]:
     if target.row == "gpu-id":  # one of the pod's GPUs, as if another pod held it too
         return {**gpu, "lce_gpu_id": cluster.node(pod.node).uuid(pod.gpus[0])}
     if target.row == "token":
-        return {"lce_namespace": pod.namespace, "lce_pod": pod.name, "lce_model": pod.model}
+        return {
+            "lce_namespace": pod.namespace,
+            "lce_pod": pod.name,
+            "lce_model": pod.model,
+            "lce_phase": target.phase,
+        }
     return {"lce_namespace": pod.namespace, "lce_model": pod.model}
 
 
@@ -887,7 +897,7 @@ def test_invalid_value_is_never_exported_and_is_reported(
     good = driver.settle(cluster)
     logs.new()
     change = SetValue(row_labels(cluster, target), value)
-    proxy.inject(Rewrite(change, f"{query}={value}"), driver.promql(query))
+    proxy.inject(Rewrite(change, f"{query}={value}"), driver.promql(target.query(query)))
 
     assert driver.cycle()  # a bad sample is the pod's problem, not the cycle's
     assert change.applied, "the fault was never applied"
@@ -907,6 +917,10 @@ def test_invalid_value_is_never_exported_and_is_reported(
             len(power) == 1 and abs(power[0] - expected[0]) <= 0.02 * expected[0],
             (key, "power", power, expected),
         )
+    elif target.withheld == "requests":  # only what divides by requests
+        figure(key in model_keys(samples), (key, "left out"))
+        per_request = of_model(samples, key, "llm_carbon_energy_joules_per_request")
+        figure(per_request == [], (key, "per request", per_request))
     elif target.withheld == "busy":
         busy = of_model(samples, key, "llm_carbon_gpu_busy_ratio")
         figure(all(0 <= v <= 1 for v in busy), (key, "busy", busy))
@@ -920,7 +934,7 @@ def test_invalid_value_is_never_exported_and_is_reported(
     if not records:
         raise NotReported(f"{query}={value}: nothing logged")
     assert len(records) == 1, [r.getMessage() for r in records]
-    assert query in records[0].getMessage()
+    assert target.query(query) in records[0].getMessage()
     assert_single_line(records[0])
 
     assert driver.cycle()  # the same fault again: counted again, not logged again
@@ -944,12 +958,18 @@ class PartialCase:
     model: str
     replica: int = 0
     said_by: str = GAP  # the gauge, or else the error reason, that must report the gap
+    phase: str = ""  # only the pod's token rows of this phase go missing
 
 
-def drop_pod(pod: str) -> Callable[[dict], None]:
+def drop_pod(pod: str, phase: str = "") -> Callable[[dict], None]:
     def change(document: dict) -> None:
         result = document["data"]["result"]
-        result[:] = [item for item in result if item["metric"].get("lce_pod") != pod]
+        result[:] = [
+            item
+            for item in result
+            if item["metric"].get("lce_pod") != pod
+            or (phase and item["metric"].get("lce_phase") != phase)
+        ]
 
     return change
 
@@ -958,9 +978,13 @@ PARTIAL_CASES = [
     pytest.param(PartialCase(("gpu_count",), GLM), id="gpu-count-misses-a-pod"),
     pytest.param(PartialCase(("gpu_count",), QWEN, replica=1), id="gpu-count-misses-a-replica"),
     pytest.param(PartialCase(("power_energy", "power_gauge"), GLM), id="power-queries-miss-a-pod"),
-    pytest.param(PartialCase(("prompt",), GLM, said_by="missing_series"), id="prompt-misses-a-pod"),
     pytest.param(
-        PartialCase(("generation",), GLM, said_by="missing_series"), id="generation-misses-a-pod"
+        PartialCase(("tokens",), GLM, said_by="missing_series", phase="prompt"),
+        id="prompt-misses-a-pod",
+    ),
+    pytest.param(
+        PartialCase(("tokens",), GLM, said_by="missing_series", phase="generation"),
+        id="generation-misses-a-pod",
     ),
 ]
 
@@ -979,7 +1003,7 @@ def test_partial_results_withhold_figures_and_say_so(
     driver = make_driver()
     good = driver.settle(cluster)
     logs.new()
-    proxy.inject(Rewrite(drop_pod(pod), f"drop {pod}"), driver.promql(*case.queries))
+    proxy.inject(Rewrite(drop_pod(pod, case.phase), f"drop {pod}"), driver.promql(*case.queries))
 
     assert driver.cycle()
     assert proxy.faulted(), "the fault was never applied"

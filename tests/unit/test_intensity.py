@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 
 from exporter.config import load
-from exporter.model import figures as fig
+from exporter.model import steps as fig
 from exporter.model.intensity import BASES, annual, in_force
 from exporter.model.settings import FigureSettings
+from tests.figure_parts import CAMX, MROW, SDSC, UNL, served, share
 from tests.grid_feeds import MAX_AGE, slot
-from tests.unit.test_figure_steps import CAMX, MROW, SDSC, UNL, served, share
 
 SETTINGS = FigureSettings.from_config(load(overrides={"grid.regions": {"CAMX": {"market": 90}}}))
 NOW = 1_800_000_000.0

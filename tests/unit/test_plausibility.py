@@ -22,6 +22,7 @@ from exporter.sources.direct import DirectSource
 from exporter.sources.plausibility import FP64_BLANK, INT64_BLANK, Plausibility
 from exporter.sources.prometheus_api import Sample
 from exporter.sources.prometheus_rows import gpu_rows, token_rows
+from exporter.sources.promql import PHASE, TOKEN_PHASES
 from tests.harness import parse_samples
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -118,30 +119,21 @@ def gpu_sample(value: float, pod: str, **extra: str) -> Sample:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(ANY, ANY, ANY, ANY, ANY, ANY), min_size=1, max_size=4))
+@given(st.lists(st.tuples(*[ANY] * 8), min_size=1, max_size=4))
 def test_prometheus_rows_never_yield_an_impossible_figure(rows: list[tuple[float, ...]]) -> None:
     results: dict[str, list[Sample]] = {
-        k: []
-        for k in (
-            "power_energy",
-            "power_gauge",
-            "gpu_count",
-            "busy",
-            "shared_gpus",
-            "mig",
-            "prompt",
-            "generation",
-        )
+        k: [] for k in ("power_energy", "power_gauge", "gpu_count", "busy", "shared_gpus", "mig")
     }
-    for i, (energy, gauge, count, busy, prompt, generation) in enumerate(rows):
+    results["tokens"] = []
+    for i, (energy, gauge, count, busy, *rates) in enumerate(rows):
         pod = f"p{i}"
         results["power_energy"].append(gpu_sample(energy, pod))
         results["power_gauge"].append(gpu_sample(gauge, pod))
         results["gpu_count"].append(gpu_sample(count, pod))
         results["busy"].append(gpu_sample(busy, pod))
         token = {"lce_namespace": "ns", "lce_pod": pod, "lce_model": f"m/{i % 2}"}
-        results["prompt"].append(Sample(token, prompt))
-        results["generation"].append(Sample(token, generation))
+        for phase, rate in zip(TOKEN_PHASES, rates, strict=True):
+            results["tokens"].append(Sample({**token, PHASE: phase}, rate))
     problems: list = []
     source = OneObservation()
     tokens, _, _ = token_rows(results, PLAUSIBLE, problems)
