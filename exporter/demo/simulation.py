@@ -40,7 +40,7 @@ class SimPod:
     period_s: float = 600.0
     container: str = "vllm"
     started_at: float = EPOCH  # vLLM counters count from here (a later value = a restart)
-    prompt_tokens_per_request: float = 8000.0  # finished requests = prompt tokens / this
+    prompt_tokens_per_request: float = 30000.0  # finished requests = prompt tokens / this
     cache_hit_share: float = 0.6  # share of prompt tokens served from the prefix cache
 
     @property

@@ -36,6 +36,7 @@ UNITS = {
     "short",
     "none",
     "si:g/h",
+    "watth",
     "si:g/kWh",
     "s",
 }
@@ -376,3 +377,24 @@ def test_live_grid_panels() -> None:
     for board in BOARDS.values():
         (health,) = exprs(next(p for p in queried_panels(board) if "current" in p["title"]))
         assert 'upstream!~"electricitymaps|watttime"' in health
+
+
+def test_per_request_and_footprint_panels() -> None:
+    """Energy per request in Wh beside the published figures; operational and embodied CO2
+    stacked; tokens per request against the preset's; SCI in the overview table."""
+    detail = {p["title"]: p for p in queried_panels(BOARDS["model-detail.json"])}
+    per_request = detail["Energy per request and published figures (Wh)"]
+    assert per_request["fieldConfig"]["defaults"]["unit"] == "watth"
+    assert any("llm_carbon_reference_energy_wh_per_request" in e for e in exprs(per_request))
+    assert any("llm_carbon_requests_per_second" in e and "/ 3600" in e for e in exprs(per_request))
+    stacked = detail["CO₂ emission rate: operational and embodied (facility, location basis)"]
+    assert stacked["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    assert [t["legendFormat"] for t in stacked["targets"]] == ["operational", "embodied"]
+    assert "llm_carbon_embodied_co2_grams_per_hour" in exprs(stacked)[1]
+    mix = detail["Tokens per request: observed and preset"]
+    assert sum("llm_carbon_preset_tokens_per_request" in e for e in exprs(mix)) == 2
+    overview = next(
+        p for p in queried_panels(BOARDS["overview.json"]) if p["title"] == "Per-model figures"
+    )
+    renamed = next(t for t in overview["transformations"] if t["id"] == "organize")
+    assert {"Wh/request", "SCI/token"} <= set(renamed["options"]["renameByName"].values())
