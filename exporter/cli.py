@@ -41,64 +41,107 @@ def _duration_flag(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Each command: its one-line description (shown in `--help` and under its own `--help`).
+COMMANDS = {
+    "serve": "run the exporter: read the upstream every interval, serve /metrics and /",
+    "report": "read the upstream once and print the per-model table (or JSON)",
+    "check-config": "validate a configuration file (with the environment, as serve reads it)",
+    "demo": "run a simulated cluster and the exporter reading it, to look around",
+}
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    """The upstream flags every command that reads an upstream takes."""
+    sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    sub.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus-compatible query API (also PROMETHEUS_URL)",
+    )
+    sub.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="log lines at this level and above, on stderr (exporter.log_level: info)",
+    )
+    direct = sub.add_argument_group(
+        "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
+    )
+    direct.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        action="append",
+        help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
+    )
+    direct.add_argument(
+        "--dcgm-url",
+        metavar="URL",
+        action="append",
+        help="dcgm-exporter /metrics of this node (repeatable)",
+    )
+    direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
+    direct.add_argument(
+        "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
+    )
+
+
+def _command(commands: Any, name: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=COMMANDS[name], description=f"{PROG} {name}: {COMMANDS[name]}."
+    )
+    return parser
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
         description="Per-model energy and carbon metrics for LLM serving (vLLM + DCGM).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=Parser, title="commands"
+    )
     commands.required = True
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
-        sub.add_argument(
-            "--prometheus-url",
-            metavar="URL",
-            help="Prometheus-compatible query API (also PROMETHEUS_URL)",
-        )
-        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-        direct = sub.add_argument_group(
-            "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
-        )
-        direct.add_argument(
-            "--vllm-url",
-            metavar="URL",
-            action="append",
-            help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
-        )
-        direct.add_argument(
-            "--dcgm-url",
-            metavar="URL",
-            action="append",
-            help="dcgm-exporter /metrics of this node (repeatable)",
-        )
-        direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
-        direct.add_argument(
-            "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
-        )
-
-    serve = commands.add_parser("serve", help="run the exporter")
-    common(serve)
+    serve = _command(commands, "serve")
+    _common(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (:29877)")
     serve.add_argument(
         "--interval", metavar="SECONDS", type=_duration_flag, help="seconds between cycles (30)"
     )
 
-    report = commands.add_parser("report", help="run one cycle and print the per-model table")
-    common(report)
-    report.add_argument("--format", choices=("table", "json"), default="table")
-
-    check = commands.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file", metavar="FILE")
-
-    demo = commands.add_parser(
-        "demo", help="run a simulated cluster and the exporter reading it, to look around"
+    report = _command(commands, "report")
+    _common(report)
+    report.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table: the per-model table; json: every per-model figure (default: table)",
     )
+
+    check = _command(commands, "check-config")
+    check.add_argument("file", metavar="FILE", help="the YAML configuration file to check")
+
+    demo = _command(commands, "demo")
     demo.add_argument(
         "--listen", metavar="HOST:PORT", default=":29877", help="address of the exporter (:29877)"
     )
     return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, or UsageError naming what is wrong with it: an unknown flag given
+    before any command is named (argparse would only say a COMMAND is required)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in COMMANDS for arg in args):
+        unknown = [a for a in args if a.startswith("-") and a not in ("-h", "--help", "--version")]
+        if unknown:
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(unknown)} (flags go after a COMMAND: "
+                f"{', '.join(COMMANDS)})"
+            )
+        if not args:
+            raise UsageError(f"a COMMAND is required: {', '.join(COMMANDS)}")
+    return build_parser().parse_args(args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -215,7 +258,7 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         if args.command == "check-config":
             return cmd_check_config(args.file, environ)
         if args.command == "demo":
