@@ -205,6 +205,7 @@ class Engine:
             co2_grams_total={k: dict(self._totals.co2[k]) for k in keys},
             last_seen={k: self._totals.last_seen[k] for k in keys},
             unmapped_nodes=unmapped,
+            nodes=len(nodes),
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
         )

@@ -68,12 +68,18 @@ class ModelFigures:
     co2_grams_per_token: Mapping[tuple[str, str], float] = field(default_factory=dict)
     co2_grams_per_hour: Mapping[tuple[str, str], float] = field(default_factory=dict)
     commercial: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
-    underutilized: bool | None = None
+    # The underutilization rules that flag the model (methodology.*_RULE); None while its
+    # power is unknown.
+    underutilized_by: tuple[str, ...] | None = None
     regions: tuple[str, ...] = ()  # grid regions of the model's pods
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.model)
+
+    @property
+    def underutilized(self) -> bool | None:
+        return None if self.underutilized_by is None else bool(self.underutilized_by)
 
     @property
     def total_tokens_per_second(self) -> float:
@@ -252,12 +258,13 @@ def underutilized(
     utilization_ratio: float | None,
     mfu: float | None,
     idle_ratio: float | None,
-) -> bool | None:
-    """The configured underutilization rules; None while the power is unknown."""
+) -> tuple[str, ...] | None:
+    """The configured underutilization rules that flag the model (empty: none does); None
+    while the power is unknown."""
     if not power.known:
         return None
     rules = settings.underutilized
-    return m.is_underutilized(
+    return m.underutilized_because(
         power_w=power.watts,
         gpus=power.attributed_gpus,
         min_power_w_per_gpu=rules["min_power_watts_per_gpu"] or 0.0,
@@ -379,6 +386,6 @@ def compute(
         co2_grams_per_token=co2.per_token,
         co2_grams_per_hour=co2.per_hour,
         commercial=commercial(settings, size, preset, prompt_ratio),
-        underutilized=underutilized(power, active, settings, util, mfu, idle_ratio),
+        underutilized_by=underutilized(power, active, settings, util, mfu, idle_ratio),
         regions=tuple(sorted(set(region_of.values()))),
     )

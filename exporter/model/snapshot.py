@@ -18,6 +18,7 @@ class Snapshot:
     energy_joules_total: Mapping[Key, Mapping[str, float]]  # scope -> J
     co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]  # (scope, basis) -> g
     last_seen: Mapping[Key, float]
-    unmapped_nodes: int = 0
+    unmapped_nodes: int = 0  # of `nodes`, those no grid.nodes pattern matched
+    nodes: int = 0  # the nodes of the served models' pods
     pods_without_gpus: int = 0
     models_dropped: int = 0

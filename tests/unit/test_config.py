@@ -559,3 +559,13 @@ def test_a_huge_nested_value_is_shown_short() -> None:
 def test_url_errors_never_show_credentials(tmp_path: Path) -> None:
     error = error_for(tmp_path, {"prometheus": {"url": "http://user:hunter2@"}})
     assert "no host" in error and "hunter2" not in error
+
+
+def test_site_defaults_in_force_are_named_until_changed() -> None:
+    from exporter.config import SITE_KEYS, site_defaults_in_force
+
+    assert site_defaults_in_force(load()) == SITE_KEYS
+    mine = load(overrides={"facility.pue": 1.3, "grid.nodes": [], "grid.default_region": "US"})
+    assert site_defaults_in_force(mine) == ("facility.host_overhead",)
+    # The NRP's own values, written out, are still the NRP's.
+    assert "facility.pue" in site_defaults_in_force(load(overrides={"facility.pue": 1.4}))

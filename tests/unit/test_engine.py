@@ -290,3 +290,20 @@ def test_a_bug_in_a_cycle_is_the_failure_without_its_traceback(caplog) -> None:
         engine.run_forever(stop)
     (why,) = engine.state.failure
     assert why.reason == "internal_error" and "lce_pod" not in why.message
+
+
+def test_the_snapshot_counts_the_nodes_and_those_no_pattern_matched() -> None:
+    config = load()
+    engine = Engine(config, ScriptedSource(time.time, []))
+    rows = [("a", NODE), ("b", "gpu-1.example.org"), ("c", "gpu-1.example.org")]
+    snapshot = engine.compute(
+        Observation(
+            time.time(),
+            tuple(
+                PodGpus("llm", p, n, "NVIDIA H100 80GB HBM3", 1, 300, ENERGY_COUNTER)
+                for p, n in rows
+            ),
+            tuple(PodTokens("llm", p, f"m-{p}", 90, 10) for p, _ in rows),
+        )
+    )
+    assert (snapshot.nodes, snapshot.unmapped_nodes) == (2, 1)
