@@ -1,5 +1,5 @@
-"""Command line: serve, report, check-config (and demo). Bad flags or configuration end with
-one line naming the problem and exit status 2, never a traceback."""
+"""Command line: serve, report, diagnose, check-config (and demo). Bad flags or configuration
+end with one line naming the problem and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from typing import Any, NoReturn
 from exporter import PROG, __version__
 from exporter.config import Config, ConfigError, load
 from exporter.demo.run import run_demo
+from exporter.diagnosis import probe
+from exporter.diagnosis.verdict import diagnose
 from exporter.durations import parse_duration
 from exporter.engine import Engine
-from exporter.exposition import report, server
+from exporter.exposition import checklist, report, server
 from exporter.signals import stop_on_signals
 from exporter.sources.direct import DirectSource
 from exporter.sources.prometheus import PrometheusSource
@@ -45,6 +47,7 @@ def _duration_flag(value: str) -> float:
 COMMANDS = {
     "serve": "run the exporter: read the upstream every interval, serve /metrics and /",
     "report": "read the upstream once and print the per-model table (or JSON)",
+    "diagnose": "read the upstream once and check what the figures need from it, one line each",
     "check-config": "validate a configuration file (with the environment, as serve reads it)",
     "demo": "run a simulated cluster and the exporter reading it, to look around",
 }
@@ -116,6 +119,19 @@ def build_parser() -> Parser:
         choices=("table", "json"),
         default="table",
         help="table: the per-model table; json: every per-model figure (default: table)",
+    )
+
+    diagnose = _command(commands, "diagnose")
+    _common(diagnose)
+    diagnose.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: the checklist; json: the checks and the served models (default: text)",
+    )
+    diagnose.epilog = (
+        "Exit status: 0 when figures can be computed for every served model, 1 when something "
+        "blocks them, 2 for a bad command line or configuration."
     )
 
     check = _command(commands, "check-config")
@@ -243,6 +259,25 @@ def cmd_report(config: Config, fmt: str) -> int:
     return EXIT_OK
 
 
+def cmd_diagnose(config: Config, fmt: str) -> int:
+    _require_upstream(config)
+    try:
+        if config.source == "direct":
+            facts = probe.read_direct(config, pause=min(config.exporter.interval, 5.0))
+        else:
+            facts = probe.read_prometheus(config)
+        diagnosis = diagnose(facts)
+    except Exception as exc:  # a bug: one line here, the traceback at --log-level debug
+        logging.getLogger("exporter").debug("diagnose failed", exc_info=True)
+        print(f"{PROG}: diagnose failed unexpectedly: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if fmt == "json":
+        print(json.dumps(checklist.to_dict(diagnosis), indent=2, ensure_ascii=False))
+    else:
+        print(checklist.text(diagnosis))
+    return diagnosis.exit_status
+
+
 def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
     config = load(path, environ=environ)
     _require_upstream(config)  # what serve would refuse, check-config refuses too
@@ -265,6 +300,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             setup_logging("warning")
             return run_demo(args.listen)
         config = load(args.config, overrides=_overrides(args), environ=environ)
+        if args.command == "diagnose":  # the checklist says what the log would
+            setup_logging(args.log_level or "error")
+            return cmd_diagnose(config, args.format)
         setup_logging(config.exporter.log_level)
         if args.command == "serve":
             return cmd_serve(config)
