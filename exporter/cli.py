@@ -255,7 +255,7 @@ def cmd_report(config: Config, fmt: str) -> int:
     if fmt == "json":
         print(json.dumps(report.to_dict(snapshot, engine.settings), indent=2, sort_keys=True))
     else:
-        print(report.table(snapshot))
+        print(report.table(snapshot, engine.settings))
     return EXIT_OK
 
 
