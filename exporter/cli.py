@@ -94,6 +94,15 @@ def _command(commands: Any, name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _format(sub: argparse.ArgumentParser, human: str, shows: str, json_shows: str) -> None:
+    sub.add_argument(
+        "--format",
+        choices=(human, "json"),
+        default=human,
+        help=f"{human}: {shows}; json: {json_shows} (default: {human})",
+    )
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -114,21 +123,11 @@ def build_parser() -> Parser:
 
     report = _command(commands, "report")
     _common(report)
-    report.add_argument(
-        "--format",
-        choices=("table", "json"),
-        default="table",
-        help="table: the per-model table; json: every per-model figure (default: table)",
-    )
+    _format(report, "table", "the per-model table", "every per-model figure")
 
     diagnose = _command(commands, "diagnose")
     _common(diagnose)
-    diagnose.add_argument(
-        "--format",
-        choices=("text", "json"),
-        default="text",
-        help="text: the checklist; json: the checks and the served models (default: text)",
-    )
+    _format(diagnose, "text", "the checklist", "the checks and the served models")
     diagnose.epilog = (
         "Exit status: 0 when figures can be computed for every served model, 1 when something "
         "blocks them, 2 for a bad command line or configuration."

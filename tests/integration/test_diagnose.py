@@ -10,15 +10,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 
 import pytest
 
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.simulation import SimCluster, targets
-from tests.harness import PrometheusServer, VictoriaMetricsServer
+from tests.harness import PrometheusServer, StaticPages, VictoriaMetricsServer
 from tests.live import start_prometheus
 
 pytestmark = pytest.mark.integration
@@ -104,35 +102,13 @@ def test_gpus_labelled_with_dcgm_exporters_own_pod_name_that_cause(unmapped, clu
     assert len(lines(result, "✗", "model    ")) == len({p.model for p in cluster.pods})
 
 
-class Unauthorised(ThreadingHTTPServer):
-    """An authenticating proxy in front of nothing: 401 to every request."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(handler) -> None:
-                body = b'{"status":"error","errorType":"unauthorized","error":"no token"}'
-                handler.send_response(401)
-                handler.send_header("Content-Type", "application/json")
-                handler.send_header("Content-Length", str(len(body)))
-                handler.end_headers()
-                handler.wfile.write(body)
-
-            def log_message(handler, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        Thread(target=self.serve_forever, daemon=True).start()
-
-
 def test_a_401_says_which_credentials_to_give() -> None:
-    server = Unauthorised()
+    # An authenticating proxy in front of nothing: 401 to every request.
+    server = StaticPages({}, (401, '{"status":"error","errorType":"unauthorized","error":"no"}'))
     try:
-        result = diagnose("--prometheus-url", f"http://127.0.0.1:{server.server_address[1]}")
+        result = diagnose("--prometheus-url", server.base)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
     assert result.returncode == 1
     (line,) = lines(result, "✗", "upstream ")
     assert "HTTP 401" in line and "bearer_token_file" in result.stdout

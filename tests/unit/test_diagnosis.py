@@ -36,28 +36,12 @@ from exporter.model.problems import (
     Problem,
 )
 from exporter.sources.prometheus_api import Sample
+from tests.scripted import Script
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md"
 NODE = "gpu-a.sdsc.optiputer.net"  # CAMX by the NRP's patterns
 H100 = "NVIDIA H100 80GB HBM3"
 GLM = "zai-org/GLM-4.7-FP8"
-
-
-class NoSource:
-    name = "prometheus"
-    upstreams = ("prometheus",)
-    gpu_upstream = "prometheus"
-    window = 300.0
-
-    @property
-    def requests_by_upstream(self) -> dict[str, int]:
-        return {}
-
-    def fetch(self) -> Observation:
-        raise AssertionError("not read here")
-
-    def close(self) -> None:
-        pass
 
 
 def gpus(pod: str, node: str = NODE, label: str = "exported_pod", n: int = 4) -> GpuGroup:
@@ -87,7 +71,7 @@ def facts(
     )
     token_rows = tuple(PodTokens("llm", pod, model, 3000.0, 158.0) for pod, model, _ in rows)
     observation = Observation(now, gpu_rows, token_rows, problems=problems)
-    engine = Engine(config, NoSource())
+    engine = Engine(config, Script())
     if inventory is None:
         inventory = Inventory(
             gpus=tuple(gpus(p, n) for p, _, n in rows if p not in without_gpus),

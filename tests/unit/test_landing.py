@@ -13,34 +13,11 @@ from exporter.engine import Engine
 from exporter.exposition.landing import landing_page
 from exporter.model.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
 from exporter.model.problems import CONNECT, INVALID_VALUE, Problem, UpstreamError
+from tests.scripted import Script
 
 SDSC = "gpu-a.sdsc.optiputer.net"
 ELSEWHERE = "gpu-7.example.org"
 H200 = "NVIDIA H200"
-
-
-class Script:
-    name = "prometheus"
-    upstreams = ("prometheus",)
-    gpu_upstream = "prometheus"
-    window = 300.0
-
-    @property
-    def requests_by_upstream(self) -> dict[str, int]:
-        return {}
-
-    def __init__(self, *items: object) -> None:
-        self.items = list(items)
-
-    def fetch(self) -> Observation:
-        item = self.items.pop(0)
-        if isinstance(item, Exception):
-            raise item
-        assert isinstance(item, Observation)
-        return item
-
-    def close(self) -> None:
-        pass
 
 
 def kimi(node: str = SDSC, problems: tuple[Problem, ...] = ()) -> Observation:
