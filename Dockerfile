@@ -11,8 +11,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
-# exporter/docs/methodology.md links here: the exporter serves it at /methodology.
-COPY docs/methodology.md ./docs/methodology.md
+# exporter/docs/*.md link here: the exporter serves them at /methodology and /troubleshooting.
+COPY docs/methodology.md docs/troubleshooting.md ./docs/
 COPY exporter ./exporter
 # pip compiles the bytecode here, once: at run time the root filesystem is read-only.
 RUN /opt/venv/bin/pip install --no-cache-dir . \

@@ -1,5 +1,5 @@
-"""Command line: serve, report, check-config (and demo). Bad flags or configuration end with
-one line naming the problem and exit status 2, never a traceback."""
+"""Command line: serve, report, diagnose, check-config (and demo). Bad flags or configuration
+end with one line naming the problem and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from typing import Any, NoReturn
 from exporter import PROG, __version__
 from exporter.config import Config, ConfigError, load
 from exporter.demo.run import run_demo
+from exporter.diagnosis import probe
+from exporter.diagnosis.verdict import diagnose
 from exporter.durations import parse_duration
 from exporter.engine import Engine
-from exporter.exposition import report, server
+from exporter.exposition import checklist, report, server
 from exporter.signals import stop_on_signals
 from exporter.sources.direct import DirectSource
 from exporter.sources.grid_live import LiveGridFeed, live_grid
@@ -42,64 +44,120 @@ def _duration_flag(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# Each command: its one-line description (shown in `--help` and under its own `--help`).
+COMMANDS = {
+    "serve": "run the exporter: read the upstream every interval, serve /metrics and /",
+    "report": "read the upstream once and print the per-model table (or JSON)",
+    "diagnose": "read the upstream once and check what the figures need from it, one line each",
+    "check-config": "validate a configuration file (with the environment, as serve reads it)",
+    "demo": "run a simulated cluster and the exporter reading it, to look around",
+}
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    """The upstream flags every command that reads an upstream takes."""
+    sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    sub.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus-compatible query API (also PROMETHEUS_URL)",
+    )
+    sub.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="log lines at this level and above, on stderr (exporter.log_level: info)",
+    )
+    direct = sub.add_argument_group(
+        "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
+    )
+    direct.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        action="append",
+        help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
+    )
+    direct.add_argument(
+        "--dcgm-url",
+        metavar="URL",
+        action="append",
+        help="dcgm-exporter /metrics of this node (repeatable)",
+    )
+    direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
+    direct.add_argument(
+        "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
+    )
+
+
+def _command(commands: Any, name: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=COMMANDS[name], description=f"{PROG} {name}: {COMMANDS[name]}."
+    )
+    return parser
+
+
+def _format(sub: argparse.ArgumentParser, human: str, shows: str, json_shows: str) -> None:
+    sub.add_argument(
+        "--format",
+        choices=(human, "json"),
+        default=human,
+        help=f"{human}: {shows}; json: {json_shows} (default: {human})",
+    )
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
         description="Per-model energy and carbon metrics for LLM serving (vLLM + DCGM).",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=Parser, title="commands"
+    )
     commands.required = True
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
-        sub.add_argument(
-            "--prometheus-url",
-            metavar="URL",
-            help="Prometheus-compatible query API (also PROMETHEUS_URL)",
-        )
-        sub.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-        direct = sub.add_argument_group(
-            "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
-        )
-        direct.add_argument(
-            "--vllm-url",
-            metavar="URL",
-            action="append",
-            help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
-        )
-        direct.add_argument(
-            "--dcgm-url",
-            metavar="URL",
-            action="append",
-            help="dcgm-exporter /metrics of this node (repeatable)",
-        )
-        direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
-        direct.add_argument(
-            "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
-        )
-
-    serve = commands.add_parser("serve", help="run the exporter")
-    common(serve)
+    serve = _command(commands, "serve")
+    _common(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (:29877)")
     serve.add_argument(
         "--interval", metavar="SECONDS", type=_duration_flag, help="seconds between cycles (30)"
     )
 
-    report = commands.add_parser("report", help="run one cycle and print the per-model table")
-    common(report)
-    report.add_argument("--format", choices=("table", "json"), default="table")
+    report = _command(commands, "report")
+    _common(report)
+    _format(report, "table", "the per-model table", "every per-model figure")
 
-    check = commands.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("file", metavar="FILE")
-
-    demo = commands.add_parser(
-        "demo", help="run a simulated cluster and the exporter reading it, to look around"
+    diagnose = _command(commands, "diagnose")
+    _common(diagnose)
+    _format(diagnose, "text", "the checklist", "the checks and the served models")
+    diagnose.epilog = (
+        "Exit status: 0 when figures can be computed for every served model, 1 when something "
+        "blocks them, 2 for a bad command line or configuration."
     )
+
+    check = _command(commands, "check-config")
+    check.add_argument("file", metavar="FILE", help="the YAML configuration file to check")
+
+    demo = _command(commands, "demo")
     demo.add_argument(
         "--listen", metavar="HOST:PORT", default=":29877", help="address of the exporter (:29877)"
     )
     return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, or UsageError naming what is wrong with it: an unknown flag given
+    before any command is named (argparse would only say a COMMAND is required)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in COMMANDS for arg in args):
+        unknown = [a for a in args if a.startswith("-") and a not in ("-h", "--help", "--version")]
+        if unknown:
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(unknown)} (flags go after a COMMAND: "
+                f"{', '.join(COMMANDS)})"
+            )
+        if not args:
+            raise UsageError(f"a COMMAND is required: {', '.join(COMMANDS)}")
+    return build_parser().parse_args(args)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -204,8 +262,27 @@ def cmd_report(config: Config, fmt: str) -> int:
     if fmt == "json":
         print(json.dumps(report.to_dict(snapshot, engine.settings), indent=2, sort_keys=True))
     else:
-        print(report.table(snapshot))
+        print(report.table(snapshot, engine.settings))
     return EXIT_OK
+
+
+def cmd_diagnose(config: Config, fmt: str) -> int:
+    _require_upstream(config)
+    try:
+        if config.source == "direct":
+            facts = probe.read_direct(config, pause=min(config.exporter.interval, 5.0))
+        else:
+            facts = probe.read_prometheus(config)
+        diagnosis = diagnose(facts)
+    except Exception as exc:  # a bug: one line here, the traceback at --log-level debug
+        logging.getLogger("exporter").debug("diagnose failed", exc_info=True)
+        print(f"{PROG}: diagnose failed unexpectedly: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if fmt == "json":
+        print(json.dumps(checklist.to_dict(diagnosis), indent=2, ensure_ascii=False))
+    else:
+        print(checklist.text(diagnosis))
+    return diagnosis.exit_status
 
 
 def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
@@ -223,13 +300,16 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         if args.command == "check-config":
             return cmd_check_config(args.file, environ)
         if args.command == "demo":
             setup_logging("warning")
             return run_demo(args.listen)
         config = load(args.config, overrides=_overrides(args), environ=environ)
+        if args.command == "diagnose":  # the checklist says what the log would
+            setup_logging(args.log_level or "error")
+            return cmd_diagnose(config, args.format)
         setup_logging(config.exporter.log_level)
         if args.command == "serve":
             return cmd_serve(config)

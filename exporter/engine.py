@@ -81,6 +81,12 @@ class EngineState:
     errors_total: Mapping[tuple[str, str], int] = field(default_factory=dict)
     requests_total: Mapping[str, int] = field(default_factory=dict)
     version: int = 0  # increases with every published state (ids of freed objects recur)
+    # Why the last cycle failed, one problem per upstream that failed (empty after a good
+    # cycle): what the landing page says while figures are not current. Messages carry no
+    # credentials (the sources scrub them).
+    failure: tuple[Problem, ...] = ()
+    # What was wrong upstream in the last good cycle, as logged (sorted by upstream, message).
+    problems: tuple[Problem, ...] = ()
 
 
 class Engine:
@@ -146,6 +152,7 @@ class Engine:
         except UpstreamError as exc:
             self._failures += 1
             up = dict(self.state.up)
+            failures = []
             for failure in (exc, *exc.also):
                 upstream = failure.upstream or self.source.upstreams[0]
                 errors[(upstream, failure.reason)] = errors.get((upstream, failure.reason), 0) + 1
@@ -157,7 +164,10 @@ class Engine:
                     failure,
                 )
                 up[upstream] = False
-            self._publish(attempt_at, started, ok=False, errors=errors, up=up)
+                failures.append(failure.problem(upstream))
+            self._publish(
+                attempt_at, started, ok=False, errors=errors, up=up, failure=tuple(failures)
+            )
             return False
         for problem in observation.problems:
             key = (problem.upstream, problem.reason)
@@ -232,6 +242,7 @@ class Engine:
             last_seen={k: self._totals.last_seen[k] for k in keys},
             embodied_grams_total={k: v for k, v in self._totals.embodied.items() if k in keys},
             unmapped_nodes=unmapped,
+            nodes=len(nodes),
             pods_without_gpus=sum(len(s.pods_without_gpus) for s in served),
             models_dropped=dropped,
             grid=grid,
@@ -312,6 +323,7 @@ class Engine:
         errors: dict[tuple[str, str], int],
         snapshot: Snapshot | None = None,
         up: Mapping[str, bool] | None = None,
+        failure: tuple[Problem, ...] = (),
     ) -> None:
         previous = self.state
         up = dict(previous.up if up is None else up)
@@ -331,6 +343,12 @@ class Engine:
             errors_total=errors,
             requests_total=requests,
             version=previous.version + 1,
+            failure=failure,
+            problems=(
+                tuple(sorted(self._last_problems, key=lambda p: (p.upstream, p.message)))
+                if ok
+                else previous.problems
+            ),
         )
         for listener in self.listeners:
             try:
@@ -354,7 +372,10 @@ class Engine:
                 key = (self.source.upstreams[0], INTERNAL)
                 errors[key] = errors.get(key, 0) + 1
                 down = dict.fromkeys(self.source.upstreams, False)
-                self._publish(self.clock(), started, ok=False, errors=errors, up=down)
+                bug = Problem(key[0], INTERNAL, "the exporter failed unexpectedly (see its log)")
+                self._publish(
+                    self.clock(), started, ok=False, errors=errors, up=down, failure=(bug,)
+                )
             next_start += interval
             now = time.monotonic()
             if next_start < now:  # a slow cycle: skip the missed slots

@@ -350,16 +350,19 @@ def running(*things: PrometheusServer | ExporterProcess) -> Iterator[None]:
 
 class StaticPages(ThreadingHTTPServer):
     """Serves `pages[path]` on a free loopback port: a body (status 200), or a (status, body)
-    pair; 404 for a path it does not have. Change `pages` between requests."""
+    pair; `other` (404 by default) for a path it does not have. Change `pages` between
+    requests."""
 
     daemon_threads = True
 
-    def __init__(self, pages: dict[str, str | tuple[int, str]]) -> None:
+    def __init__(
+        self, pages: dict[str, str | tuple[int, str]], other: tuple[int, str] = (404, "")
+    ) -> None:
         self.pages = pages
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(handler) -> None:
-                page = self.pages.get(handler.path, (404, ""))
+                page = self.pages.get(handler.path, other)
                 status, text = page if isinstance(page, tuple) else (200, page)
                 body = text.encode()
                 handler.send_response(status)

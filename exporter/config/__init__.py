@@ -11,6 +11,7 @@ Every problem ends in a `ConfigError`, e.g.
 `prometheus.timeout: invalid duration 'soon' (use e.g. 30s, 5m, 1h, 7d)`.
 """
 
+from exporter.config.embedded import SITE_KEYS, site_defaults_in_force
 from exporter.config.errors import ConfigError
 from exporter.config.loading import build, default_document, load, merge, read_document, set_path
 from exporter.config.schema import (
@@ -26,6 +27,7 @@ from exporter.config.schema import (
 from exporter.config.values import selector_problem
 
 __all__ = [
+    "SITE_KEYS",
     "BasicAuth",
     "Config",
     "ConfigError",
@@ -42,4 +44,5 @@ __all__ = [
     "read_document",
     "selector_problem",
     "set_path",
+    "site_defaults_in_force",
 ]

@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from exporter.durations import parse_duration
 from exporter.text import redact, short_repr
@@ -112,14 +113,36 @@ def _listen(value: object) -> str:
 
 def _url(value: object) -> str:
     text = _string(value)
-    if not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError(f"invalid URL {redact(text)!r} (want http:// or https://)")
+    shown = repr(redact(text.split("?")[0].split("#")[0]))
+    problem = _url_problem(text)
+    if problem:
+        raise ValueError(f"invalid URL {shown}: {problem}")
     if re.search(r"[?#]", text):
         raise ValueError(
-            f"URL {redact(text.split('?')[0].split('#')[0])!r} carries a query or fragment: "
-            "paths are appended to it, and credentials belong in bearer_token_file or basic_auth"
+            f"URL {shown} carries a query or fragment: paths are appended to it, and "
+            "credentials belong in bearer_token_file or basic_auth"
         )
     return text.rstrip("/")
+
+
+def _url_problem(text: str) -> str:
+    """What is wrong with an http(s) URL, in a few words, or ""."""
+    if not text.strip():
+        return "empty"
+    if any(ch.isspace() for ch in text):
+        return "contains whitespace"
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not text.lower().startswith(
+        f"{parts.scheme.lower()}://"
+    ):
+        return "want http:// or https:// before the host (e.g. http://prometheus:9090)"
+    if not parts.hostname:
+        return "no host"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    return "" if port != 0 else "the port is not a number from 1 to 65535"
 
 
 def _prometheus_name(pattern: str, what: str) -> Callable[[object], str]:

@@ -122,7 +122,7 @@ def _show(
     while not stop.is_set() and time.monotonic() < deadline:
         snapshot = engine.state.snapshot
         if snapshot is not None and any(f.active for f in snapshot.models):
-            print("\n" + table(snapshot) + "\n", file=out, flush=True)
+            print("\n" + table(snapshot, engine.settings) + "\n", file=out, flush=True)
             print(
                 f"Try: curl -s {base}/metrics | grep '^llm_carbon_energy_joules_per_token'\n"
                 f"     curl -s {base}/metrics | grep 'grid_intensity'   (location and marginal)\n"

@@ -78,6 +78,9 @@ class SimNode:
     # MIG layouts: dcgm-exporter's default repeats the GPU's power on every instance row; with
     # GPU rows selected too, power sits on the GPU row and the instance rows carry the pods.
     mig_power_on_gpu_row: bool = False
+    # dcgm-exporter's Kubernetes mapping (-k): off, no series names the pod a GPU is
+    # allocated to, and a scrape leaves only dcgm-exporter's own pod label on them.
+    pod_mapping: bool = True
 
     def uuid(self, index: int) -> str:
         digest = zlib.crc32(f"{self.hostname}/{index}".encode()) % 10**12
@@ -199,7 +202,7 @@ class SimCluster:
             power, energy_j = self.gpu_power(node, index, t)
             energy_j -= self.gpu_power(node, index, node.driver_loaded_at)[1]
             for labels, pod, with_power in self._copies(node, base, holders):
-                if pod is not None:
+                if pod is not None and node.pod_mapping:
                     labels.update(container=pod.container, namespace=pod.namespace, pod=pod.name)
                 if with_power:
                     power_rows.append(("DCGM_FI_DEV_POWER_USAGE", labels, round(power, 6)))

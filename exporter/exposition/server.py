@@ -26,7 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter.deadlines import Deadline
 from exporter.engine import Engine
 from exporter.exposition.collector import ExporterCollector
-from exporter.exposition.landing import METHODOLOGY_PATH, landing_page
+from exporter.exposition.landing import METHODOLOGY_PATH, TROUBLESHOOTING_PATH, landing_page
 
 log = logging.getLogger("exporter.http")
 
@@ -132,9 +132,12 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 @cache
-def methodology_text() -> bytes:
-    """docs/methodology.md as packaged with the exporter (one file: the package holds a link)."""
-    return resources.files("exporter").joinpath("docs/methodology.md").read_bytes()
+def packaged_doc(name: str) -> bytes:
+    """docs/<name> as packaged with the exporter (the package holds a link to the file)."""
+    return resources.files("exporter").joinpath(f"docs/{name}").read_bytes()
+
+
+DOCS = {METHODOLOGY_PATH: "methodology.md", TROUBLESHOOTING_PATH: "troubleshooting.md"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -179,8 +182,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(
                     503, b"not ready: no successful cycle yet\n", "text/plain; charset=utf-8"
                 )
-        elif path == METHODOLOGY_PATH:
-            self._send(200, methodology_text(), "text/plain; charset=utf-8")
+        elif path in DOCS:
+            self._send(200, packaged_doc(DOCS[path]), "text/plain; charset=utf-8")
         elif path == "/":
             self._send(200, landing_page(engine).encode(), "text/html; charset=utf-8")
         else:

@@ -72,7 +72,9 @@ class ModelFigures:
     co2_grams_per_token: Mapping[tuple[str, str], float] = field(default_factory=dict)
     co2_grams_per_hour: Mapping[tuple[str, str], float] = field(default_factory=dict)
     commercial: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
-    underutilized: bool | None = None
+    # The underutilization rules that flag the model (methodology.*_RULE); None while its
+    # power is unknown.
+    underutilized_by: tuple[str, ...] | None = None
     regions: tuple[str, ...] = ()  # grid regions of the model's pods
     per_request: r.PerRequest = field(default_factory=r.PerRequest)
     footprint: r.Footprint = field(default_factory=r.Footprint)
@@ -80,6 +82,10 @@ class ModelFigures:
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.model)
+
+    @property
+    def underutilized(self) -> bool | None:
+        return None if self.underutilized_by is None else bool(self.underutilized_by)
 
     @property
     def total_tokens_per_second(self) -> float:
@@ -179,7 +185,7 @@ def compute(
         co2_grams_per_token=co2.per_token,
         co2_grams_per_hour=co2.per_hour,
         commercial=s.commercial(settings, c.size, c.preset, prompt_ratio),
-        underutilized=s.underutilized(power, active, settings, util, mfu, idle_ratio),
+        underutilized_by=s.underutilized(power, active, settings, util, mfu, idle_ratio),
         regions=tuple(sorted(set(c.region_of.values()))),
         per_request=r.per_request(served, power, idle_w, co2.per_hour, factor, active),
         footprint=r.Footprint(embodied_per_hour, embodied_basis, sci_token, sci_request),

@@ -127,7 +127,14 @@ def size_class(total_params_b: float, classes: Iterable[tuple[str, float | None]
     return name
 
 
-def is_underutilized(
+# The underutilization rules, as `underutilized_because` names them.
+IDLE_RATIO_RULE = "idle_power_ratio_above"
+INACTIVE_RULE = "inactive"
+UTILIZATION_RULE = "utilization_below"
+MFU_RULE = "mfu_below"
+
+
+def underutilized_because(
     *,
     power_w: float,
     gpus: float,
@@ -139,22 +146,26 @@ def is_underutilized(
     mfu_below: float | None,
     idle_ratio: float | None,
     idle_ratio_above: float | None,
-) -> bool:
-    """GPUs drawing power while doing little: the idle floor explains most of the draw, or an
-    active model's utilization or MFU is under its floor. A missing input never triggers."""
+) -> tuple[str, ...]:
+    """The rules that flag GPUs drawing power while doing little: the idle floor explains most
+    of the draw, the model is inactive, or an active model's utilization or MFU is under its
+    floor. None while the GPUs draw (next to) no power; a missing figure never triggers."""
     if gpus <= 0 or power_w < min_power_w_per_gpu * gpus:
-        return False
+        return ()
+    rules = []
     if idle_ratio is not None and idle_ratio_above is not None and idle_ratio > idle_ratio_above:
-        return True
+        rules.append(IDLE_RATIO_RULE)
     if not active:
-        return True  # drawing power with (next to) no tokens
+        return (*rules, INACTIVE_RULE)  # drawing power with (next to) no tokens
     if (
         utilization is not None
         and utilization_below is not None
         and utilization < utilization_below
     ):
-        return True
-    return mfu is not None and mfu_below is not None and mfu < mfu_below
+        rules.append(UTILIZATION_RULE)
+    if mfu is not None and mfu_below is not None and mfu < mfu_below:
+        rules.append(MFU_RULE)
+    return tuple(rules)
 
 
 def per_unit(per_second: float, units_per_second: float) -> float | None:

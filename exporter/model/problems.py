@@ -56,6 +56,7 @@ class Problem:
     reason: str
     message: str
     pods: frozenset[str] = field(default_factory=frozenset)
+    status: int = 0  # the HTTP status an upstream answered with, where that is the problem
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "message", one_line(self.message))
@@ -69,14 +70,17 @@ class UpstreamError(Exception):
     """An upstream failure that fails the cycle (or one query or page, which the source then
     turns into a `Problem`), with a reason and a one-line message without secrets."""
 
-    def __init__(self, reason: str, message: str, upstream: str | None = None) -> None:
+    def __init__(
+        self, reason: str, message: str, upstream: str | None = None, status: int = 0
+    ) -> None:
         super().__init__(one_line(message))
         self.reason = reason
         self.upstream = upstream  # which upstream failed, where a source has several
+        self.status = status  # the HTTP status it answered with, if that is the failure
         self.also: tuple[UpstreamError, ...] = ()  # other upstreams that failed in the same cycle
 
     def problem(self, upstream: str, context: str = "", pods: Iterable[str] = ()) -> Problem:
         """This failure as a problem the cycle survives: `context` before the message, and
         the pods it costs their figures."""
         text = f"{context}{self}" if context else str(self)
-        return Problem(self.upstream or upstream, self.reason, text, frozenset(pods))
+        return Problem(self.upstream or upstream, self.reason, text, frozenset(pods), self.status)

@@ -20,7 +20,8 @@ class Snapshot:
     co2_grams_total: Mapping[Key, Mapping[tuple[str, str], float]]  # (scope, basis) -> g
     last_seen: Mapping[Key, float]
     embodied_grams_total: Mapping[Key, float] = field(default_factory=dict)
-    unmapped_nodes: int = 0
+    unmapped_nodes: int = 0  # of `nodes`, those no grid.nodes pattern matched
+    nodes: int = 0  # the nodes of the served models' pods
     pods_without_gpus: int = 0
     models_dropped: int = 0
     grid: GridIntensities | None = None  # the intensities the figures used (None: annual)

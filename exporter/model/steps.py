@@ -190,12 +190,13 @@ def underutilized(
     utilization_ratio: float | None,
     mfu: float | None,
     idle_ratio: float | None,
-) -> bool | None:
-    """The configured underutilization rules; None while the power is unknown."""
+) -> tuple[str, ...] | None:
+    """The configured underutilization rules that flag the model (empty: none does); None
+    while the power is unknown."""
     if not power.known:
         return None
     rules = settings.underutilized
-    return m.is_underutilized(
+    return m.underutilized_because(
         power_w=power.watts,
         gpus=power.attributed_gpus,
         min_power_w_per_gpu=rules["min_power_watts_per_gpu"] or 0.0,

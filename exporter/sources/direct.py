@@ -27,22 +27,10 @@ from exporter.sources.http import HttpFetcher, HttpOptions, snippet
 from exporter.sources.page_parser import Row, base_name, parse
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesKey, SeriesStore
+from exporter.sources.servers import server_name
 from exporter.text import redact
 
 Failures = dict[str, dict[str, UpstreamError]]  # upstream -> page URL -> why it was not read
-
-
-def server_name(token_metric: str) -> str:
-    """The inference server a token metric belongs to, by its prefix."""
-    for prefix, name in (
-        ("vllm:", "vllm"),
-        ("sglang:", "sglang"),
-        ("sglang_", "sglang"),
-        ("tgi_", "tgi"),
-    ):
-        if token_metric.startswith(prefix):
-            return name
-    return "inference_server"
 
 
 def _models_left_out(models: set[str]) -> str:
@@ -193,12 +181,13 @@ class DirectSource:
         try:
             status, body = self.http.get(url)
         except UpstreamError as exc:
-            raise UpstreamError(exc.reason, f"{upstream} {exc}", upstream) from None
+            raise UpstreamError(exc.reason, f"{upstream} {exc}", upstream, exc.status) from None
         if status >= 400:
             raise UpstreamError(
                 HTTP_STATUS,
                 self.http.scrub(f"{upstream} HTTP {status} from {redact(url)}: {snippet(body)}"),
                 upstream,
+                status,
             )
         text = body.decode("utf-8", "replace")
         if text.lstrip()[:1] == "<":  # an HTML error or login page served with 200
@@ -230,7 +219,9 @@ class DirectSource:
                 if pods
                 else "no power from it this cycle"
             )
-            problems.append(Problem("dcgm", exc.reason, f"{exc}; {cost}", frozenset(pods)))
+            problems.append(
+                Problem("dcgm", exc.reason, f"{exc}; {cost}", frozenset(pods), exc.status)
+            )
         for url, exc in failed[self.server].items():
             pods = [
                 pod_ref(p.namespace or "", p.pod or "")
@@ -238,7 +229,9 @@ class DirectSource:
                 if url in p.vllm_urls
             ]
             cost = _models_left_out(unread_models[url])
-            problems.append(Problem(self.server, exc.reason, f"{exc}; {cost}", frozenset(pods)))
+            problems.append(
+                Problem(self.server, exc.reason, f"{exc}; {cost}", frozenset(pods), exc.status)
+            )
         return problems
 
     def _pods_on_gpu_page(self, url: str) -> list[str]:

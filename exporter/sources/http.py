@@ -203,6 +203,7 @@ class HttpFetcher:
                     f"{redact(url)} redirects ({response.status_code}) to {where}: redirects "
                     f"are not followed, so credentials and headers stay with the configured "
                     f"host; set {self.options.setting}.url to the final address",
+                    status=response.status_code,
                 )
             body = self._read_capped(response, deadline)
             return HttpResponse(response.status_code, body, dict(response.headers))

@@ -79,6 +79,22 @@ class PrometheusClient:
             samples.append(Sample(item.metric, value))
         return samples
 
+    def status_data(self, path: str) -> object | None:
+        """The decoded `data` of a status endpoint (`/api/v1/status/buildinfo`), or None where
+        this API has no such endpoint or answers it in another shape. A failure to reach the
+        API at all raises UpstreamError, as a query's would."""
+        try:
+            data = self._get(path, {})
+        except UpstreamError as exc:
+            if exc.status in (400, 404, 405, 422, 501) or exc.reason == MALFORMED:
+                return None
+            raise
+        try:
+            decoded: object = msgspec.json.decode(data)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        return decoded
+
     def _get(self, path: str, params: Mapping[str, str]) -> msgspec.Raw:
         """The `data` of a successful answer; every other answer raises UpstreamError."""
         status, body = self.http.get(self.url + path, params)
@@ -94,7 +110,9 @@ class PrometheusClient:
                 reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
             else:
                 detail, reason = start, HTTP_STATUS
-            raise UpstreamError(reason, scrub(f"HTTP {status} from {url}{path}: {detail}"))
+            raise UpstreamError(
+                reason, scrub(f"HTTP {status} from {url}{path}: {detail}"), status=status
+            )
         if payload is None:
             raise UpstreamError(MALFORMED, scrub(f"{url}{path} did not return JSON: {start}"))
         if payload.status != "success" or not payload.data:

@@ -190,6 +190,29 @@ def test_report_fetches_the_live_values_once_before_its_cycle(
     assert "gpu/marginal" in glm["co2_grams_per_token"]
 
 
+def test_diagnose_asks_the_providers_and_says_whether_their_data_is_current(
+    tmp_path, prometheus: PrometheusServer, grid: SimulatedGrid
+) -> None:
+    config = tmp_path / "diagnose.yaml"
+    document = {"prometheus": {"url": prometheus.url}, "grid": {"live": grid.live()}}
+    config.write_text(yaml.safe_dump(document))
+
+    def grid_line(path) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "diagnose", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return next(line for line in result.stdout.splitlines() if line[2:].startswith("grid"))
+
+    # Two regions on the location basis, one on the marginal basis.
+    assert grid_line(config) == "✓ grid      live grid data current for 3 regions"
+    unreachable = [{**entry, "url": "http://127.0.0.1:9"} for entry in grid.live()]
+    config.write_text(yaml.safe_dump({**document, "grid": {"live": unreachable}}))
+    assert grid_line(config).startswith("! grid      live grid data missing or stale for 3 regions")
+
+
 def test_without_the_providers_the_annual_value_after_max_age(
     exporter, grid: SimulatedGrid
 ) -> None:

@@ -6,13 +6,22 @@ import html
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.harness import free_port, start_demo, stop_process
+from tests.harness import (
+    ExporterProcess,
+    PrometheusServer,
+    free_port,
+    running,
+    start_demo,
+    stop_process,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,16 +81,57 @@ def test_landing_page_shows_the_per_model_table(demo: str, tmp_path: Path) -> No
     # Which power reading: the NYU node's dcgm-exporter has no energy counter.
     assert "power from the power gauge" in models["MiniMaxAI/MiniMax-M2.5"]["notes"]
     assert "power" not in glm["notes"]
-    assert 'href="/metrics"' in dom and "current" in dom
-    assert 'href="/methodology"' in dom
+    # One model in two grid regions, and the notes that say why figures look as they do.
+    assert models["Qwen/Qwen3.5-397B-A17B-FP8"]["region"] == "CAMX,MROW"
+    assert models["MiniMaxAI/MiniMax-M2.5"]["region"] == "NYCW"
+    notes = re.findall(r'<ul class="why">(.*?)</ul>', dom, flags=re.S)[0]
+    assert "moonshotai/Kimi-K2.5</b>: " in notes and "underutilized: " in notes
+    assert 'href="/metrics"' in dom and '<span id="status">current</span>' in dom
+    assert 'href="/methodology"' in dom and 'href="/troubleshooting"' in dom
+    assert "diagnose" in dom and 'id="reason"' not in dom
 
 
-def test_landing_page_links_the_methodology_it_serves(demo: str) -> None:
-    response = requests.get(f"{demo}/methodology", timeout=5)
+@pytest.mark.parametrize("name", ["methodology", "troubleshooting"])
+def test_landing_page_links_the_documents_it_serves(demo: str, name: str) -> None:
+    response = requests.get(f"{demo}/{name}", timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
-    source = Path(__file__).resolve().parents[2] / "docs" / "methodology.md"
+    source = Path(__file__).resolve().parents[2] / "docs" / f"{name}.md"
     assert response.content == source.read_bytes()  # the repository's document, packaged
+
+
+def test_with_the_upstream_down_the_page_says_why_within_one_interval(tmp_path: Path) -> None:
+    interval = 2
+    prometheus = PrometheusServer(tmp_path / "prometheus", "127.0.0.1:1", []).start()
+    exporter = ExporterProcess(
+        tmp_path,
+        {
+            # Credentials in the URL: the page must say why without them.
+            "prometheus": {"url": f"http://reader:hunter2@127.0.0.1:{prometheus.port}"},
+            "exporter": {"interval": f"{interval}s"},
+        },
+    )
+    with running(prometheus, exporter.start()):
+        assert "Connection refused" not in requests.get(f"{exporter.url}/", timeout=5).text
+        prometheus.stop()
+        down_at = time.monotonic()
+        wait_until(
+            lambda: "Connection refused" in requests.get(f"{exporter.url}/", timeout=5).text,
+            interval + 3,
+            "the landing page to say the upstream refuses connections",
+        )
+        assert time.monotonic() - down_at <= interval + 1  # the next cycle, not a later one
+        result = render(f"{exporter.url}/", tmp_path / "profile", "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    assert '<span id="status">not current</span>' in dom
+    reason = re.findall(r'<div class="reason" id="reason">(.*?)</div>', dom, flags=re.S)[0]
+    assert f"prometheus: cannot connect to http://&lt;redacted&gt;@127.0.0.1:{prometheus.port}" in (
+        reason
+    )
+    assert "Connection refused" in reason and "llm-carbon-exporter diagnose" in reason
+    assert 'href="/troubleshooting"' in reason
+    assert "hunter2" not in dom
 
 
 def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None:
@@ -95,7 +145,7 @@ def test_landing_page_renders_to_a_screenshot(demo: str, tmp_path: Path) -> None
 
 
 def test_head_answers_like_get_without_a_body(demo: str) -> None:
-    for path in ("/", "/metrics", "/healthz", "/readyz", "/methodology"):
+    for path in ("/", "/metrics", "/healthz", "/readyz", "/methodology", "/troubleshooting"):
         get = requests.get(f"{demo}{path}", timeout=5)
         head = requests.head(f"{demo}{path}", timeout=5)
         assert head.status_code == get.status_code == 200, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.cli import main
+from exporter.cli import build_parser, main
 
 
 def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]:
@@ -30,7 +31,11 @@ def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]
         (["report", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
         (["launch"], "argument COMMAND: invalid choice: 'launch'"),
-        ([], "the following arguments are required: COMMAND"),
+        ([], "a COMMAND is required: serve, report"),
+        (["--bogus"], "unrecognized arguments: --bogus (flags go after a COMMAND"),
+        (["-x", "--prometheus-url=http://p:9090"], "unrecognized arguments: -x --prometheus-url"),
+        (["--bogus", "serve"], "unrecognized arguments: --bogus"),
+        (["serve", "--prometheus-url", "http://"], "invalid URL 'http://': no host"),
         (["check-config"], "the following arguments are required: FILE"),
         (["check-config", "/nonexistent/config.yaml"], "/nonexistent/config.yaml: file not found"),
         (["serve", "--pod", "p"], "--pod and --namespace belong to direct mode"),
@@ -45,6 +50,18 @@ def test_bad_invocations_exit_2_with_one_line(capsys, argv: list[str], expected:
     assert code == 2
     assert expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_every_command_and_flag_says_what_it_is_for() -> None:
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(listed) == set(commands.choices)
+    for name, sub in commands.choices.items():
+        assert listed[name], f"{name} has no one-line help in the command list"
+        assert sub.description and name in sub.description, f"{name} has no description"
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
 
 
 def test_check_config_ok(capsys, tmp_path: Path) -> None:

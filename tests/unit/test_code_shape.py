@@ -21,6 +21,7 @@ TIERS = (
     ("config",),
     ("model",),
     ("sources", "engine"),
+    ("diagnosis",),
     ("exposition",),
     ("demo",),
     ("cli",),

@@ -148,7 +148,14 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
             {"catalog": {"models": [{"pattern": "x", "total_params_b": 1, "active_params_b": 2}]}},
             "catalog.models[0]: active_params_b must not exceed total_params_b",
         ),
-        ({"prometheus": {"url": "prom:9090"}}, "prometheus.url: invalid URL"),
+        ({"prometheus": {"url": "prom:9090"}}, "prometheus.url: invalid URL 'prom:9090': want"),
+        ({"prometheus": {"url": "http://"}}, "prometheus.url: invalid URL 'http://': no host"),
+        ({"prometheus": {"url": "http://:9090"}}, "invalid URL 'http://:9090': no host"),
+        ({"prometheus": {"url": "http://p:nine"}}, "'http://p:nine': the port is not a number"),
+        ({"prometheus": {"url": "http://p:99999"}}, "'http://p:99999': the port is not a number"),
+        ({"prometheus": {"url": "http://p q:9090"}}, "'http://p q:9090': contains whitespace"),
+        ({"prometheus": {"url": ""}}, "prometheus.url: invalid URL '': empty"),
+        ({"direct": {"dcgm_urls": ["ftp://n/metrics"]}}, "direct.dcgm_urls[0]: invalid URL"),
         (
             {"prometheus": {"headers": {"Authorization": "Bearer x"}}},
             "prometheus: headers: do not put Authorization here",
@@ -547,3 +554,18 @@ def test_a_huge_nested_value_is_shown_short() -> None:
         build(merge(default_document(), {"exporter": {"interval": deep}}))
     (message,) = caught.value.lines
     assert message.startswith("exporter.interval: invalid duration") and len(message) < 200
+
+
+def test_url_errors_never_show_credentials(tmp_path: Path) -> None:
+    error = error_for(tmp_path, {"prometheus": {"url": "http://user:hunter2@"}})
+    assert "no host" in error and "hunter2" not in error
+
+
+def test_site_defaults_in_force_are_named_until_changed() -> None:
+    from exporter.config import SITE_KEYS, site_defaults_in_force
+
+    assert site_defaults_in_force(load()) == SITE_KEYS
+    mine = load(overrides={"facility.pue": 1.3, "grid.nodes": [], "grid.default_region": "US"})
+    assert site_defaults_in_force(mine) == ("facility.host_overhead",)
+    # The NRP's own values, written out, are still the NRP's.
+    assert "facility.pue" in site_defaults_in_force(load(overrides={"facility.pue": 1.4}))

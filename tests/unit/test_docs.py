@@ -100,3 +100,27 @@ def test_relative_links_lead_somewhere(path: Path) -> None:
         if anchor and linked.suffix == ".md":
             headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.M)
             assert anchor in {_anchor(h) for h in headings}, f"{target}: no such heading"
+
+
+GUIDE = ROOT / "docs" / "troubleshooting.md"
+
+
+def test_every_link_diagnose_prints_leads_to_a_section_of_the_guide() -> None:
+    sections = {_anchor(h) for h in re.findall(r"^## (.+)$", GUIDE.read_text(), flags=re.M)}
+    used = set()
+    for path in (ROOT / "exporter" / "diagnosis").glob("*.py"):
+        used |= set(re.findall(r'"([a-z0-9]+(?:-[a-z0-9]+){1,})"', path.read_text()))
+    assert used, "no troubleshooting anchors found in exporter/diagnosis"
+    assert used <= sections, f"no such section in docs/troubleshooting.md: {used - sections}"
+
+
+def test_each_problem_in_the_guide_names_the_diagnose_line_that_detects_it() -> None:
+    text = GUIDE.read_text()
+    parts = re.split(r"^## (.+)$", text, flags=re.M)[1:]
+    for heading, body in zip(parts[::2], parts[1::2], strict=True):
+        if heading == "Figures that look wrong":
+            continue  # explained by the notes under the table, not a check
+        for part in ("**Symptom.**", "**Cause.**", "**Check.**", "**Fix.**"):
+            assert part in body, f"{heading}: no {part}"
+        check = body.split("**Check.**", 1)[1].split("**Fix.**", 1)[0]
+        assert re.search(r"`[✓!✗] [a-z ]{9} ", check), f"{heading}: names no diagnose line"

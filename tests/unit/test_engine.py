@@ -248,3 +248,62 @@ def test_an_idle_window_at_zero_watts_is_not_an_idle_floor() -> None:
     f = run_script([(H100, 8, 800.0, 0.0), (H100, 8, 0.0, 0.0), (H100, 8, 2400.0, 1000.0)])
     assert f.info_value("idle_source") == "observed"
     assert f.idle_power_w == pytest.approx(800.0)
+
+
+def test_the_state_says_why_the_last_cycle_failed_until_one_succeeds() -> None:
+    refused = UpstreamError(CONNECT, "cannot connect to http://prom:9090: Connection refused")
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(frozen, [([("m", 1000, 100)],), refused, ([("m", 1000, 100)],)])
+        engine.run_cycle()
+        assert engine.state.failure == ()
+        engine.run_cycle()
+        (why,) = engine.state.failure
+        assert (why.upstream, why.reason) == ("prometheus", CONNECT)
+        assert "Connection refused" in why.message
+        engine.run_cycle()
+        assert engine.state.failure == ()
+
+
+def test_the_state_keeps_the_last_good_cycles_problems() -> None:
+    bad = Problem("prometheus", INVALID_VALUE, "query busy: NaN for llm/p")
+    refused = UpstreamError(CONNECT, "cannot connect")
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(frozen, [([("m", 1000, 100)], (bad,)), refused, ([("m", 1000, 100)],)])
+        engine.run_cycle()
+        assert engine.state.problems == (bad,)
+        engine.run_cycle()  # a failed cycle says nothing new about the last good one
+        assert engine.state.problems == (bad,)
+        engine.run_cycle()
+        assert engine.state.problems == ()
+
+
+def test_a_bug_in_a_cycle_is_the_failure_without_its_traceback(caplog) -> None:
+    class Broken(ScriptedSource):
+        def fetch(self) -> Observation:
+            raise KeyError("lce_pod")
+
+    config = load(overrides={"exporter.interval": 1})
+    engine = Engine(config, Broken(time.time, []))
+    stop = threading.Event()
+    engine.listeners.append(stop.set)
+    with caplog.at_level(logging.ERROR):
+        engine.run_forever(stop)
+    (why,) = engine.state.failure
+    assert why.reason == "internal_error" and "lce_pod" not in why.message
+
+
+def test_the_snapshot_counts_the_nodes_and_those_no_pattern_matched() -> None:
+    config = load()
+    engine = Engine(config, ScriptedSource(time.time, []))
+    rows = [("a", NODE), ("b", "gpu-1.example.org"), ("c", "gpu-1.example.org")]
+    snapshot = engine.compute(
+        Observation(
+            time.time(),
+            tuple(
+                PodGpus("llm", p, n, "NVIDIA H100 80GB HBM3", 1, 300, ENERGY_COUNTER)
+                for p, n in rows
+            ),
+            tuple(PodTokens("llm", p, f"m-{p}", 90, 10) for p, _ in rows),
+        )
+    )
+    assert (snapshot.nodes, snapshot.unmapped_nodes) == (2, 1)

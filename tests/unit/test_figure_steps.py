@@ -8,6 +8,7 @@ import pytest
 
 from exporter.config import load
 from exporter.model import figures
+from exporter.model import methodology as m
 from exporter.model import steps as fig
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, ModelHistory
 from exporter.model.settings import FigureSettings
@@ -104,13 +105,13 @@ def test_gpu_busy_is_gpu_weighted_and_needs_every_pod() -> None:
 
 def test_underutilized_follows_the_configured_rules() -> None:
     power = fig.gpu_power(served(share(gpus=4, watts=800)))
-    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.05, 0.2) is False
-    assert fig.underutilized(power, True, SETTINGS, 0.05, 0.05, 0.2) is True  # utilization
-    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.001, 0.2) is True  # MFU
-    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.05, 0.8) is True  # idle share
-    assert fig.underutilized(power, False, SETTINGS, None, None, None) is True  # no tokens
+    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.05, 0.2) == ()
+    assert fig.underutilized(power, True, SETTINGS, 0.05, 0.05, 0.2) == (m.UTILIZATION_RULE,)
+    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.001, 0.2) == (m.MFU_RULE,)
+    assert fig.underutilized(power, True, SETTINGS, 0.5, 0.05, 0.8) == (m.IDLE_RATIO_RULE,)
+    assert fig.underutilized(power, False, SETTINGS, None, None, None) == (m.INACTIVE_RULE,)
     cold = fig.gpu_power(served(share(gpus=4, watts=40)))  # 10 W per GPU: not drawing power
-    assert fig.underutilized(cold, False, SETTINGS, None, None, None) is False
+    assert fig.underutilized(cold, False, SETTINGS, None, None, None) == ()
     unknown = fig.gpu_power(served(share(), missing=("q",)))
     assert fig.underutilized(unknown, False, SETTINGS, None, None, None) is None
 

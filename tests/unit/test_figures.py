@@ -64,7 +64,9 @@ def test_nrp_glm_and_kimi() -> None:
     assert round(kimi.joules_per_token[("gpu", "amortized")], 2) == 5.87
     # Kimi: its GPUs' loaded-idle floor explains all of its draw; GLM: about a quarter.
     assert kimi.underutilized is True and kimi.idle_power_ratio == 1.0
+    assert kimi.underutilized_by == ("idle_power_ratio_above", "mfu_below")
     assert kimi.joules_per_token[("gpu", "marginal")] == 0.0
+    assert glm.underutilized_by == ()
     assert glm.underutilized is False and glm.idle_power_ratio == pytest.approx(340 / 1320)
     assert glm.info_value("size_class") == "large-open"
     assert kimi.info_value("size_class") == "frontier"

@@ -104,7 +104,7 @@ def test_size_classes() -> None:
     assert m.size_class(1040, classes) == "frontier"
 
 
-def _under(**overrides: object) -> bool:
+def _because(**overrides: object) -> tuple[str, ...]:
     args = dict(
         power_w=1320,
         gpus=4,
@@ -118,7 +118,11 @@ def _under(**overrides: object) -> bool:
         idle_ratio_above=0.5,
     )
     args.update(overrides)
-    return m.is_underutilized(**args)  # type: ignore[arg-type]
+    return m.underutilized_because(**args)  # type: ignore[arg-type]
+
+
+def _under(**overrides: object) -> bool:
+    return bool(_because(**overrides))
 
 
 def test_underutilized_rule() -> None:
@@ -132,6 +136,17 @@ def test_underutilized_rule() -> None:
     assert not _under(power_w=10, active=False, idle_ratio=1.0)
     # Missing inputs never trigger.
     assert not _under(utilization=None, mfu=None, idle_ratio=None)
+
+
+def test_underutilized_names_every_rule_that_flags_it() -> None:
+    assert _because() == ()
+    kimi = _because(power_w=928, gpus=8, idle_ratio=1.0, mfu=0.0006)
+    assert kimi == (m.IDLE_RATIO_RULE, m.MFU_RULE)
+    assert _because(utilization=0.05) == (m.UTILIZATION_RULE,)
+    # Inactive: the per-token rules do not apply, the idle share still does.
+    assert _because(active=False, utilization=0.0, mfu=0.0) == (m.INACTIVE_RULE,)
+    assert _because(active=False, idle_ratio=0.9) == (m.IDLE_RATIO_RULE, m.INACTIVE_RULE)
+    assert _because(power_w=10, active=False, idle_ratio=1.0) == ()
 
 
 # ---- invariants over generated inputs
