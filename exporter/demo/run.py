@@ -126,6 +126,8 @@ def _show(
             print(
                 f"Try: curl -s {base}/metrics | grep '^llm_carbon_energy_joules_per_token'\n"
                 f"     curl -s {base}/metrics | grep 'grid_intensity'   (location and marginal)\n"
+                f"     curl -s {base}/metrics | grep -E '_per_request|^llm_carbon_sci'   "
+                "(per request, SCI)\n"
                 "The load oscillates over 10 minutes, the simulated grid over 20; figures "
                 f"refresh every {INTERVAL_S} s. Ctrl-C to stop.",
                 file=out,

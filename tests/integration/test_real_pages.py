@@ -103,10 +103,12 @@ AICR_POD = {"namespace": "dynamo-workload", "pod": "vllm-agg-0-vllmdecodeworker-
 
 
 def vllm_v0(i: int) -> str:
-    """The vLLM V0 page, serving 100 prompt and 10 generated tokens per second."""
+    """The vLLM V0 page, serving 100 prompt and 10 generated tokens per second, and finishing
+    half a request per second."""
     steps = {
         "vllm:prompt_tokens_total": 100 * STEP * i,
         "vllm:generation_tokens_total": 10 * STEP * i,
+        "vllm:request_success_total": 0.5 * STEP * i,
     }
     return advance(page(VLLM_V0), steps)
 
@@ -122,6 +124,16 @@ def test_a_kubernetes_h100_page_gives_the_pod_its_one_gpu() -> None:
     assert f.info_value("power_source") == "power_gauge"  # the page has no energy counter
     assert f.info_value("gpu_type") == "H100 SXM" and f.info_value("attribution") == "exclusive"
     assert f.tokens_per_second == {"prompt": pytest.approx(100), "generation": pytest.approx(10)}
+    # vLLM V0 counts finished requests as V1 does, under finished_reason.
+    assert f.per_request.requests_per_second == pytest.approx(0.5)
+    joules = f.per_request.joules_per_request[("gpu", "amortized")]
+    assert joules == pytest.approx(float(gpu0.group(1)) / 0.5)
+    assert f.per_request.tokens_per_request == {
+        "prompt": pytest.approx(200),
+        "generation": pytest.approx(20),
+    }
+    # An H100's embodied emissions and its server share over five years (164 + 375 kg).
+    assert f.footprint.embodied_grams_per_hour == pytest.approx(539_000 / (5 * 8766))
 
 
 def test_a_blank_power_reading_is_withheld_and_counted() -> None:
@@ -213,15 +225,19 @@ def test_vllm_v1_engines_are_summed_and_created_gauges_ignored() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "labels"),
+    ("name", "labels", "requests"),
     [
-        ("sglang-docs-production-metrics-model_name.prom", ["model_name"]),
-        ("sglang-datadog-fixture-v0.5.10-tp_rank.prom", ["model_name"]),
+        ("sglang-docs-production-metrics-model_name.prom", ["model_name"], None),
+        ("sglang-datadog-fixture-v0.5.10-tp_rank.prom", ["model_name"], 0.2),
     ],
 )
-def test_sglang_pages(name: str, labels: list[str]) -> None:
+def test_sglang_pages(name: str, labels: list[str], requests: float | None) -> None:
     sglang = page(name)
-    steps = {"sglang:prompt_tokens_total": 40 * STEP, "sglang:generation_tokens_total": 4 * STEP}
+    steps = {
+        "sglang:prompt_tokens_total": 40 * STEP,
+        "sglang:generation_tokens_total": 4 * STEP,
+        "sglang:num_requests_total": 0.2 * STEP,
+    }
     engine = read_twice(
         lambda i: page(AICR),
         lambda i: advance(sglang, {k: v * i for k, v in steps.items()}),
@@ -230,12 +246,19 @@ def test_sglang_pages(name: str, labels: list[str]) -> None:
             "metrics": {
                 "prompt_tokens": "sglang:prompt_tokens_total",
                 "generation_tokens": "sglang:generation_tokens_total",
+                "requests": "sglang:num_requests_total",
             },
             "token_labels": {"model": labels},
         },
     )
     f = only_model(engine)
     assert f.tokens_per_second == {"prompt": pytest.approx(40), "generation": pytest.approx(4)}
+    # The documentation's page shows no request counter: no per-request figures, not 0.
+    if requests is None:
+        assert f.per_request.requests_per_second is None
+        assert f.per_request.joules_per_request == {}
+    else:
+        assert f.per_request.requests_per_second == pytest.approx(requests)
     assert engine.source.upstreams == ("sglang", "dcgm")
 
 
@@ -246,6 +269,7 @@ def test_tgi_page_names_its_model_from_the_configuration() -> None:
     steps = {
         "tgi_request_input_length_sum": 60 * STEP,
         "tgi_request_generated_tokens_sum": 6 * STEP,
+        "tgi_request_success": 0.3 * STEP,
     }
     engine = read_twice(
         lambda i: page(AICR),
@@ -255,6 +279,7 @@ def test_tgi_page_names_its_model_from_the_configuration() -> None:
             "metrics": {
                 "prompt_tokens": "tgi_request_input_length_sum",
                 "generation_tokens": "tgi_request_generated_tokens_sum",
+                "requests": "tgi_request_success",
             },
             "default_model": "acme/served-by-tgi",
         },
@@ -262,6 +287,7 @@ def test_tgi_page_names_its_model_from_the_configuration() -> None:
     f = only_model(engine)
     assert f.model == "acme/served-by-tgi"
     assert f.tokens_per_second == {"prompt": pytest.approx(60), "generation": pytest.approx(6)}
+    assert f.per_request.tokens_per_request["prompt"] == pytest.approx(200)
 
 
 def test_the_readme_page_with_elisions_and_a_blank_reads_as_no_gpu_series(
