@@ -95,6 +95,43 @@ def readings(facts: Facts) -> list[Check]:
     return checks
 
 
+def requests(facts: Facts) -> list[Check]:
+    """Whether the served models' finished requests are counted (the per-request figures),
+    and for how many the prompt tokens by source are (J per computed token)."""
+    names = facts.config.upstream.metrics
+    if not facts.served:
+        return []
+    if not names.requests:
+        return [
+            Check("requests", OK, "per-request figures off (upstream.metrics.requests is null)")
+        ]
+    uncounted = [
+        f"{s.model} in {s.namespace}" for s in facts.served if s.requests_per_second is None
+    ]
+    if uncounted:
+        return [
+            Check(
+                "requests",
+                WARN,
+                f"no {names.requests} series for {plural(len(uncounted), 'model')}: no "
+                "per-request figures for them",
+                "set upstream.metrics.requests to the server's finished-request counter "
+                "(SGLang: sglang:num_requests_total; TGI: tgi_request_success)",
+                "no-request-counter",
+                examples(uncounted),
+            )
+        ]
+    by_source = sum(1 for s in facts.served if s.prompt_computed_tps is not None)
+    return [
+        Check(
+            "requests",
+            OK,
+            f"finished requests counted for every model ({names.requests}); prompt tokens by "
+            f"source for {by_source} of {plural(len(facts.served), 'model')}",
+        )
+    ]
+
+
 def live_grid(feeds: tuple[LiveGrid, ...]) -> list[Check]:
     """Live grid intensity, where configured: one `LiveGrid` per region and basis."""
     if not feeds:

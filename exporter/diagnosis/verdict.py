@@ -54,6 +54,6 @@ def diagnose(facts: Facts) -> Diagnosis:
         found += checks.tokens(facts) + checks.replicas(facts)
         found += served.model_checks(facts, models) + served.joins(facts) + served.regions(facts)
         if models:  # what the figures rest on, once there are figures
-            found += context.defaults(facts) + context.readings(facts)
+            found += context.defaults(facts) + context.readings(facts) + context.requests(facts)
             found += context.live_grid(facts.live_grid)
     return Diagnosis(facts.config.source, facts.where, tuple(found), models, not facts.failure)

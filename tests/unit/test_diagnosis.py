@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import Config, load
+from exporter.config import Config, build, default_document, load, merge
 from exporter.diagnosis import probe
 from exporter.diagnosis.checks import FAIL, OK, WARN, Check
 from exporter.diagnosis.facts import Facts, GpuGroup, Inventory, LiveGrid, TokenGroup
@@ -57,6 +57,7 @@ def facts(
     config: Config | None = None,
     inventory: Inventory | None = None,
     without_gpus: tuple[str, ...] = (),  # pods serving tokens without GPU rows
+    uncounted: tuple[str, ...] = (),  # pods without a finished-request counter
     problems: tuple[Problem, ...] = (),
     **fields: object,
 ) -> Facts:
@@ -69,7 +70,13 @@ def facts(
         for pod, _, node in rows
         if pod not in without_gpus
     )
-    token_rows = tuple(PodTokens("llm", pod, model, 3000.0, 158.0) for pod, model, _ in rows)
+    token_rows = tuple(
+        PodTokens("llm", pod, model, 3000.0, 158.0, requests_per_second=0.1)
+        for pod, model, _ in rows
+        if pod not in uncounted
+    ) + tuple(
+        PodTokens("llm", pod, model, 3000.0, 158.0) for pod, model, _ in rows if pod in uncounted
+    )
     observation = Observation(now, gpu_rows, token_rows, problems=problems)
     engine = Engine(config, Script())
     if inventory is None:
@@ -301,6 +308,18 @@ def test_implausible_readings_and_node_mismatches_are_listed() -> None:
     assert find(found, "nodes", WARN)[0].doc == "node-name-mismatch"
     assert "no generation series" in find(found, "problems", WARN)[0].examples[0]
     assert found.exit_status == 0
+
+
+def test_models_without_a_request_counter_are_named() -> None:
+    (counted,) = find(diagnose(facts([("glm", GLM, NODE)])), "requests", OK)
+    assert "prompt tokens by source for 0 of 1 model" in counted.summary
+    found = diagnose(facts([("glm", GLM, NODE), ("kimi", "k", NODE)], uncounted=("kimi",)))
+    (warned,) = find(found, "requests", WARN)
+    assert warned.examples == ("k in llm",) and warned.doc == "no-request-counter"
+    assert "sglang:num_requests_total" in warned.fix and found.exit_status == 0
+    off = build(merge(default_document(), {"upstream": {"metrics": {"requests": None}}}))
+    (quiet,) = find(diagnose(facts([("glm", GLM, NODE)], config=off)), "requests", OK)
+    assert "off" in quiet.summary
 
 
 def test_live_grid_feeds_are_reported_where_given() -> None:
