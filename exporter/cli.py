@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+import yaml
+
 from exporter import PROG, __version__
 from exporter.config import Config, ConfigError, load
 from exporter.demo.run import run_demo
@@ -21,9 +23,11 @@ from exporter.durations import parse_duration
 from exporter.engine import Engine
 from exporter.exposition import checklist, report, server
 from exporter.signals import stop_on_signals
+from exporter.sources import recording
 from exporter.sources.direct import DirectSource
 from exporter.sources.grid_live import LiveGridFeed, live_grid
 from exporter.sources.prometheus import PrometheusSource
+from exporter.sources.queries import Queries
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -50,6 +54,7 @@ COMMANDS = {
     "report": "read the upstream once and print the per-model table (or JSON)",
     "diagnose": "read the upstream once and check what the figures need from it, one line each",
     "check-config": "validate a configuration file (with the environment, as serve reads it)",
+    "recording-rules": "print Prometheus recording rules for this configuration's queries",
     "demo": "run a simulated cluster and the exporter reading it, to look around",
 }
 
@@ -132,6 +137,15 @@ def build_parser() -> Parser:
     diagnose.epilog = (
         "Exit status: 0 when figures can be computed for every served model, 1 when something "
         "blocks them, 2 for a bad command line or configuration."
+    )
+
+    rules = _command(commands, "recording-rules")
+    rules.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    rules.epilog = (
+        "Load the output into the Prometheus the exporter reads (or wrap it in a "
+        "PrometheusRule); the exporter then reads the recorded series instead of the raw ones, "
+        "with the same figures. Regenerate it after changing the configuration: rules for "
+        "other queries are ignored."
     )
 
     check = _command(commands, "check-config")
@@ -285,6 +299,20 @@ def cmd_diagnose(config: Config, fmt: str) -> int:
     return diagnosis.exit_status
 
 
+def cmd_recording_rules(config: Config) -> int:
+    rules = recording.rule_groups(Queries.build(config).per_cycle(), config.exporter.interval)
+    print(RULES_HEADER + yaml.safe_dump(rules, sort_keys=False, width=1_000_000), end="")
+    return EXIT_OK
+
+
+RULES_HEADER = (
+    "# Recording rules for llm-carbon-exporter's per-cycle queries, made by\n"
+    "# `llm-carbon-exporter recording-rules`. Optional: with them loaded the exporter reads\n"
+    "# the recorded series (shown as upstream_reads on llm_carbon_methodology_info), without\n"
+    "# them the raw ones; the figures are the same. See docs/scaling.md.\n"
+)
+
+
 def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
     config = load(path, environ=environ)
     _require_upstream(config)  # what serve would refuse, check-config refuses too
@@ -307,6 +335,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             setup_logging("warning")
             return run_demo(args.listen)
         config = load(args.config, overrides=_overrides(args), environ=environ)
+        if args.command == "recording-rules":
+            return cmd_recording_rules(config)
         if args.command == "diagnose":  # the checklist says what the log would
             setup_logging(args.log_level or "error")
             return cmd_diagnose(config, args.format)

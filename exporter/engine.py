@@ -40,6 +40,9 @@ class Source(Protocol):
     def window(self) -> float: ...  # seconds over which power and token rates are means
 
     @property
+    def reads(self) -> str: ...  # what cycles read: queries, recording_rules or pages
+
+    @property
     def requests_by_upstream(self) -> Mapping[str, int]: ...  # HTTP requests so far
 
     def fetch(self) -> Observation: ...

@@ -23,7 +23,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
@@ -170,6 +170,21 @@ class Rewrite(Fault):
         handler.send_answer(Answer(answer.status, json.dumps(document).encode()))
 
 
+class EachQuery(Fault):
+    """A fault of its own for each PromQL expression (the others pass through)."""
+
+    def __init__(self, faults: Mapping[str, Fault], name: str) -> None:
+        self.faults = dict(faults)
+        self.name = name
+
+    def respond(self, handler: ProxyHandler, forward: Callable[[], Answer]) -> None:
+        fault = self.faults.get(handler.query)
+        if fault is None:
+            handler.send_answer(forward())
+        else:
+            fault.respond(handler, forward)
+
+
 class Truncate(Fault):
     """The upstream's headers (with the full Content-Length) and half its body, then the
     connection closes: an upstream dying mid-response."""
@@ -224,6 +239,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         query = parse_qs(split.query).get("query", [""])[0] if split.path == QUERY_PATH else ""
         fault = self.proxy.fault_for(split.path, query)
+        self.query = query
         self.proxy._record(Hit(time.monotonic(), query, None if fault is None else fault.name))
         forward = self._forward
         try:

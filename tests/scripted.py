@@ -10,6 +10,7 @@ class Script:
     name = "prometheus"
     upstreams = ("prometheus",)
     gpu_upstream = "prometheus"
+    reads = "queries"
     window = 300.0
 
     def __init__(self, *items: Observation | Exception) -> None:

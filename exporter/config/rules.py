@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exporter.config.schema import Config, LiveGrid
-from exporter.config.values import HEADER_NAME, selector_problem
+from exporter.config.values import HEADER_NAME, regex_problem, selector_problem
 from exporter.data import grid_region_codes
 
 Problems = Iterator[tuple[str, str]]
@@ -49,6 +49,9 @@ def _prometheus(config: Config) -> Problems:
         problem = selector_problem(getattr(config.prometheus, key))
         if problem:
             yield f"prometheus.{key}", problem
+    problem = regex_problem(config.prometheus.namespaces)
+    if problem:
+        yield "prometheus.namespaces", problem
     for name, value in config.prometheus.headers.items():
         if not HEADER_NAME.fullmatch(name):
             yield f"prometheus.headers.{name}", "not a valid HTTP header name"

@@ -46,6 +46,8 @@ class PrometheusSettings(Strict, frozen=True):
     max_response_bytes: Count = 64 * 1024 * 1024
     gpu_selector: str = ""
     token_selector: str = ""
+    namespaces: str = ""  # a regex (RE2, anchored): only these namespaces' pods; "" = all
+    recording_rules: Literal["auto", "off"] = "auto"  # read the exporter's rules when loaded
 
     def __post_init__(self) -> None:
         if self.bearer_token_file and self.basic_auth:

@@ -198,6 +198,17 @@ def selector_problem(selector: str) -> str:
     return f'{text!r} is not a list of label matchers (label="value", =~, != or !~)'
 
 
+def regex_problem(pattern: str) -> str:
+    """Why `pattern` is not a regular expression to match label values with, or ""."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"{pattern!r} is not a regular expression: {exc}"
+    if any(c in pattern for c in "\n\r\0"):
+        return "the expression contains a line break"
+    return ""
+
+
 def kind_name(value: Any) -> str:
     return {
         dict: "mapping",

@@ -13,7 +13,7 @@ from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE
 from exporter.sources.direct_gpus import first_label
 from exporter.sources.page_parser import base_name
 from exporter.sources.prometheus_api import Sample
-from exporter.sources.promql import INVENTORY_METRIC, INVENTORY_READING, REPLICA_LABELS
+from exporter.sources.promql_inventory import INVENTORY_METRIC, INVENTORY_READING, REPLICA_LABELS
 from exporter.sources.series_store import SeriesKey
 
 GroupKey = tuple[str, str, str, str]  # node, namespace, pod, pod label

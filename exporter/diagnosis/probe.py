@@ -22,7 +22,7 @@ from exporter.sources.direct import DirectSource
 from exporter.sources.grid_live import LiveGridFeed, live_grid
 from exporter.sources.prometheus import PrometheusSource
 from exporter.sources.prometheus_api import PrometheusClient, Sample
-from exporter.sources.promql import inventory as inventory_queries
+from exporter.sources.promql_inventory import inventory as inventory_queries
 from exporter.sources.servers import SERVERS
 from exporter.text import redact
 
@@ -41,6 +41,7 @@ class Recording:
     upstreams = property(lambda self: self.source.upstreams)
     gpu_upstream = property(lambda self: self.source.gpu_upstream)
     window = property(lambda self: self.source.window)
+    reads = property(lambda self: self.source.reads)
     requests_by_upstream = property(lambda self: self.source.requests_by_upstream)
 
     def fetch(self) -> Observation:

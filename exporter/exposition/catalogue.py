@@ -112,10 +112,12 @@ METRICS: tuple[MetricSpec, ...] = (
             "default_region",
             "default_preset",
             "grid_datasets",
+            "upstream_reads",
         ),
         "Always 1. The assumptions behind every figure: PUE and host overhead of the "
         "facility scope, query window, activity threshold, default grid region and "
-        "preset, grid datasets.",
+        "preset, grid datasets, and what the cycles read (upstream_reads): queries over the "
+        "raw series, the exporter's recording rules, or the pages of a sidecar.",
         "global",
     ),
     MetricSpec(

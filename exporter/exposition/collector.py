@@ -122,6 +122,7 @@ def _global_series(out: Families, engine: Engine, snapshot: Snapshot | None) -> 
                     | {slot.source for slot in grid.live.values()}
                 )
             ),
+            engine.source.reads,
         ),
         1,
     )

@@ -41,6 +41,7 @@ def _models_left_out(models: set[str]) -> str:
 class DirectSource:
     name = "direct"
     gpu_upstream = "dcgm"
+    reads = "pages"
 
     def __init__(
         self,

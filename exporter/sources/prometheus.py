@@ -4,6 +4,9 @@ one `PodTokens` per pod and model, and a `Problem` for every row it cannot use."
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +19,15 @@ from exporter.model.problems import (
     Problem,
     UpstreamError,
 )
+from exporter.sources import recording
 from exporter.sources.plausibility import Plausibility
 from exporter.sources.prometheus_api import PrometheusClient, Sample
 from exporter.sources.prometheus_rows import gpu_rows, token_rows
-from exporter.sources.promql import REQUIRED, Queries
+from exporter.sources.promql import GLITCH, PHASE, RESETS, TOKEN_PHASES
+from exporter.sources.queries import REQUIRED, Queries
 
 UPSTREAM = "prometheus"
+log = logging.getLogger("exporter")
 
 
 class PrometheusSource:
@@ -46,8 +52,19 @@ class PrometheusSource:
             max_workers=len(self.queries.per_cycle()), thread_name_prefix="promql"
         )
         self.clock = clock or (lambda: time.time())  # late-bound: freezegun can move it
+        # prometheus.namespaces narrows the queries; rows are checked again here, as a series'
+        # namespace label is only known for sure once the query has filled `lce_namespace`.
+        namespaces = config.prometheus.namespaces
+        self.shard = re.compile(namespaces) if namespaces else None
+        self.rules_in_use = False  # reading the recording rules rather than the raw series
+        self._rules_at: float | None = None
         self._history: dict[tuple[str, str], ModelHistory] = {}
         self._history_at: float | None = None
+
+    @property
+    def reads(self) -> str:
+        """What the cycles read: the exporter's recording rules, or the raw series."""
+        return "recording_rules" if self.rules_in_use else "queries"
 
     @property
     def requests_by_upstream(self) -> dict[str, int]:
@@ -60,7 +77,11 @@ class PrometheusSource:
     def fetch(self) -> Observation:
         at = self.clock()
         problems: list[Problem] = []
+        self._refresh_rules(at, problems)
         results = self._run_queries(at, problems)
+        if self.shard is not None:
+            for name, rows in results.items():
+                results[name] = [s for s in rows if self._in_shard(s)]
         blind = bool(
             not results["power_energy"] and not results["power_gauge"] and results["tokens"]
         )
@@ -97,25 +118,109 @@ class PrometheusSource:
         sum: a slow upstream cannot push a cycle past the staleness limit. A required
         query's failure, or both power queries', fails the cycle; another's is a problem."""
         queries = self.queries.per_cycle()
-        futures = {
-            name: self._pool.submit(self.client.query, promql, at)
-            for name, promql in queries.items()
-        }
         results: dict[str, list[Sample]] = {}
         failed: dict[str, UpstreamError] = {}
-        for name in queries:
-            try:
-                results[name] = futures[name].result()
-            except UpstreamError as exc:
-                failed[name] = exc
-                results[name] = []
+        if self.rules_in_use:
+            asked = {name: recording.selector(name, q) for name, q in queries.items()}
+            self._ask(asked, at, results, failed)
+            stopped = []
+            for name in asked:
+                results[name], evaluated = recording.rows(results[name])
+                if not evaluated and name not in failed:
+                    stopped.append(name)
+            if stopped:  # the rules stopped being evaluated: the raw series, from now on
+                log.warning(
+                    "recording rules %s no longer evaluated: querying the raw series",
+                    ",".join(stopped),
+                )
+                self.rules_in_use = False
+                self._ask({name: queries[name] for name in stopped}, at, results, failed)
+        else:
+            self._ask(queries, at, results, failed)
         for name, error in failed.items():
             if name in REQUIRED:
                 raise error
             problems.append(error.problem(UPSTREAM, f"query {name}: "))
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
+        self._follow_up(at, results, problems)
         return results
+
+    def _ask(
+        self,
+        queries: dict[str, str],
+        at: float,
+        results: dict[str, list[Sample]],
+        failed: dict[str, UpstreamError],
+    ) -> None:
+        futures = {
+            name: self._pool.submit(self.client.query, promql, at)
+            for name, promql in queries.items()
+        }
+        for name in queries:
+            try:
+                results[name] = futures[name].result()
+                failed.pop(name, None)
+            except UpstreamError as exc:
+                failed[name] = exc
+                results[name] = []
+
+    def _refresh_rules(self, at: float, problems: list[Problem]) -> None:
+        """Whether the exporter's recording rules, with today's expressions, are loaded:
+        checked at the first cycle and every utilization.refresh, said when it changes."""
+        if self.config.prometheus.recording_rules == "off":
+            return
+        due = self._rules_at is None or at - self._rules_at >= self.config.utilization.refresh
+        if not due:
+            return
+        self._rules_at = at
+        try:
+            found = self.client.query(recording.detection(), at)
+        except UpstreamError as exc:
+            problems.append(exc.problem(UPSTREAM, "query recording_rules: "))
+            return
+        now = recording.in_force(found, self.queries.per_cycle())
+        if now != self.rules_in_use:
+            log.info(
+                "recording rules %s: %s",
+                "found" if now else "absent or for another configuration",
+                "reading them" if now else "querying the raw series",
+            )
+        self.rules_in_use = now
+
+    def _follow_up(
+        self, at: float, results: dict[str, list[Sample]], problems: list[Problem]
+    ) -> None:
+        """The follow-up query, when the per-cycle rows call for it (MIG instances, GPUs
+        more than one pod holds, counters that went backwards), its rows put beside those
+        they complete. Should it fail, a counter that went backwards counts as one that
+        stepped back, and shared GPUs' power is unknown: those figures are withheld this
+        cycle rather than risked."""
+        mig = any("lce_gpu_id" in sample.labels for sample in results["mig"])
+        shared = bool(results["gpu_holders"])
+        energy = [s for s in results["power_energy"] if RESETS in s.labels]
+        tokens = [s for s in results["tokens"] if RESETS in s.labels]
+        phases = sorted({s.labels.get(PHASE, "") for s in tokens} & set(TOKEN_PHASES))
+        promql = self.queries.follow_up(mig, shared, bool(energy), phases)
+        results["shared_gpus"] = []
+        if not promql:
+            return
+        try:
+            rows = self.client.query(promql, at)
+        except UpstreamError as exc:
+            problems.append(exc.problem(UPSTREAM, "query follow_up: "))
+            rows = [Sample({**s.labels, GLITCH: "1"}, 1.0) for s in (*energy, *tokens)]
+            rows += _unknown_shared(results["gpu_holders"], results["gpu_count"])
+        for sample in rows:
+            if "lce_reading" in sample.labels:
+                target = "shared_gpus" if sample.labels.get("lce_pod") else "mig"
+            else:
+                target = "tokens" if PHASE in sample.labels else "power_energy"
+            results[target].append(sample)
+
+    def _in_shard(self, sample: Sample) -> bool:
+        namespace = sample.labels.get("lce_namespace")
+        return namespace is None or bool(self.shard and self.shard.fullmatch(namespace))
 
     # ---- look-back history, refreshed every utilization.refresh
 
@@ -151,3 +256,15 @@ class PrometheusSource:
             for key, values in history.items()
         }
         self._history_at = at
+
+
+def _unknown_shared(holders: list[Sample], gpu_count: list[Sample]) -> list[Sample]:
+    """For each GPU more than one pod holds, a row of unknown power for every pod on its
+    node (which of them hold it is the follow-up's to say): their power is withheld."""
+    pods = [s.labels for s in gpu_count if s.labels.get("lce_pod")]
+    return [
+        Sample({**pod, "lce_gpu_id": gpu.labels["lce_gpu_id"], "lce_reading": "unknown"}, math.nan)
+        for gpu in holders
+        for pod in pods
+        if pod.get("lce_node") == gpu.labels.get("lce_node") and gpu.labels.get("lce_gpu_id")
+    ]

@@ -23,9 +23,10 @@ from exporter.sources.prometheus_api import Sample
 from exporter.sources.promql import (
     GLITCH,
     GPU_ROW,
-    HOSTS,
+    HOST,
     PHASE,
     REQUIRED_PHASES,
+    RESETS,
     TOKEN_PHASES,
     TOKEN_ROW,
 )
@@ -40,13 +41,13 @@ def _key(sample: Sample, labels: tuple[str, ...] = GPU_ROW) -> GpuKey:
 
 
 def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
-    """Values of a per-pod GPU query by pod key; rows of GPUs no pod holds, and tagged rows
-    (glitches, host names), are left out."""
+    """Values of a per-pod GPU query by pod key (rows of one key add up: gpu_count has one
+    per name of the node); rows of GPUs no pod holds, and tagged rows, are left out."""
     rows: dict[GpuKey, float] = {}
     for sample in samples:
         key = _key(sample)
-        if key[0] and key[1] and GLITCH not in sample.labels and HOSTS not in sample.labels:
-            rows[key] = sample.value
+        if key[0] and key[1] and GLITCH not in sample.labels and RESETS not in sample.labels:
+            rows[key] = rows.get(key, 0.0) + sample.value
     return rows
 
 
@@ -106,8 +107,8 @@ class _SharedReadings:
 
 @dataclass
 class _Mig:
-    """What the `mig` query says: the instances each pod holds (GPU id -> instance ->
-    profile) and each MIG GPU's power by reading."""
+    """What the `mig` query (and its follow-up, `mig_power`) says: the instances each pod
+    holds (GPU id -> instance -> profile) and each MIG GPU's power by reading."""
 
     held: dict[GpuKey, dict[str, dict[str, str]]] = field(default_factory=dict)
     power: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
@@ -297,8 +298,8 @@ def _check_hosts(samples: list[Sample], problems: list[Problem]) -> None:
     older setups put the exporter's pod name or a container id there. Said once per node."""
     pods_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     for sample in samples:
-        key, host = _key(sample), sample.labels.get("lce_host", "")
-        if HOSTS in sample.labels and key[0] and key[1] and host and host != key[2]:
+        key, host = _key(sample), sample.labels.get(HOST, "")
+        if key[0] and key[1] and host and host != key[2]:
             pods_of[(key[2], host)].add(pod_ref(key[0], key[1]))
     for (node, host), pods in sorted(pods_of.items()):
         problems.append(
@@ -335,7 +336,7 @@ def token_rows(
 
     for sample in results["tokens"]:
         key, phase = _key(sample, TOKEN_ROW), sample.labels.get(PHASE, "")
-        if not all(key) or phase not in TOKEN_PHASES:
+        if not all(key) or phase not in TOKEN_PHASES or RESETS in sample.labels:
             continue
         where = f"query tokens: {key[0]}/{key[1]} model {key[2]!r} {phase}"
         if GLITCH in sample.labels:

@@ -1,6 +1,6 @@
-"""The PromQL the Prometheus source runs: a constant number of instant queries per cycle,
-each aggregated on the server to one row per pod (or per pod and model), built once from the
-configuration.
+"""The building blocks of the PromQL the Prometheus source runs (`queries.Queries` puts them
+together): instant queries, each aggregated on the server to one row per pod (or per pod and
+model).
 
 Label handling happens in PromQL: each canonical label (`lce_pod`, ...) is filled from the
 first configured upstream label that is present, so `exported_pod` (dcgm-exporter scraped with
@@ -8,15 +8,21 @@ honorLabels false) wins over `pod`, a Kubernetes `node` label over `Hostname`, a
 and `hostname` both work.
 
 Series of MIG instances (with a GPU instance id) are left out of the per-pod queries and read
-by the `mig` query: which pods hold which instances, and the power of the GPUs they split.
-Counters that step back without restarting are reported as `lce_glitch` rows beside the
-values they would spoil.
+by the `mig` query (which pods hold which instances); the power of the GPUs they split comes
+in the follow-up. Counters that went backwards are tagged `lce_resets`; the follow-up tells a
+step back without a restart (`lce_glitch`, beside the values it would spoil) from a restart.
+
+Cost: each query reads its raw series once per function, aggregates them on their own labels
+first, and only then fills the canonical labels, on the few per-pod rows rather than on every
+GPU series (a `label_replace` over every series costs about as much as reading it). Where one
+GPU's copies must be merged (side-by-side series, a dcgm-exporter rollout), the series are
+split by which pod label names the pod, so the label that is overridden (dcgm-exporter's own
+`pod` beside `exported_pod`) never keeps copies apart. `docs/scaling.md` has the table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from exporter.config import Config, as_dict
 from exporter.durations import promql_duration
@@ -29,6 +35,8 @@ TOKEN_ROW = (*POD, "lce_model")
 MODEL = ("lce_namespace", "lce_model")
 MIG_ROW = (*GPU_ROW, "lce_gpu_id", "lce_mig_instance", "lce_mig_profile")
 GLITCH = "lce_glitch"  # on a row: a counter of this key stepped back without a restart
+SHARED = "lce_shared"  # on a gpu_holders row: this (node, GPU) has more than one holder
+RESETS = "lce_resets"  # on a row: a counter of this key went backwards (restart or glitch)
 PHASE = "lce_phase"  # on a `tokens` row: which counter's rate it holds
 # The `tokens` query's phases: prompt and generation tokens (both required), finished
 # requests, and prompt tokens computed rather than served from the prefix cache.
@@ -36,7 +44,7 @@ TOKEN_PHASES = ("prompt", "generation", "requests", "prompt_computed")
 REQUIRED_PHASES = TOKEN_PHASES[:2]  # without both, a model is left out
 COMPUTED_SOURCE_VALUE = "local_compute"  # vllm:prompt_tokens_by_source_total{source}
 COMPUTED_SOURCE = f'source="{COMPUTED_SOURCE_VALUE}"'
-HOSTS = "lce_hosts"  # on a gpu_count row: not a count, the `lce_host` of the key
+HOST = "lce_host"  # on a gpu_count row: dcgm-exporter's name for the pod's node
 # Labels that tell apart series of one GPU that run at the same time (dcgm-exporter's MIG
 # instance and shared-GPU copy labels, and the scrape job); `instance` and the dcgm-exporter's
 # own `pod` are left out, as they change when its pod is replaced.
@@ -44,7 +52,7 @@ SIDE_BY_SIDE = ("GPU_I_ID", "gpu_i_id", "vgpu", "job")
 BASE_GPU_LABELS = ("namespace", "pod", "node", "gpu_model", "gpu_id")
 
 
-def _by(labels: Sequence[str]) -> str:
+def by(labels: Sequence[str]) -> str:
     return ", ".join(labels)
 
 
@@ -57,11 +65,20 @@ def _normalize(expr: str, choices: Mapping[str, list[str]]) -> str:
     return expr
 
 
-def _tagged(expr: str, label: str, value: str) -> str:
+def promql_string(value: str) -> str:
+    """`value` as a PromQL double-quoted string."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unique(labels: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(labels))
+
+
+def tagged(expr: str, label: str, value: str) -> str:
     return f'label_replace({expr}, "{label}", "{value}", "", "")'
 
 
-class _Builder:
+class Builder:
     """The building blocks of the queries, for one configuration."""
 
     def __init__(self, config: Config) -> None:
@@ -88,53 +105,127 @@ class _Builder:
             "mig_profile": list(labels.mig_profile),
         }
         self.tok_labels = as_dict(config.upstream.token_labels)
+        namespaces = config.prometheus.namespaces
+        self.namespaces = promql_string(namespaces) if namespaces else ""
+        # Raw label sets to aggregate on before the canonical labels are filled.
+        self.pod_choices = list(self.gpu_labels["pod"])
+        self.raw_place = _unique(
+            [*self.gpu_labels["namespace"], *self.gpu_labels["node"], *self.gpu_labels["gpu_model"]]
+        )
+        self.raw_row = _unique([*self.raw_place, *self.pod_choices])
+        self.raw_gpu = list(self.gpu_labels["gpu_id"])
+        self.raw_node_gpu = _unique([*self.gpu_labels["node"], *self.raw_gpu])
+        self.raw_tok = _unique([label for labels in self.tok_labels.values() for label in labels])
+        self.row_labels = {k: v for k, v in self.gpu_labels.items() if k != "gpu_id"}
 
     def gpu(self, fn: str, metric: str, selector: str | None = None) -> str:
+        """`fn` over every matching GPU series, canonical labels filled on each (costly over
+        a fleet: for `diagnose` and the rare follow-ups, not for the per-cycle queries)."""
         sel = self.whole_sel if selector is None else selector
         return _normalize(f"{fn}({metric}{{{sel}}}[{self.window}])", self.gpu_labels)
 
     def tok(self, fn: str, metric: str, extra: str = "") -> str:
-        sel = ", ".join(part for part in (self.tok_sel, extra) if part)
-        return _normalize(f"{fn}({metric}{{{sel}}}[{self.window}])", self.tok_labels)
+        """`fn` over every matching token series, canonical labels filled on each."""
+        return _normalize(self.tok_raw(fn, metric, extra), self.tok_labels)
 
-    def one_gpu(
-        self, fn: str, metric: str, row: Sequence[str] = GPU_ROW, sel: str | None = None
-    ) -> str:
-        """One value per physical GPU: copies side by side (MIG instances, vgpu copies,
-        another scrape job) repeat their GPU's energy and power, so take the largest."""
-        series = self.gpu(fn, metric, sel)
+    def tok_raw(self, fn: str, metric: str, extra: str = "") -> str:
+        sel = ", ".join(part for part in (self.tok_sel, extra) if part)
+        return self.raw(fn, metric, sel, self.tok_labels["namespace"])
+
+    def raw(self, fn: str, metric: str, sel: str, namespace: Sequence[str]) -> str:
+        """`fn` over the series of `metric` matching `sel` (of `prometheus.namespaces` only,
+        where set: each series by the first of its `namespace` labels present)."""
+        parts = [
+            f"{fn}({metric}{{{', '.join([*([sel] if sel else []), *matchers])}}}[{self.window}])"
+            for matchers in self.in_namespaces(namespace)
+        ]
+        return parts[0] if len(parts) == 1 else f"({' or '.join(parts)})"
+
+    def in_namespaces(self, choices: Sequence[str]) -> list[list[str]]:
+        """Matchers selecting the series of `prometheus.namespaces`, one list per namespace
+        label of `choices` (the series where it is the first present); [[]] for all."""
+        if not self.namespaces:
+            return [[]]
+        return [
+            [*(f'{earlier}=""' for earlier in choices[:i]), f"{label}=~{self.namespaces}"]
+            for i, label in enumerate(choices)
+        ]
+
+    def partitions(self, selector: str) -> list[tuple[str, list[str]]]:
+        """(selector, raw row labels): the series split by which pod label names the pod
+        (the first present of the configured choices), and those with none (GPUs no pod
+        holds). Within one part the labels a row is grouped by are the same for every copy
+        of a GPU, so copies merge without filling canonical labels first."""
+        base = [selector] if selector else []
+        pods = [
+            ([*(f'{earlier}=""' for earlier in self.pod_choices[:i]), f'{label}!=""'], [label])
+            for i, label in enumerate(self.pod_choices)
+        ]
+        pods.append(([f'{c}=""' for c in self.pod_choices], []))
+        return [
+            (", ".join([*base, *matchers, *spaces]), [*self.raw_place, *pod])
+            for matchers, pod in pods
+            for spaces in self.in_namespaces(self.gpu_labels["namespace"])
+        ]
+
+    def one_gpu_raw(self, fn: str, metric: str, sel: str, row: Sequence[str]) -> str:
+        """One value per physical GPU and `row` (raw labels): copies side by side (MIG
+        instances, vgpu copies, another scrape job) repeat their GPU's energy and power, so
+        take the largest."""
+        series = f"{fn}({metric}{{{sel}}}[{self.window}])"
+        keep = _unique([*row, *self.raw_gpu])
         if fn == "increase":
             # A counter's series also follow each other: a replaced dcgm-exporter pod is
             # scraped at a new address, so each series covers part of the window and only
             # their increases added up cover all of it. (Not rate(): VictoriaMetrics divides
             # each series' increase by the time its own samples span.)
             series = (
-                f"sum by ({_by((*row, 'lce_gpu_id', *SIDE_BY_SIDE))}) ({series}) "
+                f"sum by ({by(_unique([*keep, *SIDE_BY_SIDE]))}) ({series}) "
                 f"/ {self.window_seconds:g}"
             )
-        return f"max by ({_by((*row, 'lce_gpu_id'))}) ({series})"
+        return f"max by ({by(keep)}) ({series})"
 
     def per_gpu(self, agg: str, fn: str, metric: str) -> str:
-        return f"{agg} by ({_by(GPU_ROW)}) ({self.one_gpu(fn, metric)})"
+        """One row per pod (GPU_ROW): `agg` over its GPUs of each GPU's `fn(metric)` (the
+        largest of its copies). Aggregated on raw labels per part, then labelled."""
+        parts = [
+            f"{agg} by ({by(row)}) ({self.one_gpu_raw(fn, metric, sel, row)})"
+            for sel, row in self.partitions(self.whole_sel)
+        ]
+        return f"{agg} by ({by(GPU_ROW)}) ({_normalize(' or '.join(parts), self.row_labels)})"
 
-    def glitches(self, normalize: str, metric: str, row: Sequence[str], extra: str = "") -> str:
+    def glitches(
+        self, normalize: str, metric: str, row: Sequence[str], extra: str = "", gate: bool = False
+    ) -> str:
         """Rows (tagged `lce_glitch`) of `row` keys where a counter series went backwards
         but stayed above half its window's maximum: a step back, not a restart to zero.
+        With `gate`, the cheap first look asked every cycle: rows (tagged `lce_resets`)
+        where a counter went backwards at all, which call for the full test as a follow-up.
         `normalize` is "gpu" or "tok"; `extra` narrows the token selector."""
+        if normalize == "gpu":
 
-        def build(fn: str) -> str:
-            return self.gpu(fn, metric) if normalize == "gpu" else self.tok(fn, metric, extra)
+            def build(fn: str) -> str:
+                return self.raw(fn, metric, self.whole_sel, self.gpu_labels["namespace"])
 
-        stepped = (
-            f"({build('resets')} > 0) and "
-            f"({build('min_over_time')} > 0.5 * {build('max_over_time')})"
-        )
-        return _tagged(f"count by ({_by(row)}) ({stepped})", GLITCH, "1")
+            raw, labels = self.raw_row, self.row_labels
+        else:
 
-    def tokens(self) -> str:
-        """One row per pod, model and phase (`lce_phase`): the rate of each token counter,
-        of finished requests and of computed prompt tokens (where configured), and a glitch
-        row, tagged with its phase, where one of these counters stepped back."""
+            def build(fn: str) -> str:
+                return self.tok_raw(fn, metric, extra)
+
+            raw, labels = self.raw_tok, self.tok_labels
+        stepped = f"{build('resets')} > 0"
+        if not gate:
+            stepped = f"({stepped}) and ({build('min_over_time')} > 0.5 * {build('max_over_time')})"
+        rows = _normalize(f"count by ({by(raw)}) ({stepped})", labels)
+        return tagged(f"count by ({by(row)}) ({rows})", RESETS if gate else GLITCH, "1")
+
+    def token_rates(self, metric: str, extra: str = "") -> str:
+        rates = f"sum by ({by(self.raw_tok)}) ({self.tok_raw('rate', metric, extra)})"
+        return f"sum by ({by(TOKEN_ROW)}) ({_normalize(rates, self.tok_labels)})"
+
+    def token_counters(self) -> dict[str, tuple[str, str]]:
+        """Phase -> (counter, selector narrowing) of each configured token counter."""
         names = self.names
         counters = {
             "prompt": (names.prompt_tokens, ""),
@@ -142,171 +233,112 @@ class _Builder:
             "requests": (names.requests, ""),
             "prompt_computed": (names.prompt_tokens_by_source, COMPUTED_SOURCE),
         }
+        return {phase: (metric, extra) for phase, (metric, extra) in counters.items() if metric}
+
+    def tokens(self) -> str:
+        """One row per pod, model and phase (`lce_phase`): the rate of each token counter,
+        of finished requests and of computed prompt tokens (where configured), and a row
+        tagged `lce_resets` where one of these counters went backwards."""
         parts = []
-        for phase, (metric, extra) in counters.items():
-            if not metric:
-                continue
-            rates = f"sum by ({_by(TOKEN_ROW)}) ({self.tok('rate', metric, extra)})"
-            parts.append(_tagged(rates, PHASE, phase))
-            parts.append(_tagged(self.glitches("tok", metric, TOKEN_ROW, extra), PHASE, phase))
+        for phase, (metric, extra) in self.token_counters().items():
+            parts.append(tagged(self.token_rates(metric, extra), PHASE, phase))
+            gate = self.glitches("tok", metric, TOKEN_ROW, extra, gate=True)
+            parts.append(tagged(gate, PHASE, phase))
         return " or ".join(parts)
 
-    def seen(self, extra: Mapping[str, list[str]] | None = None) -> str:
-        """One row per (pod, GPU) that has a power or energy series in the window."""
-        row = (*GPU_ROW, "lce_gpu_id", *(f"lce_{k}" for k in extra or {}))
-        return " or ".join(
-            f"max by ({_by(row)}) ({_normalize(self.gpu('last_over_time', metric), extra or {})})"
-            for metric in (self.names.gpu_power, self.names.gpu_energy)
-        )
+    def token_glitches(self) -> dict[str, str]:
+        """Phase -> the full step-back test of its counter (rows tagged `lce_glitch`)."""
+        return {
+            phase: tagged(self.glitches("tok", metric, TOKEN_ROW, extra), PHASE, phase)
+            for phase, (metric, extra) in self.token_counters().items()
+        }
+
+    def seen_raw(self) -> list[tuple[str, list[str]]]:
+        """Per part: one row per (pod, GPU) in raw labels that has a power or energy series
+        in the window (a function drops the metric name, so `or` keeps each GPU once)."""
+        out = []
+        for sel, row in self.partitions(self.whole_sel):
+            either = " or ".join(
+                f"last_over_time({metric}{{{sel}}}[{self.window}])"
+                for metric in (self.names.gpu_power, self.names.gpu_energy)
+            )
+            out.append((f"group by ({by(_unique([*row, *self.raw_gpu]))}) ({either})", row))
+        return out
+
+    def gpu_count(self) -> str:
+        """GPUs per pod, by the name dcgm-exporter gives the pod's node (`lce_host`): one
+        row per name, to compare with the Kubernetes node where a relabeling supplies one."""
+        parts = " or ".join(f"count by ({by(row)}) ({gpus})" for gpus, row in self.seen_raw())
+        labelled = _normalize(_normalize(parts, self.row_labels), self.host_labels)
+        return f"sum by ({by((*GPU_ROW, 'lce_host'))}) ({labelled})"
+
+    def gpu_holders(self) -> str:
+        """One row (tagged `lce_shared`) per whole GPU that more than one pod holds, which
+        calls for `shared_gpus`; none on most clusters. Counted on raw labels."""
+        seen = " or ".join(g for g, _ in self.seen_raw())
+        holders = f"count by ({by(self.raw_node_gpu)}) ({seen}) > 1"
+        shared = _normalize(holders, {k: self.gpu_labels[k] for k in ("node", "gpu_id")})
+        return tagged(f"group by (lce_node, lce_gpu_id) ({shared})", SHARED, "1")
 
     def shared_gpus(self) -> str:
         """One row per (pod, GPU) for whole GPUs that more than one pod holds (time-sliced
         copies), with the GPU's power in each reading, labelled by reading so each pod's
         shared GPUs use its own power source: few rows, and what lets a model whose
-        replicas share a GPU count it once."""
-        energy_w = f"{self.one_gpu('increase', self.names.gpu_energy)} / 1000"
-        gauge_w = self.one_gpu("avg_over_time", self.names.gpu_power)
-        return (
-            f"({_tagged(energy_w, 'lce_reading', ENERGY_COUNTER)} "
-            f"or {_tagged(gauge_w, 'lce_reading', POWER_GAUGE)}) "
-            f"and on (lce_node, lce_gpu_id) "
-            f"(count by (lce_node, lce_gpu_id) ({self.seen()}) > 1)"
+        replicas share a GPU count it once. Asked only when `gpu_count` finds such GPUs."""
+        on = by(self.raw_node_gpu)
+        parts = self.partitions(self.whole_sel)
+
+        def values(fn: str, metric: str) -> str:
+            return " or ".join(self.one_gpu_raw(fn, metric, sel, row) for sel, row in parts)
+
+        energy = f"({values('increase', self.names.gpu_energy)}) / 1000"
+        gauge = values("avg_over_time", self.names.gpu_power)
+        either = (
+            f"{tagged(energy, 'lce_reading', ENERGY_COUNTER)} "
+            f"or {tagged(gauge, 'lce_reading', POWER_GAUGE)}"
+        )
+        holders = f"count by ({on}) ({' or '.join(g for g, _ in self.seen_raw())}) > 1"
+        return _normalize(f"({either}) and on ({on}) ({holders})", self.gpu_labels)
+
+    def mig_instances(self) -> str:
+        names = self.names
+        fields = [names.gpu_power, names.gpu_energy, names.gpu_engine_active, names.gpu_util]
+        names_re = "|".join([*fields, *PRESENCE_FIELDS])
+        extra = f", {self.gpu_sel}" if self.gpu_sel else ""
+        return " or ".join(
+            f'{{__name__=~"{names_re}", {label}=~".+"{extra}}}' for label in self.instance_labels
         )
 
     def mig(self) -> str:
-        """MIG instances, one row each with the pod that holds it (if any) and its profile;
-        and, tagged with the reading, the power of each GPU that has instances."""
-        fields = [
-            self.names.gpu_power,
-            self.names.gpu_energy,
-            self.names.gpu_engine_active,
-            self.names.gpu_util,
-        ]
-        names = "|".join([*fields, *PRESENCE_FIELDS])
-        extra = f", {self.gpu_sel}" if self.gpu_sel else ""
-        instances = " or ".join(
-            f'{{__name__=~"{names}", {label}=~".+"{extra}}}' for label in self.instance_labels
-        )
-        labelled = _normalize(_normalize(instances, self.gpu_labels), self.mig_labels)
-        rows = f"count by ({_by(MIG_ROW)}) ({labelled})"
-        gpu_key = ("lce_node", "lce_gpu_model")
-        energy = f"{self.one_gpu('increase', self.names.gpu_energy, gpu_key, self.gpu_sel)} / 1000"
-        gauge = self.one_gpu("avg_over_time", self.names.gpu_power, gpu_key, self.gpu_sel)
-        power = (
-            f"({_tagged(energy, 'lce_reading', ENERGY_COUNTER)} "
-            f"or {_tagged(gauge, 'lce_reading', POWER_GAUGE)})"
-        )
-        return f"{rows} or ({power} and on (lce_node, lce_gpu_id) {rows})"
+        """MIG instances, one row each with the pod that holds it (if any) and its profile:
+        few series, and none at all on a cluster without MIG."""
+        labelled = _normalize(_normalize(self.mig_instances(), self.gpu_labels), self.mig_labels)
+        return f"count by ({by(MIG_ROW)}) ({labelled})"
+
+    def mig_power(self) -> str:
+        """The power of each GPU that has MIG instances, tagged with the reading: asked only
+        when `mig` found instances, as it reads every GPU's power series again."""
+        on = by(self.raw_node_gpu)
+        with_instances = f"count by ({on}) ({self.mig_instances()})"
+        gpu_row = _unique([*self.gpu_labels["node"], *self.gpu_labels["gpu_model"]])
+        power = []
+        for reading, fn, metric, scale in (
+            (ENERGY_COUNTER, "increase", self.names.gpu_energy, " / 1000"),
+            (POWER_GAUGE, "avg_over_time", self.names.gpu_power, ""),
+        ):
+            value = self.one_gpu_raw(fn, metric, self.gpu_sel, gpu_row)
+            held = f"(({value}) and on ({on}) ({with_instances})){scale}"
+            power.append(tagged(_normalize(held, self.gpu_labels), "lce_reading", reading))
+        return " or ".join(power)
 
     def peak_tokens(self) -> str:
         names = self.names
-        model_tps = (
-            f"sum by ({_by(MODEL)}) ({self.tok('rate', names.prompt_tokens)}) "
-            f"+ sum by ({_by(MODEL)}) ({self.tok('rate', names.generation_tokens)})"
-        )
+        by_model = [label for key in ("namespace", "model") for label in self.tok_labels[key]]
+
+        def per_model(metric: str) -> str:
+            raw = f"sum by ({by(_unique(by_model))}) ({self.tok_raw('rate', metric)})"
+            labels = {k: self.tok_labels[k] for k in ("namespace", "model")}
+            return f"sum by ({by(MODEL)}) ({_normalize(raw, labels)})"
+
+        model_tps = f"{per_model(names.prompt_tokens)} + {per_model(names.generation_tokens)}"
         return f"max_over_time(({model_tps})[{self.lookback}:{self.window}])"
-
-
-@dataclass(frozen=True)
-class Queries:
-    """Every PromQL expression the source runs, built once from the configuration."""
-
-    power_energy: str
-    power_gauge: str
-    gpu_count: str
-    shared_gpus: str
-    busy: str
-    tokens: str
-    mig: str
-    peak_tokens: str
-
-    @classmethod
-    def build(cls, config: Config) -> Queries:
-        b = _Builder(config)
-        names = config.upstream.metrics
-
-        # Rows tagged lce_hosts: the names dcgm-exporter gives each pod's node, to compare
-        # with the Kubernetes node where a relabeling supplies one.
-        hosts = _tagged(
-            f"group by ({_by((*GPU_ROW, 'lce_host'))}) ({b.seen(b.host_labels)})", HOSTS, "1"
-        )
-        return cls(
-            power_energy=(
-                f"{b.per_gpu('sum', 'increase', names.gpu_energy)} / 1000 "
-                f"or {b.glitches('gpu', names.gpu_energy, GPU_ROW)}"
-            ),
-            power_gauge=b.per_gpu("sum", "avg_over_time", names.gpu_power),
-            gpu_count=f"count by ({_by(GPU_ROW)}) ({b.seen()}) or {hosts}",
-            shared_gpus=b.shared_gpus(),
-            busy=(
-                f"{b.per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
-                f"or {b.per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
-            ),
-            tokens=b.tokens(),
-            mig=b.mig(),
-            peak_tokens=b.peak_tokens(),
-        )
-
-    def per_cycle(self) -> dict[str, str]:
-        return {
-            "power_energy": self.power_energy,
-            "power_gauge": self.power_gauge,
-            "gpu_count": self.gpu_count,
-            "shared_gpus": self.shared_gpus,
-            "busy": self.busy,
-            "tokens": self.tokens,
-            "mig": self.mig,
-        }
-
-    def lookback(self) -> dict[str, str]:
-        return {"peak_tokens": self.peak_tokens}
-
-
-# Queries whose failure fails the cycle; the others degrade one figure.
-REQUIRED = ("gpu_count", "tokens")
-
-
-# ---- what `diagnose` asks besides a cycle's queries
-
-INVENTORY_GPU_ROW = ("lce_node", "lce_namespace", "lce_pod", "lce_pod_label")
-INVENTORY_READING = "lce_reading"
-INVENTORY_METRIC = "lce_metric"
-REPLICA_LABELS = ("prometheus_replica", "replica")  # HA pairs' labels that a querier dedups
-
-
-def _which(expr: str, key: str, labels: Sequence[str]) -> str:
-    """`expr` with `lce_<key>` naming the first of `labels` present on each series."""
-    for label in reversed(labels):
-        expr = f'label_replace({expr}, "lce_{key}", "{label}", "{label}", "(?s).+")'
-    return expr
-
-
-def inventory(config: Config, prompt_metrics: Sequence[str]) -> dict[str, str]:
-    """Queries for `diagnose`, over the same window as a cycle's:
-
-    - `gpus`: GPUs with power or energy series per node and pod (empty where no pod label
-      names one), which label named the pod, tagged with the reading (MIG instances too);
-    - `tokens`: token series per namespace, pod and model for each of `prompt_metrics`
-      (labels left empty where absent), tagged with the metric;
-    - `replicas`: the values of HA replica labels on token and power series."""
-    b = _Builder(config)
-    names = config.upstream.metrics
-    row = INVENTORY_GPU_ROW
-
-    def held(metric: str, reading: str) -> str:
-        series = _which(
-            b.gpu("last_over_time", metric, b.gpu_sel), "pod_label", b.gpu_labels["pod"]
-        )
-        gpus = f"max by ({_by((*row, 'lce_gpu_id'))}) ({series})"
-        return _tagged(f"count by ({_by(row)}) ({gpus})", INVENTORY_READING, reading)
-
-    def served(metric: str) -> str:
-        counted = f"count by ({_by(TOKEN_ROW)}) ({b.tok('last_over_time', metric)})"
-        return _tagged(counted, INVENTORY_METRIC, metric)
-
-    either = "|".join(dict.fromkeys([names.prompt_tokens, names.gpu_power]))
-    return {
-        "gpus": f"{held(names.gpu_energy, ENERGY_COUNTER)} or {held(names.gpu_power, POWER_GAUGE)}",
-        "tokens": " or ".join(served(metric) for metric in dict.fromkeys(prompt_metrics)),
-        "replicas": f'count by ({_by(REPLICA_LABELS)}) ({{__name__=~"{either}"}})',
-    }

@@ -48,6 +48,7 @@ from exporter.exposition import server as http_server
 from exporter.sources.prometheus import PrometheusSource
 from tests.fault_proxy import (
     Delay,
+    EachQuery,
     Fault,
     FaultProxy,
     Oversized,
@@ -381,6 +382,7 @@ class Driver:
 
     def promql(self, *names: str) -> list[str]:
         every = {**self.queries.per_cycle(), **self.queries.lookback()}
+        every["shared_gpus"] = self.queries.follow_up(shared=True)  # asked when GPUs are shared
         return [every[name] for name in names]
 
     def cycle(self) -> bool:
@@ -727,6 +729,52 @@ def test_trickled_response_is_cut_off_at_the_timeout(
 # ---- upstream faults that degrade one figure
 
 
+def test_a_failed_follow_up_withholds_what_it_would_have_completed(
+    proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess, logs: LogWatch
+) -> None:
+    # gpu_holders says one of GLM's GPUs has a second holder; the follow-up that would give
+    # the shared GPU's power fails: GLM's power is withheld (never charged as if exclusive),
+    # the other models stay, and the failure is said once.
+    cluster = sim.cluster
+    driver = make_driver()
+    good = driver.settle(cluster)
+    glm = key_of(cluster, GLM)
+    logs.new()
+    holders, shared = driver.promql("gpu_holders", "shared_gpus")
+    gpu = row_labels(cluster, ValueTarget(GLM, "gpu-id", "power"))
+    fault = EachQuery(
+        {
+            holders: Rewrite(AddHolder(gpu)),
+            shared: Reply(500, "internal server error\n", "text/plain"),
+        },
+        "shared GPU, follow-up fails",
+    )
+    proxy.inject(fault, [holders, shared])
+
+    assert driver.cycle()
+    samples = driver.scrape()
+    assert up(samples) == 1
+    assert error_delta(samples, good).get("http_status", 0) >= 1
+    assert of_model(samples, glm, "llm_carbon_power_watts") == []
+    assert model_keys(samples) == model_keys(good)
+    # Which pods on that node hold the GPU is the follow-up's to say: all of theirs are
+    # withheld; models on other nodes keep their power.
+    node = pod_of(cluster, GLM).node
+    elsewhere = {
+        key
+        for key in model_keys(good) - {glm}
+        if of_model(good, key, "llm_carbon_power_watts")
+        and all(p.node != node for p in cluster.pods if (p.namespace, p.model) == key)
+    }
+    assert elsewhere
+    assert all(of_model(samples, key, "llm_carbon_power_watts") for key in elsewhere)
+    records = [r.getMessage() for r in logs.new(logging.WARNING)]
+    assert any("query follow_up" in r for r in records), records
+
+    proxy.clear()
+    driver.recover(lambda s: assert_matches(s, cluster))
+
+
 def test_fault_on_an_optional_query_degrades_one_figure(
     proxy: FaultProxy, make_driver: Callable[..., Driver], sim: SimProcess, logs: LogWatch
 ) -> None:
@@ -839,7 +887,8 @@ def row_labels(cluster: SimCluster, target: ValueTarget) -> dict[str, str]:
     if target.row == "gpu":
         return gpu
     if target.row == "gpu-id":  # one of the pod's GPUs, as if another pod held it too
-        return {**gpu, "lce_gpu_id": cluster.node(pod.node).uuid(pod.gpus[0])}
+        gpu_id = cluster.node(pod.node).uuid(pod.gpus[0])
+        return {**gpu, "lce_gpu_id": gpu_id, "lce_reading": "energy_counter"}
     if target.row == "token":
         return {
             "lce_namespace": pod.namespace,
@@ -873,6 +922,17 @@ class SetValue:
         self.applied += 1
 
 
+class AddHolder:
+    """Adds a `gpu_holders` row: the GPU of `labels` has more than one holder."""
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        self.row = {"lce_node": labels["lce_node"], "lce_gpu_id": labels["lce_gpu_id"]}
+
+    def __call__(self, document: dict) -> None:
+        metric = {**self.row, "lce_shared": "1"}
+        document["data"]["result"].append({"metric": metric, "value": [time.time(), "1"]})
+
+
 def value_params() -> list:
     params = []
     for query in VALUE_TARGETS:
@@ -897,7 +957,16 @@ def test_invalid_value_is_never_exported_and_is_reported(
     good = driver.settle(cluster)
     logs.new()
     change = SetValue(row_labels(cluster, target), value)
-    proxy.inject(Rewrite(change, f"{query}={value}"), driver.promql(target.query(query)))
+    fault = Rewrite(change, f"{query}={value}")
+    if query == "shared_gpus":  # a second holder of the GPU makes the exporter ask for it
+        holders, shared = driver.promql("gpu_holders", "shared_gpus")
+        fault = EachQuery(
+            {holders: Rewrite(AddHolder(row_labels(cluster, target))), shared: fault},
+            f"{query}={value}",
+        )
+        proxy.inject(fault, driver.promql("gpu_holders", "shared_gpus"))
+    else:
+        proxy.inject(fault, driver.promql(target.query(query)))
 
     assert driver.cycle()  # a bad sample is the pod's problem, not the cycle's
     assert change.applied, "the fault was never applied"

@@ -30,6 +30,7 @@ class ManyModels:
     name = "prometheus"
     upstreams = ("prometheus",)
     gpu_upstream = "prometheus"
+    reads = "queries"
     window = 300.0
     requests_by_upstream: ClassVar[dict[str, int]] = {"prometheus": 1}
 

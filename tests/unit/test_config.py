@@ -174,6 +174,7 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ({"prometheus": {"gpu_selector": 'job="dcgm'}}, "prometheus.gpu_selector: 'job=\"dcgm'"),
         ({"prometheus": {"token_selector": "{job=vllm}"}}, "prometheus.token_selector: '"),
         ({"prometheus": {"gpu_selector": '{job="x"'}}, "gpu_selector: unbalanced braces"),
+        ({"prometheus": {"namespaces": "team-("}}, "prometheus.namespaces: 'team-(' is not a"),
         ({"prometheus": {"headers": {"X-Org": "a\nb"}}}, "headers.X-Org: the value contains a"),
         ({"prometheus": {"headers": {"X Org": "a"}}}, "headers.X Org: not a valid HTTP header"),
     ],

@@ -37,6 +37,7 @@ class ScriptedSource:
     name = "prometheus"
     upstreams = ("prometheus",)
     gpu_upstream = "prometheus"
+    reads = "queries"
     window = 300.0
 
     def __init__(self, frozen, script: list) -> None:

@@ -80,6 +80,7 @@ class OneObservation:
     name = "prometheus"
     upstreams = ("prometheus",)
     gpu_upstream = "prometheus"
+    reads = "queries"
     window = 300.0
     requests_by_upstream: ClassVar[dict[str, int]] = {"prometheus": 1}
 
