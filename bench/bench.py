@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import floor  # noqa: E402
 from hostile import new_connection_load, peak_rss_under_huge_responses  # noqa: E402
 from load import PLAIN_HEADERS, PROMETHEUS_HEADERS, LoadResult, hammer  # noqa: E402
 from synthetic import GPUS_PER_NODE, write_history  # noqa: E402
@@ -58,6 +59,7 @@ WORKER = ROOT / "bench" / "worker.py"
 
 # Targets (docs/performance.md).
 MAX_QUERIES = 8
+MAX_FLOOR_RATIO = 2.0  # upstream query time over the floor's, summed and all at once
 MAX_CPU_RATIO = 0.25
 MAX_LINEARITY = 1.25  # CPU per model at the largest size / at the next size
 MAX_P99_S = 0.100
@@ -239,6 +241,8 @@ def measure_size(models: int, workdir: Path, args: argparse.Namespace) -> dict[s
         if args.profile and models == max(args.sizes):
             worker_args.append("--profile")
         result["cycles"] = run_worker("cycles", *common, *worker_args)
+        log(f"  {models} models: the per-cycle queries next to their floor")
+        result["floor"] = floor.measure(server.url, AT, runs=args.floor_runs)
         c = result["cycles"]
         if c["models"] != models or c["models_with_power"] != models:
             raise RuntimeError(
@@ -307,7 +311,7 @@ def measure_lookback(hours: float, workdir: Path, args: argparse.Namespace) -> d
     from worker import prometheus_config
 
     from exporter.sources.prometheus_api import PrometheusClient
-    from exporter.sources.promql import Queries
+    from exporter.sources.queries import Queries
 
     here = workdir / f"lookback-{hours:g}h"
     here.mkdir(parents=True)
@@ -608,6 +612,18 @@ def checks(results: dict[int, dict[str, Any]], sidecar: dict[str, Any]) -> list[
         )
     )
     out += edge_checks(results, sidecar)
+    f = results[largest]["floor"]
+    for key, what in (("sum", "summed"), ("wall", "all at once")):
+        out.append(
+            Check(
+                f"upstream {what} / floor",
+                f[f"{key}_ratio"],
+                MAX_FLOOR_RATIO,
+                f"upstream query time {what} / its floor = {f[f'{key}_ratio']:.2f} at "
+                f"{largest} models ({f[f'exporter_{key}_s'] * 1000:.0f} ms / "
+                f"{f[f'floor_{key}_s'] * 1000:.0f} ms; target <= {MAX_FLOOR_RATIO})",
+            )
+        )
     return out
 
 
@@ -960,6 +976,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the runs after a full 7-day look-back (their RSS and CPU checks too)",
     )
     parser.add_argument("--renders", type=int, default=5, help="renders timed per size")
+    parser.add_argument("--floor-runs", type=int, default=3, help="runs per query, floor")
     parser.add_argument("--probes", type=int, help="cycles per scrape probe (default 5, quick 3)")
     parser.add_argument("--load-seconds", type=float, help="per load run (default 10, quick 3)")
     parser.add_argument("--sidecar-runs", type=int, help="sidecar cycles (default 500, quick 100)")
@@ -1037,6 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{timeout:g} s per query)"
             )
     print(edge_table(results, sidecar))
+    largest = max(results)
+    print(f"\nThe per-cycle queries and their floor at {largest} models:\n")
+    print(floor.table(results[largest]["floor"]))
     for check in results_checks:
         mark = "n/a " if not check.applies else ("ok  " if check.ok else "MISS")
         print(f"[{mark}] {check.text}")
