@@ -57,7 +57,6 @@ class PrometheusSource:
         namespaces = config.prometheus.namespaces
         self.shard = re.compile(namespaces) if namespaces else None
         self.rules_in_use = False  # reading the recording rules rather than the raw series
-        self._rules_at: float | None = None
         self._history: dict[tuple[str, str], ModelHistory] = {}
         self._history_at: float | None = None
 
@@ -77,8 +76,8 @@ class PrometheusSource:
     def fetch(self) -> Observation:
         at = self.clock()
         problems: list[Problem] = []
-        self._refresh_rules(at, problems)
         results = self._run_queries(at, problems)
+        self._extra(at, results, problems)
         if self.shard is not None:
             for name, rows in results.items():
                 results[name] = [s for s in rows if self._in_shard(s)]
@@ -94,7 +93,6 @@ class PrometheusSource:
                     "upstream.metrics and prometheus.gpu_selector",
                 )
             )
-        self._refresh_history(at, problems)
         tokens, left_out, served = token_rows(results, self.plausible, problems)
         # A pod whose other model was left out cannot split its power honestly this cycle.
         unsure = pods_serving(served, left_out)
@@ -143,7 +141,6 @@ class PrometheusSource:
             problems.append(error.problem(UPSTREAM, f"query {name}: "))
         if "power_energy" in failed and "power_gauge" in failed:
             raise failed["power_gauge"]  # no power at all: nothing honest to compute
-        self._follow_up(at, results, problems)
         return results
 
     def _ask(
@@ -165,19 +162,56 @@ class PrometheusSource:
                 failed[name] = exc
                 results[name] = []
 
-    def _refresh_rules(self, at: float, problems: list[Problem]) -> None:
-        """Whether the exporter's recording rules, with today's expressions, are loaded:
-        checked at the first cycle and every utilization.refresh, said when it changes."""
-        if self.config.prometheus.recording_rules == "off":
+    def _extra(self, at: float, results: dict[str, list[Sample]], problems: list[Problem]) -> None:
+        """At most one request after the per-cycle queries: the follow-up their rows call
+        for (MIG instances, GPUs more than one pod holds, counters that went backwards), and
+        every utilization.refresh the look-back (with the recording rules' detection), its
+        rows put where they belong. Should the follow-up fail, a counter that went backwards
+        counts as one that stepped back and shared GPUs' power is unknown: those figures are
+        withheld this cycle rather than risked. Should the look-back fail, the previous
+        history stays until the next refresh."""
+        mig = any("lce_gpu_id" in sample.labels for sample in results["mig"])
+        energy = [s for s in results["power_energy"] if RESETS in s.labels]
+        tokens = [s for s in results["tokens"] if RESETS in s.labels]
+        phases = sorted({s.labels.get(PHASE, "") for s in tokens} & set(TOKEN_PHASES))
+        follow_up = self.queries.follow_up(mig, bool(results["gpu_holders"]), bool(energy), phases)
+        last = self._history_at
+        refresh = last is None or at - last >= self.config.utilization.refresh
+        promql = " or ".join(part for part in (follow_up, refresh and self.queries.refresh) if part)
+        results["shared_gpus"] = []
+        if not promql:
             return
-        due = self._rules_at is None or at - self._rules_at >= self.config.utilization.refresh
-        if not due:
-            return
-        self._rules_at = at
+        if refresh:
+            self._history_at = at
         try:
-            found = self.client.query(recording.detection(), at)
+            rows = self.client.query(promql, at)
         except UpstreamError as exc:
-            problems.append(exc.problem(UPSTREAM, "query recording_rules: "))
+            what = "query follow_up" if follow_up else "look-back query peak_tokens"
+            problems.append(exc.problem(UPSTREAM, f"{what}: "))
+            rows = [Sample({**s.labels, GLITCH: "1"}, 1.0) for s in (*energy, *tokens)]
+            rows += _unknown_shared(results["gpu_holders"], results["gpu_count"])
+            refresh = False
+        peaks, found = [], []
+        for sample in rows:
+            labels = sample.labels
+            if recording.HASH in labels:
+                found.append(sample)
+            elif "lce_reading" in labels:
+                results["shared_gpus" if labels.get("lce_pod") else "mig"].append(sample)
+            elif PHASE in labels:
+                results["tokens"].append(sample)
+            elif "lce_model" in labels:
+                peaks.append(sample)
+            else:
+                results["power_energy"].append(sample)
+        if refresh:
+            self._take_history(peaks, problems)
+            self._take_rules(found)
+
+    def _take_rules(self, found: list[Sample]) -> None:
+        """Whether the exporter's recording rules, with today's expressions, are loaded
+        (said when it changes)."""
+        if self.config.prometheus.recording_rules == "off":
             return
         now = recording.in_force(found, self.queries.per_cycle())
         if now != self.rules_in_use:
@@ -188,74 +222,30 @@ class PrometheusSource:
             )
         self.rules_in_use = now
 
-    def _follow_up(
-        self, at: float, results: dict[str, list[Sample]], problems: list[Problem]
-    ) -> None:
-        """The follow-up query, when the per-cycle rows call for it (MIG instances, GPUs
-        more than one pod holds, counters that went backwards), its rows put beside those
-        they complete. Should it fail, a counter that went backwards counts as one that
-        stepped back, and shared GPUs' power is unknown: those figures are withheld this
-        cycle rather than risked."""
-        mig = any("lce_gpu_id" in sample.labels for sample in results["mig"])
-        shared = bool(results["gpu_holders"])
-        energy = [s for s in results["power_energy"] if RESETS in s.labels]
-        tokens = [s for s in results["tokens"] if RESETS in s.labels]
-        phases = sorted({s.labels.get(PHASE, "") for s in tokens} & set(TOKEN_PHASES))
-        promql = self.queries.follow_up(mig, shared, bool(energy), phases)
-        results["shared_gpus"] = []
-        if not promql:
-            return
-        try:
-            rows = self.client.query(promql, at)
-        except UpstreamError as exc:
-            problems.append(exc.problem(UPSTREAM, "query follow_up: "))
-            rows = [Sample({**s.labels, GLITCH: "1"}, 1.0) for s in (*energy, *tokens)]
-            rows += _unknown_shared(results["gpu_holders"], results["gpu_count"])
-        for sample in rows:
-            if "lce_reading" in sample.labels:
-                target = "shared_gpus" if sample.labels.get("lce_pod") else "mig"
-            else:
-                target = "tokens" if PHASE in sample.labels else "power_energy"
-            results[target].append(sample)
-
     def _in_shard(self, sample: Sample) -> bool:
         namespace = sample.labels.get("lce_namespace")
         return namespace is None or bool(self.shard and self.shard.fullmatch(namespace))
 
-    # ---- look-back history, refreshed every utilization.refresh
-
-    def _refresh_history(self, at: float, problems: list[Problem]) -> None:
-        due = self._history_at is None or at - self._history_at >= self.config.utilization.refresh
-        if not due:
-            return
-        history: dict[tuple[str, str], dict[str, float]] = {}
-        for name, promql in self.queries.lookback().items():
-            try:
-                samples = self.client.query(promql, at)
-            except UpstreamError as exc:
-                problems.append(exc.problem(UPSTREAM, f"look-back query {name}: "))
-                self._history_at = at  # keep the previous history; retry at the next refresh
-                return
-            for sample in samples:
-                key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
-                if not all(key):
-                    continue
-                if self.plausible.token_rate(sample.value) is None:
-                    history.setdefault(key, {})[name] = sample.value
-                else:
-                    problems.append(
-                        Problem(
-                            UPSTREAM,
-                            INVALID_VALUE,
-                            f"look-back query {name}: {sample.value!r} for {key[0]} model "
-                            f"{key[1]!r}; ignored",
-                        )
+    def _take_history(self, samples: list[Sample], problems: list[Problem]) -> None:
+        history: dict[tuple[str, str], float] = {}
+        for sample in samples:
+            key = (sample.labels.get("lce_namespace", ""), sample.labels.get("lce_model", ""))
+            if not all(key):
+                continue
+            if self.plausible.token_rate(sample.value) is None:
+                history[key] = sample.value
+            else:
+                problems.append(
+                    Problem(
+                        UPSTREAM,
+                        INVALID_VALUE,
+                        f"look-back query peak_tokens: {sample.value!r} for {key[0]} model "
+                        f"{key[1]!r}; ignored",
                     )
+                )
         self._history = {
-            key: ModelHistory(peak_tokens_per_second=values.get("peak_tokens"))
-            for key, values in history.items()
+            key: ModelHistory(peak_tokens_per_second=peak) for key, peak in history.items()
         }
-        self._history_at = at
 
 
 def _unknown_shared(holders: list[Sample], gpu_count: list[Sample]) -> list[Sample]:

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.config import Config
+from exporter.sources import recording
 from exporter.sources.promql import GPU_ROW, Builder
 
 
@@ -27,6 +28,7 @@ class Queries:
     energy_glitches: str
     token_glitches: Mapping[str, str]
     peak_tokens: str
+    refresh: str  # every utilization.refresh: peak_tokens, and the recording rules' detection
 
     @classmethod
     def build(cls, config: Config) -> Queries:
@@ -52,6 +54,11 @@ class Queries:
             energy_glitches=b.glitches("gpu", names.gpu_energy, GPU_ROW),
             token_glitches=b.token_glitches(),
             peak_tokens=b.peak_tokens(),
+            refresh=(
+                f"{b.peak_tokens()} or {recording.detection()}"
+                if config.prometheus.recording_rules == "auto"
+                else b.peak_tokens()
+            ),
         )
 
     def per_cycle(self) -> dict[str, str]:
@@ -84,10 +91,12 @@ class Queries:
         return " or ".join(parts)
 
     def lookback(self) -> dict[str, str]:
-        return {"peak_tokens": self.peak_tokens}
+        """What is asked every utilization.refresh (with the follow-up, when there is one)."""
+        return {"peak_tokens": self.refresh}
 
 
-# Requests per cycle at most: the per-cycle queries and the follow-up.
+# Requests per cycle at most: the per-cycle queries, and one with the follow-up and (every
+# utilization.refresh) the look-back.
 MAX_PER_CYCLE = 8
 # Queries whose failure fails the cycle; the others degrade one figure.
 REQUIRED = ("gpu_count", "tokens")

@@ -382,7 +382,8 @@ class Driver:
 
     def promql(self, *names: str) -> list[str]:
         every = {**self.queries.per_cycle(), **self.queries.lookback()}
-        every["shared_gpus"] = self.queries.follow_up(shared=True)  # asked when GPUs are shared
+        # Asked when GPUs are shared, with the look-back (due every cycle here).
+        every["shared_gpus"] = f"{self.queries.follow_up(shared=True)} or {self.queries.refresh}"
         return [every[name] for name in names]
 
     def cycle(self) -> bool:
