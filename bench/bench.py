@@ -39,10 +39,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import floor  # noqa: E402
+import yaml  # noqa: E402
 from hostile import new_connection_load, peak_rss_under_huge_responses  # noqa: E402
 from load import PLAIN_HEADERS, PROMETHEUS_HEADERS, LoadResult, hammer  # noqa: E402
 from synthetic import GPUS_PER_NODE, write_history  # noqa: E402
 
+from exporter.config import build, default_document, merge  # noqa: E402
+from exporter.sources import recording  # noqa: E402
+from exporter.sources.queries import Queries  # noqa: E402
 from tests.harness import PrometheusServer, promtool_backfill, require_binary, stop_process  # noqa: E402
 
 SIZES = (10, 50, 200, 1000, 2000)
@@ -271,12 +275,36 @@ def measure_size(models: int, workdir: Path, args: argparse.Namespace) -> dict[s
         if models == CONCURRENCY_SIZE:
             result["concurrency"] = measure_concurrency(server.url, args)
             result["new_connections"] = measure_new_connections(server.url, args)
+        if models == max(args.sizes):  # last: it restarts the server
+            log(f"  {models} models: the queries with the recording rules evaluated")
+            backfill_rules(server, here)
+            result["floor_with_rules"] = floor.measure(server.url, AT, runs=args.floor_runs)
     finally:
         server.stop()
         if not args.keep:
             shutil.rmtree(here, ignore_errors=True)
     result["seconds"] = time.monotonic() - started
     return result
+
+
+def backfill_rules(server: PrometheusServer, here: Path) -> None:
+    """The exporter's recording rules evaluated over the last 90 s of the history (promtool
+    reads the running `server`), their blocks added to its data, and `server` restarted."""
+    config = build(merge(default_document(), {"prometheus": {"url": server.url}}))
+    rules = here / "rules.yaml"
+    groups = recording.rule_groups(Queries.build(config).per_cycle(), 30.0)
+    rules.write_text(yaml.safe_dump(groups))
+    blocks = here / "rule-blocks"
+    subprocess.run(
+        [require_binary("promtool"), "tsdb", "create-blocks-from", "rules",
+         f"--start={AT - 90:.0f}", f"--end={AT + 1:.0f}", "--eval-interval=30s",
+         f"--url={server.url}", f"--output-dir={blocks}", str(rules)],
+        check=True, capture_output=True, timeout=1800,
+    )  # fmt: skip
+    server.stop()
+    for block in blocks.iterdir():
+        shutil.move(str(block), server.data / block.name)
+    server.start()
 
 
 def backfilled_prometheus(
@@ -311,7 +339,6 @@ def measure_lookback(hours: float, workdir: Path, args: argparse.Namespace) -> d
     from worker import prometheus_config
 
     from exporter.sources.prometheus_api import PrometheusClient
-    from exporter.sources.queries import Queries
 
     here = workdir / f"lookback-{hours:g}h"
     here.mkdir(parents=True)
@@ -1034,8 +1061,6 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    from exporter.config import build, default_document
-
     defaults = build(default_document())
     interval, refresh = defaults.exporter.interval, defaults.utilization.refresh
     timeout = defaults.prometheus.timeout
@@ -1057,6 +1082,14 @@ def main(argv: list[str] | None = None) -> int:
     largest = max(results)
     print(f"\nThe per-cycle queries and their floor at {largest} models:\n")
     print(floor.table(results[largest]["floor"]))
+    rules = results[largest].get("floor_with_rules", {})
+    if "recorded" in rules:
+        print(
+            f"\nWith the recording rules evaluated: the recorded reads take "
+            f"{rules['recorded_sum_s'] * 1000:.0f} ms summed, {rules['recorded_wall_s'] * 1000:.0f}"
+            f" ms all at once ({rules['recorded_sum_s'] / rules['exporter_sum_s']:.3f} of the "
+            f"live queries' {rules['exporter_sum_s'] * 1000:.0f} ms)"
+        )
     for check in results_checks:
         mark = "n/a " if not check.applies else ("ok  " if check.ok else "MISS")
         print(f"[{mark}] {check.text}")
