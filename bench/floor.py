@@ -68,9 +68,11 @@ class Timer:
         self.at = at
         self.session = requests.Session()
 
-    def once(self, promql: str) -> tuple[float, dict[str, Any]]:
+    def once(
+        self, promql: str, session: requests.Session | None = None
+    ) -> tuple[float, dict[str, Any]]:
         started = time.perf_counter()
-        response = self.session.post(
+        response = (session or self.session).post(
             self.url, data={"query": promql, "time": repr(self.at), "stats": "all"}, timeout=600
         )
         elapsed = time.perf_counter() - started
@@ -92,21 +94,19 @@ class Timer:
             "peak_samples": float(samples.get("peakSamples", 0)),
         }
 
-    def fresh_once(self, promql: str) -> tuple[float, dict[str, Any]]:
-        """One query on its own connection (requests' sessions are not thread-safe)."""
-        with requests.Session() as session:
-            data = {"query": promql, "time": repr(self.at)}
-            started = time.perf_counter()
-            session.post(self.url, data=data, timeout=600).raise_for_status()
-            return time.perf_counter() - started, {}
-
     def together(self, queries: dict[str, str], runs: int) -> float:
-        """Median wall time of running all `queries` at once, one thread each."""
+        """Median wall time of running all `queries` at once, one thread and connection each
+        (requests' sessions are not thread-safe)."""
+
+        def fresh(promql: str) -> tuple[float, dict[str, Any]]:
+            with requests.Session() as session:
+                return self.once(promql, session)
+
         walls = []
         with ThreadPoolExecutor(max_workers=len(queries)) as pool:
             for _ in range(runs):
                 started = time.perf_counter()
-                list(pool.map(self.fresh_once, queries.values()))
+                list(pool.map(fresh, queries.values()))
                 walls.append(time.perf_counter() - started)
         return statistics.median(walls)
 

@@ -8,7 +8,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from exporter.config import Config
@@ -119,10 +119,9 @@ class PrometheusSource:
         results: dict[str, list[Sample]] = {}
         failed: dict[str, UpstreamError] = {}
         if self.rules_in_use:
-            asked = {name: recording.selector(name, q) for name, q in queries.items()}
-            self._ask(asked, at, results, failed)
+            self._ask(self.queries.recorded, at, results, failed)
             stopped = []
-            for name in asked:
+            for name in self.queries.recorded:
                 results[name], evaluated = recording.rows(results[name])
                 if not evaluated and name not in failed:
                     stopped.append(name)
@@ -145,7 +144,7 @@ class PrometheusSource:
 
     def _ask(
         self,
-        queries: dict[str, str],
+        queries: Mapping[str, str],
         at: float,
         results: dict[str, list[Sample]],
         failed: dict[str, UpstreamError],
@@ -177,7 +176,9 @@ class PrometheusSource:
         follow_up = self.queries.follow_up(mig, bool(results["gpu_holders"]), bool(energy), phases)
         last = self._history_at
         refresh = last is None or at - last >= self.config.utilization.refresh
-        promql = " or ".join(part for part in (follow_up, refresh and self.queries.refresh) if part)
+        parts = [follow_up] if follow_up else []
+        parts += [self.queries.refresh] if refresh else []
+        promql = " or ".join(parts)
         results["shared_gpus"] = []
         if not promql:
             return
@@ -210,9 +211,7 @@ class PrometheusSource:
 
     def _take_rules(self, found: list[Sample]) -> None:
         """Whether the exporter's recording rules, with today's expressions, are loaded
-        (said when it changes)."""
-        if self.config.prometheus.recording_rules == "off":
-            return
+        (said when it changes; with recording_rules off nothing is found)."""
         now = recording.in_force(found, self.queries.per_cycle())
         if now != self.rules_in_use:
             log.info(

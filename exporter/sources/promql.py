@@ -22,7 +22,7 @@ split by which pod label names the pod, so the label that is overridden (dcgm-ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from exporter.config import Config, as_dict
 from exporter.durations import promql_duration
@@ -272,33 +272,41 @@ class Builder:
         labelled = _normalize(_normalize(parts, self.row_labels), self.host_labels)
         return f"sum by ({by((*GPU_ROW, 'lce_host'))}) ({labelled})"
 
+    def holders(self) -> str:
+        """One row per whole GPU (raw node and id labels) that more than one pod holds."""
+        seen = " or ".join(g for g, _ in self.seen_raw())
+        return f"count by ({by(self.raw_node_gpu)}) ({seen}) > 1"
+
+    def readings(self, one_gpu: Callable[[str, str], str]) -> dict[str, str]:
+        """Reading -> each GPU's power in watts, `one_gpu(fn, metric)` giving one value per
+        GPU: the energy counter's increase per second (mJ to W), the power gauge's mean."""
+        return {
+            ENERGY_COUNTER: f"({one_gpu('increase', self.names.gpu_energy)}) / 1000",
+            POWER_GAUGE: one_gpu("avg_over_time", self.names.gpu_power),
+        }
+
     def gpu_holders(self) -> str:
         """One row (tagged `lce_shared`) per whole GPU that more than one pod holds, which
         calls for `shared_gpus`; none on most clusters. Counted on raw labels."""
-        seen = " or ".join(g for g, _ in self.seen_raw())
-        holders = f"count by ({by(self.raw_node_gpu)}) ({seen}) > 1"
-        shared = _normalize(holders, {k: self.gpu_labels[k] for k in ("node", "gpu_id")})
+        shared = _normalize(self.holders(), {k: self.gpu_labels[k] for k in ("node", "gpu_id")})
         return tagged(f"group by (lce_node, lce_gpu_id) ({shared})", SHARED, "1")
 
     def shared_gpus(self) -> str:
         """One row per (pod, GPU) for whole GPUs that more than one pod holds (time-sliced
         copies), with the GPU's power in each reading, labelled by reading so each pod's
         shared GPUs use its own power source: few rows, and what lets a model whose
-        replicas share a GPU count it once. Asked only when `gpu_count` finds such GPUs."""
-        on = by(self.raw_node_gpu)
+        replicas share a GPU count it once. Asked only when `gpu_holders` finds such GPUs."""
         parts = self.partitions(self.whole_sel)
 
         def values(fn: str, metric: str) -> str:
             return " or ".join(self.one_gpu_raw(fn, metric, sel, row) for sel, row in parts)
 
-        energy = f"({values('increase', self.names.gpu_energy)}) / 1000"
-        gauge = values("avg_over_time", self.names.gpu_power)
-        either = (
-            f"{tagged(energy, 'lce_reading', ENERGY_COUNTER)} "
-            f"or {tagged(gauge, 'lce_reading', POWER_GAUGE)}"
+        either = " or ".join(
+            tagged(watts, "lce_reading", reading)
+            for reading, watts in self.readings(values).items()
         )
-        holders = f"count by ({on}) ({' or '.join(g for g, _ in self.seen_raw())}) > 1"
-        return _normalize(f"({either}) and on ({on}) ({holders})", self.gpu_labels)
+        on = by(self.raw_node_gpu)
+        return _normalize(f"({either}) and on ({on}) ({self.holders()})", self.gpu_labels)
 
     def mig_instances(self) -> str:
         names = self.names
@@ -321,15 +329,18 @@ class Builder:
         on = by(self.raw_node_gpu)
         with_instances = f"count by ({on}) ({self.mig_instances()})"
         gpu_row = _unique([*self.gpu_labels["node"], *self.gpu_labels["gpu_model"]])
-        power = []
-        for reading, fn, metric, scale in (
-            (ENERGY_COUNTER, "increase", self.names.gpu_energy, " / 1000"),
-            (POWER_GAUGE, "avg_over_time", self.names.gpu_power, ""),
-        ):
-            value = self.one_gpu_raw(fn, metric, self.gpu_sel, gpu_row)
-            held = f"(({value}) and on ({on}) ({with_instances})){scale}"
-            power.append(tagged(_normalize(held, self.gpu_labels), "lce_reading", reading))
-        return " or ".join(power)
+
+        def value(fn: str, metric: str) -> str:
+            return self.one_gpu_raw(fn, metric, self.gpu_sel, gpu_row)
+
+        return " or ".join(
+            tagged(
+                _normalize(f"({watts}) and on ({on}) ({with_instances})", self.gpu_labels),
+                "lce_reading",
+                reading,
+            )
+            for reading, watts in self.readings(value).items()
+        )
 
     def peak_tokens(self) -> str:
         names = self.names

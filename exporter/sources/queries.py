@@ -29,36 +29,38 @@ class Queries:
     token_glitches: Mapping[str, str]
     peak_tokens: str
     refresh: str  # every utilization.refresh: peak_tokens, and the recording rules' detection
+    recorded: Mapping[str, str]  # per-cycle query -> its recording rule's series
 
     @classmethod
     def build(cls, config: Config) -> Queries:
         b = Builder(config)
         names = config.upstream.metrics
-
-        return cls(
-            power_energy=(
+        peak_tokens = b.peak_tokens()
+        per_cycle = {
+            "power_energy": (
                 f"{b.per_gpu('sum', 'increase', names.gpu_energy)} / 1000 "
                 f"or {b.glitches('gpu', names.gpu_energy, GPU_ROW, gate=True)}"
             ),
-            power_gauge=b.per_gpu("sum", "avg_over_time", names.gpu_power),
-            gpu_count=b.gpu_count(),
-            gpu_holders=b.gpu_holders(),
-            shared_gpus=b.shared_gpus(),
-            busy=(
+            "power_gauge": b.per_gpu("sum", "avg_over_time", names.gpu_power),
+            "gpu_count": b.gpu_count(),
+            "gpu_holders": b.gpu_holders(),
+            "busy": (
                 f"{b.per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
                 f"or {b.per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
             ),
-            tokens=b.tokens(),
-            mig=b.mig(),
+            "tokens": b.tokens(),
+            "mig": b.mig(),
+        }
+        rules = config.prometheus.recording_rules == "auto"
+        return cls(
+            **per_cycle,
+            shared_gpus=b.shared_gpus(),
             mig_power=b.mig_power(),
             energy_glitches=b.glitches("gpu", names.gpu_energy, GPU_ROW),
             token_glitches=b.token_glitches(),
-            peak_tokens=b.peak_tokens(),
-            refresh=(
-                f"{b.peak_tokens()} or {recording.detection()}"
-                if config.prometheus.recording_rules == "auto"
-                else b.peak_tokens()
-            ),
+            peak_tokens=peak_tokens,
+            refresh=f"{peak_tokens} or {recording.detection()}" if rules else peak_tokens,
+            recorded={name: recording.selector(name, q) for name, q in per_cycle.items()},
         )
 
     def per_cycle(self) -> dict[str, str]:
@@ -81,7 +83,7 @@ class Queries:
     ) -> str:
         """The one query asked after the per-cycle ones, only when their rows call for it:
         the power of MIG GPUs (`mig` found instances), of GPUs more than one pod holds
-        (`gpu_count` found some), and the full step-back test of the energy counter and of
+        (`gpu_holders` found some), and the full step-back test of the energy counter and of
         the token counters of `token_resets` (phases where a counter went backwards). Empty
         when nothing calls for it."""
         parts = [self.mig_power] if mig else []
