@@ -257,11 +257,7 @@ class Engine:
         first value is not falling back, until max_age has passed."""
         slots = self.grid.slots() if self.grid is not None else ()
         grid = in_force(self.settings.regions, slots, now)
-        fallen = frozenset(
-            key
-            for key in grid.fallen_back()
-            if grid.live[key].value is not None or grid.ages[key] > grid.live[key].max_age
-        )
+        fallen = grid.fallen_back()
         for region, basis in sorted(fallen - self._fallen_back):
             slot = grid.live[(region, basis)]
             why = "none received yet" if slot.value is None else f"older than {slot.max_age:g}s"

@@ -144,7 +144,7 @@ def live_grid(feeds: tuple[LiveGrid, ...]) -> list[Check]:
             "grid",
             WARN,
             f"live grid data missing or stale for {plural(len(stale), 'region')}: the annual "
-            "intensity stands in",
+            "intensity stands in for location, marginal has none",
             "check the live provider's credentials and zones",
             "the-wrong-grid-region",
             examples([f"{f.region} {f.basis} from {f.source}" for f in stale]),

@@ -68,7 +68,10 @@ def builtin_model_entries() -> tuple[Entry, ...]:
     return tuple(table("models.yaml"))
 
 
-class _PatternTable(Generic[T]):
+class PatternTable(Generic[T]):
+    """Values by name pattern (regular expressions, case-insensitive, searched): the first
+    entry whose pattern matches a name wins; lookups are remembered."""
+
     def __init__(self, entries: Iterable[tuple[str, T]]) -> None:
         self._entries = [(re.compile(p, re.IGNORECASE), value) for p, value in entries]
         self._cache: dict[str, T | None] = {}
@@ -86,12 +89,12 @@ class Catalog:
     """GPU and model lookups: configured entries first, then the built-in tables."""
 
     def __init__(self, gpus: Sequence[Entry], models: Sequence[Entry]) -> None:
-        self._gpus = _PatternTable(
+        self._gpus = PatternTable(
             (e["pattern"], GpuSpec(**{k: e[k] for k in _GPU_FIELDS if e.get(k) is not None}))
             for e in [*gpus, *builtin_gpu_entries()]
         )
         # Each model with whether its entry names a precision.
-        self._models = _PatternTable(
+        self._models = PatternTable(
             (
                 e["pattern"],
                 (

@@ -188,5 +188,5 @@ def compute(
         underutilized_by=s.underutilized(power, active, settings, util, mfu, idle_ratio),
         regions=tuple(sorted(set(c.region_of.values()))),
         per_request=r.per_request(served, power, idle_w, co2.per_hour, factor, active),
-        footprint=r.Footprint(embodied_per_hour, embodied_basis, sci_token, sci_request),
+        footprint=r.Footprint(embodied_per_hour, sci_token, sci_request),
     )

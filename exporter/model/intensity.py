@@ -71,11 +71,9 @@ class GridIntensities:
         return found.grams_per_kwh if found is not None else None
 
     def fallen_back(self) -> frozenset[Slot]:
-        """Live slots whose value is not in force (stale, or none yet)."""
-        return frozenset(key for key in self.live if self.values.get(key, _NONE).live is None)
-
-
-_NONE = InForce(0.0, "")
+        """Live slots past their max_age: a value too old, or none received within max_age
+        of the first request (waiting for the first value is not falling back, until then)."""
+        return frozenset(key for key, age in self.ages.items() if age > self.live[key].max_age)
 
 
 def annual(regions: Mapping[str, GridRegion]) -> GridIntensities:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from exporter.model import methodology as m
 from exporter.model.embodied import EmbodiedTable
 from exporter.model.join import PodShare, ServedModel
-from exporter.model.steps import GpuPower, scaled
+from exporter.model.steps import GpuPower, joules_per_token, scaled
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,6 @@ class Footprint:
     """Embodied emissions, and SCI: operational plus embodied CO2 per unit."""
 
     embodied_grams_per_hour: float | None = None
-    basis: str = "none"  # table | proxy | none: where the GPUs' embodied figures come from
     sci_grams_per_token: float | None = None
     sci_grams_per_request: float | None = None
 
@@ -62,16 +61,11 @@ def per_request(
     )
     if rps is None:
         return PerRequest(served.requests_per_second, facility_joules_per_computed_token=computed)
-    joules: dict[tuple[str, str], float] = {}
-    for scope, w in watts.items():
-        joules[(scope, "amortized")] = w / rps
-        if idle_w is not None:
-            idle = idle_w if scope == "gpu" else idle_w * factor
-            joules[(scope, "marginal")] = max(w - idle, 0.0) / rps
+    co2 = {k: m.per_unit(g / m.SECONDS_PER_HOUR, rps) for k, g in co2_per_hour.items()}
     return PerRequest(
         requests_per_second=rps,
-        joules_per_request=joules,
-        co2_grams_per_request={k: g / m.SECONDS_PER_HOUR / rps for k, g in co2_per_hour.items()},
+        joules_per_request=joules_per_token(power, idle_w, rps, factor),  # a request as the unit
+        co2_grams_per_request={k: g for k, g in co2.items() if g is not None},
         tokens_per_request={
             "prompt": served.prompt_tps / rps,
             "generation": served.generation_tps / rps,

@@ -247,11 +247,10 @@ class HttpFetcher:
         """The body, decompressed, or UpstreamError past the size cap: the cap bounds what
         is held in memory, compressed or not, and nothing past it is read."""
         limit = self.options.max_response_bytes
-        cap = self.options.limit_name("max_response_bytes", "")
-        cap = f"{cap} ({limit} bytes" if cap else f"{limit} bytes ("
-        too_large = UpstreamError(
-            TOO_LARGE, f"response larger than {cap}, for all the responses being read at once)"
-        )
+        name = self.options.limit_name("max_response_bytes", "")
+        at_once = "for all the responses being read at once"
+        cap = f"{name} ({limit} bytes, {at_once})" if name else f"{limit} bytes ({at_once})"
+        too_large = UpstreamError(TOO_LARGE, f"response larger than {cap}")
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
             raise UpstreamError(MALFORMED, f"response in unsupported encoding {encoding!r}")
