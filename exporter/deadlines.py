@@ -24,9 +24,12 @@ _local = threading.local()
 class Deadline:
     """The moment a request must be over by; the sockets it uses are shut down then."""
 
+    __slots__ = ("_lock", "_sockets", "at", "expired", "released")
+
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
         self.expired = False
+        self.released = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
 
@@ -51,6 +54,7 @@ class Deadline:
         """The request is over: its sockets (back in the pool) are no longer watched."""
         with self._lock:
             self._sockets = []
+            self.released = True
 
     @staticmethod
     @contextlib.contextmanager
@@ -64,6 +68,7 @@ class Deadline:
         finally:
             _local.deadline = None
             deadline.release()
+            _watchdog().discard(deadline)
 
 
 def _shut(sock: socket.socket) -> None:
@@ -78,10 +83,16 @@ def watch_current(sock: socket.socket | None) -> None:
 
 
 class _Watchdog:
-    """One daemon thread expiring deadlines in order."""
+    """One daemon thread expiring deadlines in order. A deadline released before it passes
+    stays in the heap until the heap is mostly such deadlines, then they are swept out at
+    once: at hundreds of requests a second, keeping each until its moment would hold every
+    request of the last REQUEST_SECONDS in memory."""
+
+    SWEEP_AT = 64  # released deadlines in the heap before a sweep is considered
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Deadline]] = []
+        self._released = 0  # released deadlines still in the heap
         self._order = itertools.count()
         self._wake = threading.Condition()
         threading.Thread(target=self._run, name="http-deadlines", daemon=True).start()
@@ -90,6 +101,19 @@ class _Watchdog:
         with self._wake:
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             self._wake.notify()
+
+    def discard(self, deadline: Deadline) -> None:
+        """`deadline` was released: forget it, at the latest in the next sweep."""
+        with self._wake:
+            self._released += 1
+            if self._released >= self.SWEEP_AT and 2 * self._released > len(self._heap):
+                self._heap = [entry for entry in self._heap if not entry[2].released]
+                heapq.heapify(self._heap)
+                self._released = 0
+
+    def __len__(self) -> int:
+        with self._wake:
+            return len(self._heap)
 
     def _run(self) -> None:
         while True:
@@ -102,6 +126,9 @@ class _Watchdog:
                     self._wake.wait(wait)
                     continue
                 heapq.heappop(self._heap)
+                if deadline.released:
+                    self._released -= 1
+                    continue
             deadline.expire()
 
 
