@@ -35,6 +35,7 @@ from load import PROMETHEUS_HEADERS  # noqa: E402
 
 from exporter.config import Config, build, default_document, merge  # noqa: E402
 from exporter.engine import Engine  # noqa: E402
+from exporter.gc_tuning import tune_for_cycles  # noqa: E402
 from exporter.model.observations import Observation  # noqa: E402
 from exporter.sources.prometheus import PrometheusSource  # noqa: E402
 
@@ -147,6 +148,7 @@ class Bench:
             return self.last
 
         self.source.fetch = keep  # type: ignore[method-assign]
+        tune_for_cycles()  # as `serve` does before its first cycle
 
     def meter_listeners(self) -> None:
         """Wrap the listeners registered so far (the server's MetricsCache.prerender)."""

@@ -22,6 +22,7 @@ from exporter.diagnosis.verdict import diagnose
 from exporter.durations import parse_duration
 from exporter.engine import Engine
 from exporter.exposition import checklist, report, server
+from exporter.gc_tuning import tune_for_cycles
 from exporter.signals import stop_on_signals
 from exporter.sources import recording
 from exporter.sources.direct import DirectSource
@@ -232,6 +233,7 @@ def cmd_serve(config: Config) -> int:
         print(f"{PROG}: cannot listen on {config.exporter.listen}: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
     log = logging.getLogger("exporter")
+    tune_for_cycles()
     host, port = http.server_address[:2]
     log.info(
         "listening on %s:%s (source %s, interval %gs)",
