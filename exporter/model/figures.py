@@ -18,8 +18,8 @@ from exporter.model.catalog import GpuSpec, ModelSpec
 from exporter.model.intensity import GridIntensities
 from exporter.model.join import PodShare, ServedModel
 from exporter.model.observations import ModelHistory
+from exporter.model.settings import BOUNDS as BOUNDS
 from exporter.model.settings import FigureSettings
-from exporter.model.steps import BOUNDS as BOUNDS
 from exporter.model.steps import SCOPES as SCOPES
 
 PHASES = ("prompt", "generation")

@@ -17,20 +17,23 @@ BUCKET_SECONDS = 3600.0  # a week of look-back is 168 buckets per model
 class _Buckets:
     """One model's hourly buckets, oldest first, as flat arrays of doubles: no per-bucket
     objects for memory or for the garbage collector to walk. `idle` is +inf in a bucket
-    without an inactive window."""
+    without an inactive window. `top` and `low` are the highest peak and the lowest idle
+    over all buckets, kept as buckets change, so a cycle does not scan a week of them."""
 
-    __slots__ = ("idle", "peak", "start")
+    __slots__ = ("idle", "low", "peak", "start", "top")
 
     def __init__(self) -> None:
         self.start = array("d")
         self.peak = array("d")
         self.idle = array("d")
+        self.top, self.low = 0.0, math.inf
 
     def __len__(self) -> int:
         return len(self.start)
 
     def drop_first(self, count: int) -> None:
         del self.start[:count], self.peak[:count], self.idle[:count]
+        self.top, self.low = max(self.peak, default=0.0), min(self.idle, default=math.inf)
 
 
 class LookbackTracker:
@@ -68,10 +71,12 @@ class LookbackTracker:
             buckets.idle.append(math.inf)
         if tokens_per_second > buckets.peak[-1]:
             buckets.peak[-1] = tokens_per_second
+            buckets.top = max(buckets.top, tokens_per_second)
         if not active and power_w is not None and gpus > 0:
             per_gpu = power_w / gpus
             if per_gpu >= self.min_idle_w_per_gpu:
                 buckets.idle[-1] = min(buckets.idle[-1], per_gpu)
+                buckets.low = min(buckets.low, per_gpu)
 
     def forget(self, key: tuple[str, str]) -> None:
         """Drop a model's history (its GPUs changed: the old floor and peak do not apply)."""
@@ -94,7 +99,7 @@ class LookbackTracker:
         buckets = self._models.get(key)
         if not buckets:
             return ModelHistory()
-        peak, idle = max(buckets.peak), min(buckets.idle)
+        peak, idle = buckets.top, buckets.low
         return ModelHistory(
             peak_tokens_per_second=peak if peak > 0 else None,
             idle_floor_w_per_gpu=idle if idle != math.inf else None,

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from exporter.config import Config, as_dict
 from exporter.data import table
@@ -24,6 +25,20 @@ class Envelope:
     prefill: Mapping[str, float]
     decode: Mapping[str, float]
     note: str = ""
+
+
+BOUNDS = ("low", "mid", "high")
+
+
+class CommercialInput(NamedTuple):
+    """One compared envelope and bound: its J/token per phase, and blended at the preset's
+    prompt share."""
+
+    baseline: str
+    bound: str
+    prefill: float
+    decode: float
+    at_preset: float
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,11 @@ class FigureSettings:
     references: tuple[tuple[str, float], ...]  # published Wh per request, by name
     capacities: tuple[tuple[re.Pattern[str], float], ...]
     underutilized: Mapping[str, float | None]
+    # (size class, preset) -> the envelopes compared and their J/token at the preset's share:
+    # the same for every model of that class and preset, so worked out once.
+    _compared: dict[tuple[str, str], tuple[CommercialInput, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(cls, config: Config) -> FigureSettings:
@@ -104,6 +124,33 @@ class FigureSettings:
 
     def preset_share(self, preset: str) -> float:
         return m.preset_prompt_token_ratio(*self.presets[preset])
+
+    def compared(self, size: str, preset: str) -> tuple[CommercialInput, ...]:
+        """The commercial envelopes a model of this size class and preset is compared with:
+        the baselines always compared, then the size-matched one, each bound with its J/token
+        at the preset's prompt share."""
+        found = self._compared.get((size, preset))
+        if found is None:
+            names = dict.fromkeys(
+                [*self.always_compare, *([size] if size in self.baselines else [])]
+            )
+            share = self.preset_share(preset)
+            found = tuple(
+                CommercialInput(
+                    name,
+                    bound,
+                    prefill,
+                    decode,
+                    m.commercial_joules_per_token(share, prefill, decode),
+                )
+                for name in names
+                for bound in BOUNDS
+                for prefill, decode in [
+                    (self.baselines[name].prefill[bound], self.baselines[name].decode[bound])
+                ]
+            )
+            self._compared[(size, preset)] = found
+        return found
 
     def capacity_for(self, model: str) -> float | None:
         for pattern, tps in self.capacities:

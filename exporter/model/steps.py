@@ -16,7 +16,6 @@ from exporter.model.observations import ModelHistory
 from exporter.model.settings import FigureSettings
 
 SCOPES = ("gpu", "facility")
-BOUNDS = ("low", "mid", "high")
 
 
 # ---- GPU power
@@ -218,20 +217,14 @@ def commercial(
 ) -> dict[tuple[str, str, str], float]:
     """(baseline, bound, mix) -> commercial J/token: the baselines always compared plus the
     size-matched one, at the preset's prompt share and, while active, the observed one."""
-    compared = list(
-        dict.fromkeys([*settings.always_compare, *([size] if size in settings.baselines else [])])
-    )
-    mixes = {"preset": settings.preset_share(preset)}
-    if prompt_ratio is not None:
-        mixes["observed"] = prompt_ratio
-    return {
-        (name, bound, mix): m.commercial_joules_per_token(
-            share, settings.baselines[name].prefill[bound], settings.baselines[name].decode[bound]
-        )
-        for name in compared
-        for bound in BOUNDS
-        for mix, share in mixes.items()
-    }
+    out: dict[tuple[str, str, str], float] = {}
+    for c in settings.compared(size, preset):
+        out[(c.baseline, c.bound, "preset")] = c.at_preset
+        if prompt_ratio is not None:
+            out[(c.baseline, c.bound, "observed")] = m.commercial_joules_per_token(
+                prompt_ratio, c.prefill, c.decode
+            )
+    return out
 
 
 # ---- info labels

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from exporter.model.mig import share_of_gpu
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, PodTokens, SharedGpu
@@ -35,9 +36,17 @@ UPSTREAM = "prometheus"
 GpuKey = tuple[str, ...]  # GPU_ROW values: namespace, pod, node, GPU model
 Results = Mapping[str, list[Sample]]
 
+_GETTERS: dict[tuple[str, ...], Callable[[Mapping[str, str]], GpuKey]] = {
+    row: itemgetter(*row) for row in (GPU_ROW, TOKEN_ROW)
+}
+
 
 def _key(sample: Sample, labels: tuple[str, ...] = GPU_ROW) -> GpuKey:
-    return tuple(sample.labels.get(label, "") for label in labels)
+    """The row's values of `labels`, "" for a label it lacks (rare: the queries set them)."""
+    try:
+        return _GETTERS[labels](sample.labels)
+    except KeyError:
+        return tuple(sample.labels.get(label, "") for label in labels)
 
 
 def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
@@ -324,12 +333,11 @@ def token_rows(
     rates: dict[GpuKey, dict[str, float | None]] = {}
     left_out: set[tuple[str, str]] = set()
 
-    def refuse(key: GpuKey, phase: str, reason: str, text: str) -> None:
+    def refuse(key: GpuKey, phase: str, reason: str, why: str) -> None:
         required = phase in REQUIRED_PHASES
         then = "model left out this cycle" if required else f"{phase} figures withheld"
-        problems.append(
-            Problem(UPSTREAM, reason, f"{text}; {then}", frozenset({pod_ref(key[0], key[1])}))
-        )
+        text = f"query tokens: {key[0]}/{key[1]} model {key[2]!r} {phase}{why}; {then}"
+        problems.append(Problem(UPSTREAM, reason, text, frozenset({pod_ref(key[0], key[1])})))
         if required:
             left_out.add((key[0], key[2]))
         rates.setdefault(key, {})[phase] = None
@@ -338,13 +346,12 @@ def token_rows(
         key, phase = _key(sample, TOKEN_ROW), sample.labels.get(PHASE, "")
         if not all(key) or phase not in TOKEN_PHASES or RESETS in sample.labels:
             continue
-        where = f"query tokens: {key[0]}/{key[1]} model {key[2]!r} {phase}"
         if GLITCH in sample.labels:
-            refuse(key, phase, IMPLAUSIBLE, f"{where}: a counter stepped back, not to zero")
+            refuse(key, phase, IMPLAUSIBLE, ": a counter stepped back, not to zero")
             continue
         refusal = plausible.token_rate(sample.value)
         if refusal is not None:
-            refuse(key, phase, refusal.reason, f"{where} is {refusal.why}")
+            refuse(key, phase, refusal.reason, f" is {refusal.why}")
         elif phase not in rates.get(key, {}):  # a refusal of this phase stands
             rates.setdefault(key, {})[phase] = sample.value
     left_out |= _one_sided(rates, problems)

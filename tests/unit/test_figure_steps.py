@@ -126,6 +126,25 @@ def test_commercial_compares_the_always_baselines_and_the_size_match() -> None:
     assert {mix for _, _, mix in inactive} == {"preset"} and len(inactive) == 2 * 3
 
 
+def test_commercial_envelopes_of_one_class_differ_by_preset_and_repeat_exactly() -> None:
+    """The preset's share is worked out once per size class and preset: a second preset for
+    the same class gets its own values, and asking again gives the same envelopes."""
+    agentic = fig.commercial(SETTINGS, "large-open", "agentic", 0.5)
+    simple = fig.commercial(SETTINGS, "large-open", "simple", 0.5)
+    key = ("frontier", "high", "preset")
+    envelope = SETTINGS.baselines["frontier"]
+    for out, (tokens_in, tokens_out) in ((agentic, (40000, 2000)), (simple, (100, 100))):
+        share_in = tokens_in / (tokens_in + tokens_out)
+        assert out[key] == pytest.approx(
+            share_in * envelope.prefill["high"] + (1 - share_in) * envelope.decode["high"]
+        )
+    assert agentic[key] != simple[key]
+    assert fig.commercial(SETTINGS, "large-open", "agentic", 0.5) == agentic
+    observed = fig.commercial(SETTINGS, "large-open", "agentic", 0.9)
+    assert observed[("frontier", "high", "observed")] != agentic[("frontier", "high", "observed")]
+    assert [mix for _, _, mix in agentic][:2] == ["preset", "observed"]
+
+
 def test_attribution_and_gpu_type_labels() -> None:
     assert fig.attribution((share(),)) == "exclusive"
     assert fig.attribution((share(shared_gpus=1),)) == "shared_gpu"

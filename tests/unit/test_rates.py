@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from exporter.model.lookback import LookbackTracker
@@ -107,3 +109,28 @@ def test_a_short_lookback_is_not_stretched_by_hourly_buckets() -> None:
     history = tracker.history(key)
     # Ten minutes on, the early peak and idle window are gone (not kept until the hour).
     assert history.peak_tokens_per_second == 10 and history.idle_floor_w_per_gpu is None
+
+
+def test_lookback_history_equals_a_scan_of_the_buckets_kept() -> None:
+    """Peak and idle floor are kept up to date as buckets fill and age out: after any mix of
+    observations and prunes they equal the highest peak and lowest idle of what is left."""
+    rng = random.Random(7)
+    tracker = LookbackTracker(lookback=3600, bucket=300, min_idle_w_per_gpu=20)
+    key = ("ns", "m")
+    seen: list[tuple[float, float, bool, float]] = []  # (t, tok/s, active, W per GPU)
+    for step in range(400):
+        t = step * 45.0
+        active = rng.random() < 0.6
+        tps = rng.uniform(1, 500) if active else 0.0
+        watts = rng.uniform(40, 700) * 4
+        tracker.observe(key, t, tps, active, watts, 4)
+        seen.append((t, tps, active, watts / 4))
+        if step % 7:
+            continue
+        tracker.prune(t)
+        kept = [s for s in seen if s[0] // 300 * 300 + 300 > t - 3600]  # buckets not aged out
+        history = tracker.history(key)
+        peaks = [tps for _, tps, _, _ in kept]
+        idles = [w for _, _, on, w in kept if not on and w >= 20]
+        assert history.peak_tokens_per_second == (max(peaks) or None)
+        assert history.idle_floor_w_per_gpu == (min(idles) if idles else None)
