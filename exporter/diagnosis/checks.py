@@ -98,7 +98,10 @@ def upstream(facts: Facts) -> list[Check]:
             checks.append(Check("upstream", OK, "; ".join(read) or "no pages configured"))
     elif not facts.failure:
         what = f": {facts.api}" if facts.api else " (a Prometheus-compatible API)"
-        checks.insert(0, Check("upstream", OK, f"{facts.where} answers queries{what}"))
+        shard = facts.config.prometheus.namespaces
+        only = f"; reading only namespaces matching {shard!r} (prometheus.namespaces)"
+        text = f"{facts.where} answers queries{what}{only if shard else ''}"
+        checks.insert(0, Check("upstream", OK, text))
     return checks
 
 

@@ -131,6 +131,15 @@ def test_a_healthy_cluster_names_every_model_and_exits_0() -> None:
     assert_every_failure_says_what_to_do(found)
 
 
+def test_a_shard_says_which_namespaces_it_reads() -> None:
+    sharded = build(merge(default_document(), {"prometheus": {"namespaces": "team-a|team-b"}}))
+    found = diagnose(facts([("glm", GLM, NODE)], config=sharded))
+    summary = find(found, "upstream", OK)[0].summary
+    assert "reading only namespaces matching 'team-a|team-b' (prometheus.namespaces)" in summary
+    whole = find(diagnose(facts([("glm", GLM, NODE)])), "upstream", OK)[0].summary
+    assert "namespaces" not in whole
+
+
 def test_an_empty_upstream_names_what_is_missing_in_a_few_lines() -> None:
     found = diagnose(facts([]))
     assert found.exit_status == 1
