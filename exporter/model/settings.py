@@ -31,14 +31,14 @@ BOUNDS = ("low", "mid", "high")
 
 
 class CommercialInput(NamedTuple):
-    """One compared envelope and bound: its J/token per phase, and blended at the preset's
-    prompt share."""
+    """One compared envelope and bound: its J/token per phase, blended at the preset's prompt
+    share, and the (baseline, bound, mix) keys of both mixes."""
 
-    baseline: str
-    bound: str
     prefill: float
     decode: float
     at_preset: float
+    preset_key: tuple[str, str, str]
+    observed_key: tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -137,11 +137,11 @@ class FigureSettings:
             share = self.preset_share(preset)
             found = tuple(
                 CommercialInput(
-                    name,
-                    bound,
                     prefill,
                     decode,
                     m.commercial_joules_per_token(share, prefill, decode),
+                    (name, bound, "preset"),
+                    (name, bound, "observed"),
                 )
                 for name in names
                 for bound in BOUNDS

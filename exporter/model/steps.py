@@ -219,11 +219,9 @@ def commercial(
     size-matched one, at the preset's prompt share and, while active, the observed one."""
     out: dict[tuple[str, str, str], float] = {}
     for c in settings.compared(size, preset):
-        out[(c.baseline, c.bound, "preset")] = c.at_preset
+        out[c.preset_key] = c.at_preset
         if prompt_ratio is not None:
-            out[(c.baseline, c.bound, "observed")] = m.commercial_joules_per_token(
-                prompt_ratio, c.prefill, c.decode
-            )
+            out[c.observed_key] = m.commercial_joules_per_token(prompt_ratio, c.prefill, c.decode)
     return out
 
 
