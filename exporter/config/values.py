@@ -198,14 +198,60 @@ def selector_problem(selector: str) -> str:
     return f'{text!r} is not a list of label matchers (label="value", =~, != or !~)'
 
 
+# What PromQL's regular expressions (RE2) refuse that Python's accept: checked after Python
+# has compiled the pattern, so the syntax is otherwise sound.
+_RE2_LACKS = {
+    "(?=": "a lookahead",
+    "(?!": "a negative lookahead",
+    "(?<=": "a lookbehind",
+    "(?<!": "a negative lookbehind",
+    "(?P=": "a named backreference",
+    "(?(": "a conditional group",
+    "(?>": "an atomic group",
+}
+
+
+def _unsupported_by_re2(pattern: str) -> str:
+    """The first construct of `pattern` that RE2 does not support, or ""."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            escaped = pattern[i + 1 : i + 2]
+            if not in_class and escaped and escaped in "123456789":
+                return f"a backreference (\\{escaped})"
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1
+            i += pattern.startswith("^", i)
+            i += pattern.startswith("]", i)  # a "]" first in a class is literal
+            continue
+        elif c in "*+?}" and pattern.startswith("+", i + 1):
+            return "a possessive quantifier"
+        else:
+            found = next((name for t, name in _RE2_LACKS.items() if pattern.startswith(t, i)), "")
+            if found:
+                return found
+        i += 1
+    return ""
+
+
 def regex_problem(pattern: str) -> str:
-    """Why `pattern` is not a regular expression to match label values with, or ""."""
+    """Why `pattern` is not a regular expression that PromQL can match label values with,
+    or "". PromQL's expressions are RE2: Python's syntax less a few constructs."""
     try:
         re.compile(pattern)
     except re.error as exc:
         return f"{pattern!r} is not a regular expression: {exc}"
     if any(c in pattern for c in "\n\r\0"):
         return "the expression contains a line break"
+    lacking = _unsupported_by_re2(pattern)
+    if lacking:
+        return f"{pattern!r} uses {lacking}, which PromQL's regular expressions (RE2) lack"
     return ""
 
 

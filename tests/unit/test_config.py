@@ -175,12 +175,31 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ({"prometheus": {"token_selector": "{job=vllm}"}}, "prometheus.token_selector: '"),
         ({"prometheus": {"gpu_selector": '{job="x"'}}, "gpu_selector: unbalanced braces"),
         ({"prometheus": {"namespaces": "team-("}}, "prometheus.namespaces: 'team-(' is not a"),
+        (
+            {"prometheus": {"namespaces": "team-(?!ops)"}},
+            "prometheus.namespaces: 'team-(?!ops)' uses a negative lookahead, which PromQL's "
+            "regular expressions (RE2) lack",
+        ),
+        ({"prometheus": {"namespaces": "(a)-\\1"}}, "uses a backreference (\\1), which"),
+        ({"prometheus": {"namespaces": "(?<=x)y"}}, "uses a lookbehind, which"),
+        ({"prometheus": {"namespaces": "team-a++"}}, "uses a possessive quantifier, which"),
         ({"prometheus": {"headers": {"X-Org": "a\nb"}}}, "headers.X-Org: the value contains a"),
         ({"prometheus": {"headers": {"X Org": "a"}}}, "headers.X Org: not a valid HTTP header"),
     ],
 )
 def test_bad_values_name_their_key(tmp_path: Path, data: dict, expected: str) -> None:
     assert expected in error_for(tmp_path, data)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["team-0[0-9]|nrp-llm", "[(?!]x", "a\\(?=b", "team-.+?", "(?i)Team-A", "a{2,3}?", "[\\]+]+"],
+)
+def test_namespace_patterns_re2_accepts_are_taken(pattern: str) -> None:
+    """Text that only looks like a construct RE2 lacks (escaped, in a class, a lazy
+    quantifier) is accepted."""
+    config = build(merge(default_document(), {"prometheus": {"namespaces": pattern}}))
+    assert config.prometheus.namespaces == pattern
 
 
 def test_url_credentials_are_not_echoed(tmp_path: Path) -> None:
