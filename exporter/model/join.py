@@ -136,16 +136,22 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
     seen: set[tuple[str, str]] = set()
     out = []
     for row, share in sorted(rows, key=lambda r: (-r[1], r[0].pod, r[0].node)):
-        keys = [(row.node, g.gpu_id) for g in row.shared]
-        repeated = sum(1 for key in keys if key in seen)
-        mig = [(row.node, gpu_id) for gpu_id in row.mig_gpus]
-        repeated_mig = sum(1 for key in mig if key in seen)
-        seen.update(keys, mig)
-        excess = sum(
-            g.power_w * share * (1 - 1 / shares[key])
-            for g, key in zip(row.shared, keys, strict=True)
-            if shares[key] > 1
-        )
+        repeated = repeated_mig = shared_gpus = 0
+        excess = 0.0
+        if row.shared or row.mig_gpus:  # most pods hold whole GPUs of their own
+            keys = [(row.node, g.gpu_id) for g in row.shared]
+            repeated = sum(1 for key in keys if key in seen)
+            mig = [(row.node, gpu_id) for gpu_id in row.mig_gpus]
+            repeated_mig = sum(1 for key in mig if key in seen)
+            seen.update(keys, mig)
+            excess = sum(
+                g.power_w * share * (1 - 1 / shares[key])
+                for g, key in zip(row.shared, keys, strict=True)
+                if shares[key] > 1
+            )
+            shared_gpus = sum(
+                1 for g, key in zip(row.shared, keys, strict=True) if g.holders > holding[key]
+            )
         out.append(
             PodShare(
                 pod=row.pod,
@@ -154,9 +160,7 @@ def _shares(rows: list[tuple[PodGpus, float]]) -> list[PodShare]:
                 gpus=row.gpus - repeated - repeated_mig,
                 power_w=max(0.0, row.power_w * share - excess),
                 power_source=row.power_source,
-                shared_gpus=sum(
-                    1 for g, key in zip(row.shared, keys, strict=True) if g.holders > holding[key]
-                ),
+                shared_gpus=shared_gpus,
                 busy_ratio=row.busy_ratio,
                 share=share,
                 gpu_equivalents=(row.equivalents - repeated) * share,
