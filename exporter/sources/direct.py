@@ -173,6 +173,8 @@ class DirectSource:
             except UpstreamError as exc:
                 failed[upstream][url] = exc
                 continue
+            if upstream == self.server:
+                rows = self.tokens.counted(rows)
             self.store.record(url, rows, self.window_clock(), seen)
             pages[url] = rows
         return pages

@@ -40,6 +40,17 @@ class TokenReader:
         self.store = store
         self.plausible = plausible
 
+    def counted(self, rows: list[Row]) -> list[Row]:
+        """A page's rows less the prompt tokens served otherwise than computed (prefix-cache
+        hits, KV transfers): never read, so never kept."""
+        if not self.computed:
+            return rows
+        return [
+            row
+            for row in rows
+            if row[0] != self.computed or row[1].get("source") == COMPUTED_SOURCE_VALUE
+        ]
+
     def _model(self, labels: Mapping[str, str]) -> str:
         return first_label(labels, self.model_labels) or self.default_model
 
@@ -95,8 +106,6 @@ class TokenReader:
                 model = self._model(labels)
                 phase = self.phase_of.get(series)
                 if not model or phase is None:
-                    continue
-                if series == self.computed and labels.get("source") != COMPUTED_SOURCE_VALUE:
                     continue
                 rate = self._rate(url, series, labels, ref, model, phase, problems)
                 total = rates[model].get(phase, 0.0)

@@ -140,6 +140,32 @@ def test_sidecar_per_request_figures_and_sci_match_the_known_rates(endpoints) ->
     assert wh == pytest.approx(pod.power_w * FACILITY / rps / 3600, rel=0.015)
 
 
+def test_sidecar_keeps_only_the_computed_share_of_the_prompt_tokens_by_source(endpoints) -> None:
+    """vLLM counts prompt tokens by source (computed, prefix-cache hit, KV transfer): only the
+    computed ones enter a window, and J per computed token divides by them."""
+    pod = next(p for p in endpoints.cluster.pods if p.model == GLM)
+    config = build(sidecar_config(endpoints, pod.name))
+    with freeze_time(START) as frozen:
+        source = DirectSource(config)
+        engine = Engine(config, source)
+        cycles(engine, frozen, 3)
+        samples = parse_samples(ExporterCollector(engine).exposition(False).decode())
+    kept = [
+        (name, dict(labels).get("source"))
+        for _, name, labels in source.store.windows
+        if name.startswith("vllm:prompt_tokens_by_source")
+    ]
+    assert kept and {value for _, value in kept} == {"local_compute"}
+    computed = one(
+        samples,
+        "llm_carbon_energy_joules_per_computed_token",
+        namespace=pod.namespace,
+        model=GLM,
+    )
+    tokens = pod.prompt_computed_tps + pod.generation_tps
+    assert computed == pytest.approx(pod.power_w * FACILITY / tokens, rel=0.015)
+
+
 def test_sidecar_without_a_request_counter_has_no_per_request_series() -> None:
     page = (
         "# TYPE vllm:prompt_tokens_total counter\n"
