@@ -92,7 +92,9 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, Deadline]] = []
-        self._released = 0  # released deadlines still in the heap
+        # Released deadlines still in the heap (give or take one that expired just before
+        # its release: the sweep, which counts afresh, puts that right).
+        self._released = 0
         self._order = itertools.count()
         self._wake = threading.Condition()
         threading.Thread(target=self._run, name="http-deadlines", daemon=True).start()

@@ -98,9 +98,10 @@ def upstream(facts: Facts) -> list[Check]:
             checks.append(Check("upstream", OK, "; ".join(read) or "no pages configured"))
     elif not facts.failure:
         what = f": {facts.api}" if facts.api else " (a Prometheus-compatible API)"
+        text = f"{facts.where} answers queries{what}"
         shard = facts.config.prometheus.namespaces
-        only = f"; reading only namespaces matching {shard!r} (prometheus.namespaces)"
-        text = f"{facts.where} answers queries{what}{only if shard else ''}"
+        if shard:
+            text += f"; reading only namespaces matching {shard!r} (prometheus.namespaces)"
         checks.insert(0, Check("upstream", OK, text))
     return checks
 

@@ -135,20 +135,15 @@ class FigureSettings:
                 [*self.always_compare, *([size] if size in self.baselines else [])]
             )
             share = self.preset_share(preset)
-            found = tuple(
-                CommercialInput(
-                    prefill,
-                    decode,
-                    m.commercial_joules_per_token(share, prefill, decode),
-                    (name, bound, "preset"),
-                    (name, bound, "observed"),
-                )
-                for name in names
-                for bound in BOUNDS
-                for prefill, decode in [
-                    (self.baselines[name].prefill[bound], self.baselines[name].decode[bound])
-                ]
-            )
+            rows = []
+            for name in names:
+                envelope = self.baselines[name]
+                for bound in BOUNDS:
+                    prefill, decode = envelope.prefill[bound], envelope.decode[bound]
+                    at_preset = m.commercial_joules_per_token(share, prefill, decode)
+                    keys = (name, bound, "preset"), (name, bound, "observed")
+                    rows.append(CommercialInput(prefill, decode, at_preset, *keys))
+            found = tuple(rows)
             self._compared[(size, preset)] = found
         return found
 

@@ -135,7 +135,9 @@ class DirectSource:
         self.store.start_cycle()
         vllm_urls = list(dict.fromkeys(u for pod in settings.pods for u in pod.vllm_urls))
         dcgm = self._read_all(settings.dcgm_urls, "dcgm", self._gpu_names, seen, failed)
-        tokens = self._read_all(vllm_urls, self.server, self._token_names, seen, failed)
+        tokens = self._read_all(
+            vllm_urls, self.server, self._token_names, seen, failed, self.tokens.counted
+        )
         pages = {"dcgm": len(set(settings.dcgm_urls)), self.server: len(vllm_urls)}
         _fail_if_wholly_unread(failed, pages)
         # What each unreadable inference-server page served when last read: left out now.
@@ -162,10 +164,11 @@ class DirectSource:
         names: tuple[str, ...],
         seen: set[SeriesKey],
         failed: Failures,
+        keep: Callable[[list[Row]], list[Row]] | None = None,
     ) -> dict[str, list[Row]]:
-        """The rows of every page of one upstream that could be read, each recorded in the
-        store as of when its response arrived (pages are read one after another, and a
-        page's latency must not turn into a rate error)."""
+        """The rows of every page of one upstream that could be read (those `keep` keeps),
+        each recorded in the store as of when its response arrived (pages are read one after
+        another, and a page's latency must not turn into a rate error)."""
         pages: dict[str, list[Row]] = {}
         for url in urls:
             try:
@@ -173,8 +176,8 @@ class DirectSource:
             except UpstreamError as exc:
                 failed[upstream][url] = exc
                 continue
-            if upstream == self.server:
-                rows = self.tokens.counted(rows)
+            if keep is not None:
+                rows = keep(rows)
             self.store.record(url, rows, self.window_clock(), seen)
             pages[url] = rows
         return pages

@@ -6,37 +6,43 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from exporter.deadlines import Deadline, _watchdog
 
 
-def test_a_deadline_that_passes_shuts_its_socket_down() -> None:
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     ours, theirs = socket.socketpair()
-    try:
-        with Deadline.running(0.05) as deadline:
-            deadline.watch(ours)
-            ours.settimeout(5)
-            started = time.monotonic()
-            assert ours.recv(1) == b""  # the shutdown ends the blocked read
-        assert deadline.expired and time.monotonic() - started < 2
-    finally:
-        ours.close()
-        theirs.close()
+    with ours, theirs:
+        yield ours, theirs
 
 
-def test_a_released_deadline_leaves_its_socket_alone() -> None:
-    ours, theirs = socket.socketpair()
-    try:
-        with Deadline.running(0.05) as deadline:
-            deadline.watch(ours)
-        time.sleep(0.2)
-        assert not deadline.expired
-        theirs.sendall(b"x")
-        ours.settimeout(1)
-        assert ours.recv(1) == b"x"
-    finally:
-        ours.close()
-        theirs.close()
+def test_a_deadline_that_passes_shuts_its_socket_down(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, _ = pair
+    with Deadline.running(0.05) as deadline:
+        deadline.watch(ours)
+        ours.settimeout(5)
+        started = time.monotonic()
+        assert ours.recv(1) == b""  # the shutdown ends the blocked read
+    assert deadline.expired and time.monotonic() - started < 2
+
+
+def test_a_released_deadline_leaves_its_socket_alone(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    with Deadline.running(0.05) as deadline:
+        deadline.watch(ours)
+    time.sleep(0.2)
+    assert not deadline.expired
+    theirs.sendall(b"x")
+    ours.settimeout(1)
+    assert ours.recv(1) == b"x"
 
 
 def test_released_deadlines_do_not_accumulate() -> None:
