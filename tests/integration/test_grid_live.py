@@ -69,13 +69,23 @@ def exporter(tmp_path_factory, prometheus: PrometheusServer, grid: SimulatedGrid
         },
     ).start()
     process.started_at = time.monotonic()
+    live = {("CAMX", "location"), ("MROW", "location"), ("CAMX", "marginal")}
     wait_until(
-        lambda: pick(process.samples(), "llm_carbon_co2_grams_per_token", basis="marginal"),
+        lambda: live <= live_regions(process.samples()),
         15,
-        "the first live values",
+        "the first live value of every configured zone",
     )
     yield process
     process.stop()
+
+
+def live_regions(samples) -> set[tuple[str, str]]:
+    """(region, basis) pairs whose intensity in force comes from a live provider."""
+    return {
+        (labels["region"], labels["basis"])
+        for labels, _ in pick(samples, "llm_carbon_region_grid_intensity_grams_per_kwh")
+        if labels["source"] in ("electricitymaps", "watttime")
+    }
 
 
 def per_token(samples, basis: str, **model: str) -> list[float]:
