@@ -31,7 +31,7 @@ NODE_INTENSITY = {
 # Embodied kg CO2e per GPU of the simulated products (NVIDIA's HGX H100 figure per GPU; the
 # H200 and A100 80 GB with their extra HBM at the H100 figure's memory intensity; the L40S
 # from a measured GA102 card), each with a GPU server's 375 kg share, over 5 years.
-EMBODIED_KG = {"H100": 164 + 375, "H200": 216 + 375, "A100": 162 + 375, "L40S": 145 + 375}
+EMBODIED_KG = {"H100": 164 + 375, "H200": 216 + 375, "A100": 162 + 375, "L40S": 141 + 375}
 HOURS_IN_FIVE_YEARS = 5 * 365.25 * 24
 FACILITY = 1.2 * 1.4  # host overhead x PUE, the defaults
 

@@ -62,15 +62,26 @@ MODEL_NAMES = {
     "Qwen/Qwen3-Coder-30B-A3B-Instruct": (30.5, 3.3, "bf16"),
     "openai/gpt-oss-120b": (117, 5.1, "bf16"),
     "moonshotai/Kimi-K2.5": (1040, 32, "bf16"),
+    "moonshotai/Kimi-K2-Thinking": (1040, 32, "bf16"),
+    "moonshotai/Kimi-K2-Instruct-0905": (1040, 32, "fp8"),
     "MiniMaxAI/MiniMax-M2.5": (230, 10, "fp8"),
     "deepseek-ai/DeepSeek-R1-0528": (671, 37, "fp8"),
+    "deepseek-ai/DeepSeek-V3.2": (671, 37, "fp8"),
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B": (1.78, 1.78, "bf16"),
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": (70.6, 70.6, "bf16"),
+    "RedHatAI/DeepSeek-R1-Distill-Qwen-32B-FP8-dynamic": (32.8, 32.8, "fp8"),
     "meta-llama/Llama-3.1-405B-Instruct-FP8": (405, 405, "fp8"),
     "nvidia/Llama-3.3-70B-Instruct-FP8": (70.6, 70.6, "fp8"),
     "meta-llama/Llama-3.1-8B-Instruct": (8, 8, "bf16"),
     "mistralai/Mistral-Large-3-675B-Instruct-2512": (675, 41, "bf16"),
     "mistralai/Mistral-Large-Instruct-2411": (123, 123, "bf16"),
 }
-NOT_IN_THE_MODEL_TABLE = ["my-finetune", "google/gemma-3-27b-it", "Qwen/Qwen2.5-72B-Instruct"]
+NOT_IN_THE_MODEL_TABLE = [
+    "my-finetune",
+    "google/gemma-3-27b-it",
+    "Qwen/Qwen2.5-72B-Instruct",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-3B",  # no such distillation: no entry, not the 671B
+]
 
 
 @pytest.mark.parametrize(("name", "expected"), GPU_NAMES.items())
