@@ -344,10 +344,12 @@ def token_rows(
 
     for sample in results["tokens"]:
         key, phase = _key(sample, TOKEN_ROW), sample.labels.get(PHASE, "")
-        if not all(key) or phase not in TOKEN_PHASES or RESETS in sample.labels:
+        if not all(key) or phase not in TOKEN_PHASES:
             continue
-        if GLITCH in sample.labels:
+        if GLITCH in sample.labels:  # before RESETS: a failed follow-up tags its gate rows
             refuse(key, phase, IMPLAUSIBLE, ": a counter stepped back, not to zero")
+            continue
+        if RESETS in sample.labels:
             continue
         refusal = plausible.token_rate(sample.value)
         if refusal is not None:
