@@ -65,6 +65,12 @@ def _normalize(expr: str, choices: Mapping[str, list[str]]) -> str:
     return expr
 
 
+def selector_body(selector: str) -> str:
+    """A configured selector's matchers without braces or a trailing comma (both valid
+    PromQL), ready to be joined with more matchers."""
+    return selector.strip().strip("{}").strip().rstrip(",").strip()
+
+
 def promql_string(value: str) -> str:
     """`value` as a PromQL double-quoted string."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -86,7 +92,7 @@ class Builder:
         self.window = promql_duration(config.prometheus.window)
         self.window_seconds = config.prometheus.window
         self.lookback = promql_duration(config.utilization.lookback)
-        gpu_sel = config.prometheus.gpu_selector.strip().strip("{}")
+        gpu_sel = selector_body(config.prometheus.gpu_selector)
         labels = config.upstream.gpu_labels
         self.instance_labels = list(labels.mig_instance)
         # Per-pod queries: whole GPUs only (no MIG instance id).
@@ -94,7 +100,7 @@ class Builder:
             [*([gpu_sel] if gpu_sel else []), *(f'{label}=""' for label in labels.mig_instance)]
         )
         self.gpu_sel = gpu_sel
-        self.tok_sel = config.prometheus.token_selector.strip().strip("{}")
+        self.tok_sel = selector_body(config.prometheus.token_selector)
         choices = as_dict(labels)
         self.gpu_labels = {key: choices[key] for key in BASE_GPU_LABELS}
         # The Kubernetes node, where a relabeling adds it, wins over dcgm-exporter's own name.

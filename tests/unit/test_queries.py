@@ -38,6 +38,17 @@ def test_the_follow_up_holds_only_what_was_called_for() -> None:
     assert "generation" not in both
 
 
+def test_selectors_with_braces_or_a_trailing_comma_give_the_same_queries() -> None:
+    plain = queries(gpu_selector='job="dcgm"', token_selector='job="vllm"')
+    for gpu, tok in [('job="dcgm",', '{job="vllm",}'), (' { job="dcgm" , } ', 'job="vllm" ,')]:
+        q = queries(gpu_selector=gpu, token_selector=tok)
+        assert q.per_cycle() == plain.per_cycle()
+        assert q.peak_tokens == plain.peak_tokens
+        assert q.follow_up(True, True, True, ["prompt"]) == plain.follow_up(
+            True, True, True, ["prompt"]
+        )
+
+
 def test_a_namespace_shard_narrows_every_selector_and_is_escaped() -> None:
     pattern = 'team-a|odd"name\\.x'
     assert promql_string(pattern) == '"team-a|odd\\"name\\\\.x"'
