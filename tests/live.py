@@ -21,6 +21,8 @@ def start_prometheus(
     cluster: SimCluster,
     kind: str = "prometheus",
     dcgm_restarted_ago: float | None = None,
+    vllm_moved_ago: float | None = None,
+    vllm_second_job: bool = False,
 ) -> PrometheusServer:
     now = time.time()
     start = now - HISTORY_SECONDS
@@ -31,6 +33,8 @@ def start_prometheus(
         now - 1,
         SCRAPE_SECONDS,
         dcgm_restarted_at=None if dcgm_restarted_ago is None else now - dcgm_restarted_ago,
+        vllm_moved_at=None if vllm_moved_ago is None else now - vllm_moved_ago,
+        vllm_second_job=vllm_second_job,
     )
     server_class = VictoriaMetricsServer if kind == "victoria-metrics" else PrometheusServer
     server = server_class(

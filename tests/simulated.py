@@ -57,8 +57,10 @@ def stored(target: Target, series: Iterable[Series], instance: str) -> Iterator[
         yield name, out, value
 
 
-# Where a dcgm-exporter pod that has since been replaced was scraped (a documentation address).
-PREVIOUS_DCGM_INSTANCE = "198.51.100.7:9400"
+# Where a dcgm-exporter pod that has since been replaced was scraped, and where a vLLM pod
+# was before it was rescheduled (documentation addresses).
+PREVIOUS_INSTANCE = {"dcgm": "198.51.100.7:9400", "vllm": "198.51.100.8:8000"}
+SECOND_VLLM_JOB = "vllm-podmonitor"  # a second scrape job over the same vLLM pods
 
 
 def openmetrics_history(
@@ -68,26 +70,44 @@ def openmetrics_history(
     end: float,
     step: float,
     dcgm_restarted_at: float | None = None,
+    vllm_moved_at: float | None = None,
+    vllm_second_job: bool = False,
 ) -> str:
     """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
     `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types).
 
     With `dcgm_restarted_at`, every dcgm-exporter was replaced at that time (a DaemonSet
     rollout): earlier samples belong to the old pod, scraped at another address, so each GPU's
-    series is split in two (the energy counter itself runs on: it counts since driver load)."""
+    series is split in two (the energy counter itself runs on: it counts since driver load).
+    With `vllm_moved_at`, every vLLM pod was rescheduled then under its own name (a
+    StatefulSet): earlier samples were scraped at another address, so each token counter is
+    split in two under the same pod label. With `vllm_second_job`, every vLLM page was also
+    scraped by a second job (a PodMonitor beside a ServiceMonitor) until `end`."""
     rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
     steps = int((end - start) // step) + 1
+
+    def keep(stored_as: Target, target: Target, t: float, at: str) -> None:
+        for name, labels, value in stored(stored_as, series_of(cluster, target, t), at):
+            key = tuple(sorted(labels.items()))
+            rows.setdefault(name, {}).setdefault(key, []).append((t, value))
+
     for target in targets(cluster):
-        restarted_at = dcgm_restarted_at if target.kind == "dcgm" else None
-        previous = replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
+        dcgm = target.kind == "dcgm"
+        moved_at = dcgm_restarted_at if dcgm else vllm_moved_at
+        # dcgm-exporter's replacement has a new pod name; a StatefulSet pod keeps its own.
+        previous = (
+            replace(target, labels={**target.labels, "pod": f"{target.labels['pod']}-old"})
+            if dcgm
+            else target
+        )
         for i in range(steps):
             t = start + i * step
             stored_as, at = target, instance
-            if restarted_at is not None and t < restarted_at:
-                stored_as, at = previous, PREVIOUS_DCGM_INSTANCE
-            for name, labels, value in stored(stored_as, series_of(cluster, target, t), at):
-                key = tuple(sorted(labels.items()))
-                rows.setdefault(name, {}).setdefault(key, []).append((t, value))
+            if moved_at is not None and t < moved_at:
+                stored_as, at = previous, PREVIOUS_INSTANCE[target.kind]
+            keep(stored_as, target, t, at)
+            if vllm_second_job and not dcgm:
+                keep(replace(stored_as, job=SECOND_VLLM_JOB), target, t, at)
     lines = []
     for name, per_series in rows.items():
         for key, points in per_series.items():

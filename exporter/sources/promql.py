@@ -226,8 +226,20 @@ class Builder:
         rows = _normalize(f"count by ({by(raw)}) ({stepped})", labels)
         return tagged(f"count by ({by(row)}) ({rows})", RESETS if gate else GLITCH, "1")
 
+    def tok_rate_raw(self, metric: str, extra: str = "") -> str:
+        """Per pod and model, in raw labels: the counter's increase over the window per
+        second, summed over the pod's series within each scrape job (its engines, finished
+        reasons, and the series before and after a move to another address), the largest
+        over jobs (two jobs scraping one page repeat it). increase()/window, not rate():
+        VictoriaMetrics divides each series' increase by the time its own samples span, so
+        a counter split by a move would count twice, and the power it is set against is
+        computed the same way."""
+        increase = self.tok_raw("increase", metric, extra)
+        per_job = f"sum by ({by(_unique([*self.raw_tok, 'job']))}) ({increase})"
+        return f"max by ({by(self.raw_tok)}) ({per_job}) / {self.window_seconds:g}"
+
     def token_rates(self, metric: str, extra: str = "") -> str:
-        rates = f"sum by ({by(self.raw_tok)}) ({self.tok_raw('rate', metric, extra)})"
+        rates = self.tok_rate_raw(metric, extra)
         return f"sum by ({by(TOKEN_ROW)}) ({_normalize(rates, self.tok_labels)})"
 
     def token_counters(self) -> dict[str, tuple[str, str]]:
@@ -353,7 +365,7 @@ class Builder:
         by_model = [label for key in ("namespace", "model") for label in self.tok_labels[key]]
 
         def per_model(metric: str) -> str:
-            raw = f"sum by ({by(_unique(by_model))}) ({self.tok_raw('rate', metric)})"
+            raw = f"sum by ({by(_unique(by_model))}) ({self.tok_rate_raw(metric)})"
             labels = {k: self.tok_labels[k] for k in ("namespace", "model")}
             return f"sum by ({by(MODEL)}) ({_normalize(raw, labels)})"
 

@@ -336,6 +336,39 @@ def test_a_dcgm_exporter_rollout_inside_the_window_keeps_power_whole(
 
 
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
+@pytest.mark.parametrize(
+    "history",
+    [{"vllm_moved_ago": 150}, {"vllm_second_job": True}],
+    ids=["statefulset-pod-moved", "scraped-by-two-jobs"],
+)
+def test_token_counters_split_or_copied_count_once(
+    tmp_path, endpoints, cluster, exporter_factory, kind: str, history: dict
+) -> None:
+    # Every vLLM pod moved 150 s ago under its own name (a StatefulSet): each token counter is
+    # two series (old and new address), each covering half of the 5-minute window, and
+    # VictoriaMetrics' rate() would give each its full rate. Or every vLLM page is scraped by
+    # two jobs: the same counter twice. Either way each model's tokens count once.
+    prometheus = start_prometheus(tmp_path / "prom", endpoints, cluster, kind=kind, **history)
+    try:
+        samples = exporter_factory(config_for(prometheus.url)).samples()
+        for (namespace, model), row in expected(cluster).items():
+            key = {"namespace": namespace, "model": model}
+            tps = sum(v for _, v in pick(samples, "llm_carbon_tokens_per_second", **key))
+            assert tps == pytest.approx(row["tps"], rel=0.03), model
+            if row["tps"]:
+                joules = one(
+                    samples,
+                    "llm_carbon_energy_joules_per_token",
+                    scope="gpu",
+                    accounting="amortized",
+                    **key,
+                )
+                assert joules == pytest.approx(row["power"] / row["tps"], rel=0.04), model
+    finally:
+        prometheus.stop()
+
+
+@pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 @pytest.mark.parametrize("mig", [0, 3])
 def test_replicas_on_one_gpu_count_it_once(tmp_path, exporter_factory, mig: int, kind: str) -> None:
     # Pods a and b are replicas of m/a on GPU 0: time-sliced copies, each pod's DCGM series
