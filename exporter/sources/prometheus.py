@@ -22,7 +22,8 @@ from exporter.model.problems import (
 from exporter.sources import recording
 from exporter.sources.plausibility import Plausibility
 from exporter.sources.prometheus_api import PrometheusClient, Sample
-from exporter.sources.prometheus_rows import gpu_rows, token_rows
+from exporter.sources.prometheus_rows import gpu_rows
+from exporter.sources.prometheus_tokens import token_rows
 from exporter.sources.promql import GLITCH, PHASE, RESETS, TOKEN_PHASES
 from exporter.sources.queries import REQUIRED, Queries
 

@@ -1,6 +1,6 @@
-"""Rows of the Prometheus source's queries as observations: one `PodGpus` per pod and node
-(whole GPUs and MIG instances merged), one `PodTokens` per pod and model. Every row that
-cannot be used is a `Problem`, and every value passes `plausibility` first."""
+"""Rows of the Prometheus source's GPU queries as observations: one `PodGpus` per pod and
+node (whole GPUs and MIG instances merged); `prometheus_tokens` has the token rows. Every row
+that cannot be used is a `Problem`, and every value passes `plausibility` first."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from exporter.model.mig import share_of_gpu
-from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, PodTokens, SharedGpu
+from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, SharedGpu
 from exporter.model.problems import (
     IMPLAUSIBLE,
     MISSING_SERIES,
@@ -25,10 +25,7 @@ from exporter.sources.promql import (
     GLITCH,
     GPU_ROW,
     HOST,
-    PHASE,
-    REQUIRED_PHASES,
     RESETS,
-    TOKEN_PHASES,
     TOKEN_ROW,
 )
 
@@ -41,7 +38,7 @@ _GETTERS: dict[tuple[str, ...], Callable[[Mapping[str, str]], GpuKey]] = {
 }
 
 
-def _key(sample: Sample, labels: tuple[str, ...] = GPU_ROW) -> GpuKey:
+def row_key(sample: Sample, labels: tuple[str, ...] = GPU_ROW) -> GpuKey:
     """The row's values of `labels`, "" for a label it lacks (rare: the queries set them)."""
     try:
         return _GETTERS[labels](sample.labels)
@@ -54,14 +51,14 @@ def _keyed(samples: list[Sample]) -> dict[GpuKey, float]:
     per name of the node); rows of GPUs no pod holds, and tagged rows, are left out."""
     rows: dict[GpuKey, float] = {}
     for sample in samples:
-        key = _key(sample)
+        key = row_key(sample)
         if key[0] and key[1] and GLITCH not in sample.labels and RESETS not in sample.labels:
             rows[key] = rows.get(key, 0.0) + sample.value
     return rows
 
 
 def _tagged(samples: list[Sample], tag: str, labels: tuple[str, ...] = GPU_ROW) -> set[GpuKey]:
-    return {_key(s, labels) for s in samples if tag in s.labels}
+    return {row_key(s, labels) for s in samples if tag in s.labels}
 
 
 def _refused(query: str, key: GpuKey, refusal: Refusal, consequence: str) -> Problem:
@@ -87,7 +84,7 @@ class _SharedReadings:
         watts: dict[GpuKey, dict[str, dict[str, float]]] = defaultdict(dict)
         holders: dict[tuple[str, str], set[GpuKey]] = defaultdict(set)
         for sample in samples:
-            key = _key(sample)
+            key = row_key(sample)
             gpu_id = sample.labels.get("lce_gpu_id", "")
             if not (key[0] and key[1] and gpu_id):
                 continue
@@ -127,7 +124,7 @@ class _Mig:
         out = cls()
         for sample in samples:
             labels = sample.labels
-            key, gpu_id = _key(sample), labels.get("lce_gpu_id", "")
+            key, gpu_id = row_key(sample), labels.get("lce_gpu_id", "")
             reading = labels.get("lce_reading")
             if reading:
                 out.power.setdefault((key[2], gpu_id), {})[reading] = sample.value
@@ -307,7 +304,7 @@ def _check_hosts(samples: list[Sample], problems: list[Problem]) -> None:
     older setups put the exporter's pod name or a container id there. Said once per node."""
     pods_of: dict[tuple[str, str], set[str]] = defaultdict(set)
     for sample in samples:
-        key, host = _key(sample), sample.labels.get(HOST, "")
+        key, host = row_key(sample), sample.labels.get(HOST, "")
         if key[0] and key[1] and host and host != key[2]:
             pods_of[(key[2], host)].add(pod_ref(key[0], key[1]))
     for (node, host), pods in sorted(pods_of.items()):
@@ -320,76 +317,3 @@ def _check_hosts(samples: list[Sample], problems: list[Problem]) -> None:
                 frozenset(pods),
             )
         )
-
-
-def token_rows(
-    results: Results, plausible: Plausibility, problems: list[Problem]
-) -> tuple[list[PodTokens], set[tuple[str, str]], list[tuple[str, str, str]]]:
-    """Token rates per pod and model, the (namespace, model) keys left out, and every (pod,
-    model) served. A model with a refused or one-sided row (a pod with prompt tokens but not
-    generation tokens, or the other way round: a partial result), or a token counter that
-    stepped back, is left out this cycle, with a problem, rather than shown with a wrong rate.
-    A refused request or computed-prompt rate withholds only the figures that divide by it."""
-    rates: dict[GpuKey, dict[str, float | None]] = {}
-    left_out: set[tuple[str, str]] = set()
-
-    def refuse(key: GpuKey, phase: str, reason: str, why: str) -> None:
-        required = phase in REQUIRED_PHASES
-        then = "model left out this cycle" if required else f"{phase} figures withheld"
-        text = f"query tokens: {key[0]}/{key[1]} model {key[2]!r} {phase}{why}; {then}"
-        problems.append(Problem(UPSTREAM, reason, text, frozenset({pod_ref(key[0], key[1])})))
-        if required:
-            left_out.add((key[0], key[2]))
-        rates.setdefault(key, {})[phase] = None
-
-    for sample in results["tokens"]:
-        key, phase = _key(sample, TOKEN_ROW), sample.labels.get(PHASE, "")
-        if not all(key) or phase not in TOKEN_PHASES:
-            continue
-        if GLITCH in sample.labels:  # before RESETS: a failed follow-up tags its gate rows
-            refuse(key, phase, IMPLAUSIBLE, ": a counter stepped back, not to zero")
-            continue
-        if RESETS in sample.labels:
-            continue
-        refusal = plausible.token_rate(sample.value)
-        if refusal is not None:
-            refuse(key, phase, refusal.reason, f" is {refusal.why}")
-        elif phase not in rates.get(key, {}):  # a refusal of this phase stands
-            rates.setdefault(key, {})[phase] = sample.value
-    left_out |= _one_sided(rates, problems)
-    rows = [
-        PodTokens(
-            namespace=ns,
-            pod=pod,
-            model=model,
-            prompt_tps=phases["prompt"] or 0.0,
-            generation_tps=phases["generation"] or 0.0,
-            requests_per_second=phases.get("requests"),
-            prompt_computed_tps=phases.get("prompt_computed"),
-        )
-        for (ns, pod, model), phases in sorted(rates.items())
-        if (ns, model) not in left_out
-    ]
-    served = [(key[0], key[1], key[2]) for key in rates]
-    return rows, left_out, served
-
-
-def _one_sided(
-    rates: Mapping[GpuKey, Mapping[str, float | None]], problems: list[Problem]
-) -> set[tuple[str, str]]:
-    """The (namespace, model) keys of pods with only one of the two token series (a partial
-    result): left out, with a problem each."""
-    out = set()
-    for key, phases in rates.items():
-        for missing in (p for p in REQUIRED_PHASES if p not in phases):
-            out.add((key[0], key[2]))
-            problems.append(
-                Problem(
-                    UPSTREAM,
-                    MISSING_SERIES,
-                    f"pod {key[0]}/{key[1]} model {key[2]!r} has no {missing} token series; "
-                    "model left out this cycle",
-                    frozenset({pod_ref(key[0], key[1])}),
-                )
-            )
-    return out

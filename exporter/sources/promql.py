@@ -111,6 +111,7 @@ class Builder:
             "mig_profile": list(labels.mig_profile),
         }
         self.tok_labels = as_dict(config.upstream.token_labels)
+        self.default_model = config.upstream.default_model
         namespaces = config.prometheus.namespaces
         self.namespaces = promql_string(namespaces) if namespaces else ""
         # Raw label sets to aggregate on before the canonical labels are filled.
@@ -132,7 +133,16 @@ class Builder:
 
     def tok(self, fn: str, metric: str, extra: str = "") -> str:
         """`fn` over every matching token series, canonical labels filled on each."""
-        return _normalize(self.tok_raw(fn, metric, extra), self.tok_labels)
+        return self.tok_labelled(self.tok_raw(fn, metric, extra))
+
+    def tok_labelled(self, expr: str, keys: Sequence[str] = ("namespace", "pod", "model")) -> str:
+        """`expr` (raw token labels) with the canonical labels of `keys` filled; a series
+        that names no model gets `upstream.default_model`, where set (TGI's name none)."""
+        out = _normalize(expr, {key: self.tok_labels[key] for key in keys})
+        if self.default_model and "model" in keys:
+            model = promql_string(self.default_model.replace("$", "$$"))
+            out = f'label_replace({out}, "lce_model", {model}, "lce_model", "")'
+        return out
 
     def tok_raw(self, fn: str, metric: str, extra: str = "") -> str:
         sel = ", ".join(part for part in (self.tok_sel, extra) if part)
@@ -213,17 +223,20 @@ class Builder:
             def build(fn: str) -> str:
                 return self.raw(fn, metric, self.whole_sel, self.gpu_labels["namespace"])
 
-            raw, labels = self.raw_row, self.row_labels
+            def labelled(expr: str) -> str:
+                return _normalize(expr, self.row_labels)
+
+            raw = self.raw_row
         else:
 
             def build(fn: str) -> str:
                 return self.tok_raw(fn, metric, extra)
 
-            raw, labels = self.raw_tok, self.tok_labels
+            raw, labelled = self.raw_tok, self.tok_labelled
         stepped = f"{build('resets')} > 0"
         if not gate:
             stepped = f"({stepped}) and ({build('min_over_time')} > 0.5 * {build('max_over_time')})"
-        rows = _normalize(f"count by ({by(raw)}) ({stepped})", labels)
+        rows = labelled(f"count by ({by(raw)}) ({stepped})")
         return tagged(f"count by ({by(row)}) ({rows})", RESETS if gate else GLITCH, "1")
 
     def tok_rate_raw(self, metric: str, extra: str = "") -> str:
@@ -240,7 +253,7 @@ class Builder:
 
     def token_rates(self, metric: str, extra: str = "") -> str:
         rates = self.tok_rate_raw(metric, extra)
-        return f"sum by ({by(TOKEN_ROW)}) ({_normalize(rates, self.tok_labels)})"
+        return f"sum by ({by(TOKEN_ROW)}) ({self.tok_labelled(rates)})"
 
     def token_counters(self) -> dict[str, tuple[str, str]]:
         """Phase -> (counter, selector narrowing) of each configured token counter."""
@@ -366,8 +379,7 @@ class Builder:
 
         def per_model(metric: str) -> str:
             raw = f"sum by ({by(_unique(by_model))}) ({self.tok_rate_raw(metric)})"
-            labels = {k: self.tok_labels[k] for k in ("namespace", "model")}
-            return f"sum by ({by(MODEL)}) ({_normalize(raw, labels)})"
+            return f"sum by ({by(MODEL)}) ({self.tok_labelled(raw, ('namespace', 'model'))})"
 
         model_tps = f"{per_model(names.prompt_tokens)} + {per_model(names.generation_tokens)}"
         return f"max_over_time(({model_tps})[{self.lookback}:{self.window}])"

@@ -262,28 +262,31 @@ def test_sglang_pages(name: str, labels: list[str], requests: float | None) -> N
     assert engine.source.upstreams == ("sglang", "dcgm")
 
 
-def test_tgi_page_names_its_model_from_the_configuration() -> None:
-    tgi = page("tgi-datadog-payload-excerpt-head.prom") + page(
+TGI_STEPS = {
+    "tgi_request_input_length_sum": 60 * STEP,
+    "tgi_request_generated_tokens_sum": 6 * STEP,
+    "tgi_request_success": 0.3 * STEP,
+}
+TGI_UPSTREAM = {
+    "metrics": {
+        "prompt_tokens": "tgi_request_input_length_sum",
+        "generation_tokens": "tgi_request_generated_tokens_sum",
+        "requests": "tgi_request_success",
+    },
+    "default_model": "acme/served-by-tgi",
+}
+
+
+def tgi(i: int) -> str:
+    """The TGI page (no model label on any series) at step i."""
+    text = page("tgi-datadog-payload-excerpt-head.prom") + page(
         "tgi-datadog-payload-excerpt-generated-tokens.prom"
     )
-    steps = {
-        "tgi_request_input_length_sum": 60 * STEP,
-        "tgi_request_generated_tokens_sum": 6 * STEP,
-        "tgi_request_success": 0.3 * STEP,
-    }
-    engine = read_twice(
-        lambda i: page(AICR),
-        lambda i: advance(tgi, {k: v * i for k, v in steps.items()}),
-        AICR_POD,
-        upstream={
-            "metrics": {
-                "prompt_tokens": "tgi_request_input_length_sum",
-                "generation_tokens": "tgi_request_generated_tokens_sum",
-                "requests": "tgi_request_success",
-            },
-            "default_model": "acme/served-by-tgi",
-        },
-    )
+    return advance(text, {k: v * i for k, v in TGI_STEPS.items()})
+
+
+def test_tgi_page_names_its_model_from_the_configuration() -> None:
+    engine = read_twice(lambda i: page(AICR), tgi, AICR_POD, upstream=TGI_UPSTREAM)
     f = only_model(engine)
     assert f.model == "acme/served-by-tgi"
     assert f.tokens_per_second == {"prompt": pytest.approx(60), "generation": pytest.approx(6)}
@@ -349,7 +352,9 @@ SERVER = Target("vllm", "/vllm", AICR_POD, False, "vllm", AICR_POD["pod"])
 
 
 def prometheus_figures(
-    tmp_path: Path, scrapes: list[tuple[Target, Callable[[int], str]]]
+    tmp_path: Path,
+    scrapes: list[tuple[Target, Callable[[int], str]]],
+    upstream: Mapping[str, object] | None = None,
 ) -> Engine:
     end = time.time() - 1
     steps = 15  # 7 minutes at STEP: a full 5-minute window
@@ -357,7 +362,8 @@ def prometheus_figures(
         tmp_path / "prometheus", "127.0.0.1:9", [], backfill=om_history(scrapes, end, steps)
     ).start()
     try:
-        config = build(merge(default_document(), {"prometheus": {"url": server.url}}))
+        document = {"prometheus": {"url": server.url}, "upstream": dict(upstream or {})}
+        config = build(merge(default_document(), document))
         source = PrometheusSource(config, clock=lambda: end)
         engine = Engine(config, source, clock=lambda: end)
         assert engine.run_cycle(), engine.state.errors_total
@@ -394,3 +400,23 @@ def test_a_blank_power_reading_through_prometheus_is_withheld(tmp_path: Path) ->
     f = only_model(engine)
     assert f.power_w == {} and f.tokens_per_second["prompt"] == pytest.approx(100, rel=0.02)
     assert errors(engine, "implausible") == 1
+
+
+def test_a_tgi_page_through_prometheus_names_its_model_from_the_configuration(
+    tmp_path: Path,
+) -> None:
+    """TGI's series name no model: the Prometheus source gives them upstream.default_model,
+    as the direct source does; without it the pod is left out and the reason said."""
+    server = Target("tgi", "/tgi", AICR_POD, False, "vllm", AICR_POD["pod"])
+    scrapes = [(dcgm_target(), lambda i: page(AICR)), (server, tgi)]
+    f = only_model(prometheus_figures(tmp_path / "named", scrapes, TGI_UPSTREAM))
+    assert f.model == "acme/served-by-tgi" and f.power_w
+    assert f.tokens_per_second == {
+        "prompt": pytest.approx(60, rel=0.02),
+        "generation": pytest.approx(6, rel=0.02),
+    }
+
+    unnamed = {**TGI_UPSTREAM, "default_model": ""}
+    engine = prometheus_figures(tmp_path / "unnamed", scrapes, unnamed)
+    assert engine.state.snapshot is not None and engine.state.snapshot.models == ()
+    assert errors(engine, "missing_series") == 1

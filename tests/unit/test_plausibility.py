@@ -21,7 +21,8 @@ from exporter.model.problems import IMPLAUSIBLE, INVALID_VALUE
 from exporter.sources.direct import DirectSource
 from exporter.sources.plausibility import FP64_BLANK, INT64_BLANK, Plausibility
 from exporter.sources.prometheus_api import Sample
-from exporter.sources.prometheus_rows import gpu_rows, token_rows
+from exporter.sources.prometheus_rows import gpu_rows
+from exporter.sources.prometheus_tokens import token_rows
 from exporter.sources.promql import PHASE, TOKEN_PHASES
 from tests.harness import parse_samples
 
