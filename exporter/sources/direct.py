@@ -23,7 +23,7 @@ from exporter.model.problems import (
 )
 from exporter.sources.direct_gpus import DcgmReader, first_label
 from exporter.sources.direct_tokens import TokenReader
-from exporter.sources.http import HttpFetcher, HttpOptions, snippet
+from exporter.sources.http import HttpFetcher, HttpOptions
 from exporter.sources.page_parser import Row, base_name, parse
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesKey, SeriesStore
@@ -191,7 +191,8 @@ class DirectSource:
         if status >= 400:
             raise UpstreamError(
                 HTTP_STATUS,
-                self.http.scrub(f"{upstream} HTTP {status} from {redact(url)}: {snippet(body)}"),
+                self.http.scrub(f"{upstream} HTTP {status} from {redact(url)}: ")
+                + self.http.excerpt(body),
                 upstream,
                 status,
             )
@@ -200,7 +201,7 @@ class DirectSource:
             raise UpstreamError(
                 MALFORMED,
                 f"{upstream} page {redact(url)} is HTML, not Prometheus text exposition: "
-                f"{snippet(body)}",
+                f"{self.http.excerpt(body)}",
                 upstream,
             )
         try:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from exporter.model.intensity import LiveValue
 from exporter.model.problems import HTTP_STATUS, INVALID_VALUE, MALFORMED, UpstreamError
-from exporter.sources.http import HttpFetcher, HttpOptions, HttpResponse, snippet
+from exporter.sources.http import HttpFetcher, HttpOptions, HttpResponse, cut
 
 TIMEOUT_S = 10.0  # per request; a slow provider delays only its own next zone
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -81,14 +81,16 @@ def answer_json(
     provider's own error text (scrubbed of credentials), RetryLater for a 429."""
     payload = _decode(response.body)
     if response.status >= 300:
-        detail = _error_text(payload) or snippet(response.body)
+        error = http.scrub(_error_text(payload))  # scrubbed before it is cut
+        detail = cut(error, 300) if error else http.excerpt(response.body)
         message = http.scrub(f"HTTP {response.status} from {where}: {detail}")
         if response.status == 429:
             raise RetryLater(message, retry_after_seconds(response.header("Retry-After"), now))
         raise UpstreamError(HTTP_STATUS, message)
     if not isinstance(payload, dict):
         raise UpstreamError(
-            MALFORMED, http.scrub(f"{where} did not answer a JSON object: {snippet(response.body)}")
+            MALFORMED,
+            http.scrub(f"{where} did not answer a JSON object: ") + http.excerpt(response.body),
         )
     return payload
 
@@ -105,7 +107,7 @@ def _error_text(payload: Any) -> str:
     if not isinstance(payload, dict):
         return ""
     parts = [payload.get(key) for key in ("error", "message", "msg")]
-    return ": ".join(str(p) for p in parts if isinstance(p, str) and p)[:300]
+    return ": ".join(str(p) for p in parts if isinstance(p, str) and p)
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

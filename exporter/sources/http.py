@@ -140,6 +140,11 @@ class HttpFetcher:
             text = text.replace(secret, "<redacted>")
         return text
 
+    def excerpt(self, body: bytes | bytearray, limit: int = 120) -> str:
+        """The start of a body on one line for a message, scrubbed before it is cut: a cut
+        through a secret would leave its start, which the scrub no longer recognises."""
+        return cut(self.scrub(body[:EXCERPT_READ].decode("utf-8", "replace")), limit)
+
     def get(self, url: str, params: Mapping[str, str] | None = None) -> tuple[int, bytearray]:
         """(status, body) of a GET; every failure raises UpstreamError."""
         response = self.fetch(url, params)
@@ -297,10 +302,12 @@ def _read_secret(path: str) -> str:
         raise UpstreamError(AUTH_FILE, f"cannot read credentials file {path!r}: {why}") from None
 
 
-def snippet(body: bytes | bytearray) -> str:
-    """The start of a body on one line, for messages."""
-    text = body[:200].decode("utf-8", "replace")
-    return " ".join(text.split())[:120] or "(empty body)"
+EXCERPT_READ = 65536  # bytes of a body scrubbed for an excerpt: past any secret it echoes
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters."""
+    return " ".join(text[: limit * 4].split())[:limit] or "(empty body)"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from exporter.model.problems import (
     QUERY_ERROR,
     UpstreamError,
 )
-from exporter.sources.http import HttpFetcher, HttpOptions, snippet
+from exporter.sources.http import HttpFetcher, HttpOptions
 from exporter.text import redact
 
 
@@ -100,7 +100,6 @@ class PrometheusClient:
         """The `data` of a successful answer; every other answer raises UpstreamError."""
         status, body = self.http.get(self.url + path, params)
         url, scrub = redact(self.url), self.http.scrub
-        start = snippet(body)
         try:
             payload: _Envelope | None = msgspec.json.decode(body, type=_Envelope)
         except (msgspec.DecodeError, RecursionError):
@@ -110,12 +109,13 @@ class PrometheusClient:
                 detail = f"{payload.errorType or 'error'}: {payload.error or ''}".strip()
                 reason = QUERY_ERROR if status in (200, 400, 422) else HTTP_STATUS
             else:
-                detail, reason = start, HTTP_STATUS
+                detail, reason = self.http.excerpt(body), HTTP_STATUS
             raise UpstreamError(
                 reason, scrub(f"HTTP {status} from {url}{path}: {detail}"), status=status
             )
         if payload is None:
-            raise UpstreamError(MALFORMED, scrub(f"{url}{path} did not return JSON: {start}"))
+            start = self.http.excerpt(body)
+            raise UpstreamError(MALFORMED, scrub(f"{url}{path} did not return JSON: ") + start)
         if payload.status != "success" or not payload.data:
             raise UpstreamError(MALFORMED, f"{url}{path}: unexpected response shape")
         # A querier's failed store (Thanos partial responses, VictoriaMetrics isPartial): the

@@ -153,6 +153,11 @@ def test_em_refusals_say_why_without_the_key(em: GridStandIn, token_file: Path) 
     em.faults.append(Fault(status=401, body=f'{{"error": "bad key {EM_TOKEN}"}}'.encode()))
     error = failure(lambda: ElectricityMaps(str(token_file), em.url).fetch("KR"), HTTP_STATUS)
     assert EM_TOKEN not in str(error) and "<redacted>" in str(error)
+    # Echoed where the message's 300 characters of the error would cut it: none of it shows.
+    error_text = "x" * 290 + " " + EM_TOKEN
+    em.faults.append(Fault(status=401, body=json.dumps({"error": error_text}).encode()))
+    error = failure(lambda: ElectricityMaps(str(token_file), em.url).fetch("KR"), HTTP_STATUS)
+    assert EM_TOKEN[:8] not in str(error)
     unknown = failure(lambda: ElectricityMaps(str(token_file), em.url).fetch("XX"), HTTP_STATUS)
     assert "HTTP 404" in str(unknown)
 

@@ -585,6 +585,10 @@ def test_bearer_token_not_in_transport_errors(
             id="422-envelope",
         ),
         pytest.param(200, "<html>who is {auth}?</html>", MALFORMED, id="200-html"),
+        # The token alone, where a message's excerpt of the body would cut it in two: the
+        # start of a secret is as much a leak as all of it.
+        pytest.param(500, "x" * 107 + " " + TOKEN, HTTP_STATUS, id="500-cut-in-the-token"),
+        pytest.param(200, "<p>" + "x" * 104 + " " + TOKEN, MALFORMED, id="200-cut-in-the-token"),
     ],
 )
 def test_echoed_bearer_token_not_in_message(
@@ -599,7 +603,7 @@ def test_echoed_bearer_token_not_in_message(
     token_file.write_text(TOKEN)
     prom.answer(status=status, body=body, echo_authorization=True)
     error = expect_error(make_client(prom.url, bearer_token_file=str(token_file)), reason)
-    assert TOKEN not in str(error)
+    assert TOKEN[:8] not in str(error)
 
 
 def test_malformed_token_file_does_not_leak_token(
