@@ -16,8 +16,10 @@ import yaml
 
 from exporter.exposition.catalogue import SPECS
 from tests.dashboards_util import (
+    DASHBOARD_DIR,
     DETAIL_UID,
     OVERVIEW_UID,
+    ROOT,
     RULES_FILE,
     RULES_TEST_FILE,
     alert_rules,
@@ -132,3 +134,22 @@ def test_alerts_name_exporter_metrics_and_link_the_dashboards(rule: dict[str, An
         assert "var-model={{ $labels.model | urlquery }}" in url
     else:
         assert url.startswith(f"/d/{OVERVIEW_UID}/")
+
+
+def test_the_readme_lists_every_alert() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [rule["alert"] for rule in alert_rules() if f"`{rule['alert']}`" not in readme]
+    assert not missing, f"README.md's Alerts list leaves out {missing}"
+
+
+def test_docs_and_dashboards_name_only_alerts_that_exist() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    paths = [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        *(ROOT / "deploy").rglob("*.md"),
+        *DASHBOARD_DIR.glob("*.json"),
+    ]
+    for path in paths:
+        named = set(re.findall(rf"\b{PREFIX}\w+", path.read_text()))
+        assert named <= names, f"{path.relative_to(ROOT)} names no such alert: {named - names}"

@@ -26,6 +26,7 @@ from tests.dashboards_util import (
     grafana_regex_escape,
     load_dashboards,
     queried_panels,
+    scale_integrals,
     substitute,
 )
 from tests.harness import ExporterProcess, PrometheusServer, running, wait_until
@@ -40,6 +41,8 @@ IDLE = {"namespace": "nrp-llm", "model": "meta-llama/Llama-3.1-8B-Instruct"}
 ALL = {"namespace": ".*", "model": ".*"}
 # Exporter scrapes (1 s apart) needed inside the 30 s that $__range stands for.
 SETTLED_SCRAPES = 12
+# The totals over the range integrate 5-minute steps; the exporter has run for seconds here.
+STEP_SECONDS = 5
 
 BOARDS = load_dashboards()
 
@@ -142,7 +145,11 @@ def evaluate(
         Evaluated(panel, target, expr, query(prometheus, expr))
         for panel in queried_panels(BOARDS[board])
         for target in panel["targets"]
-        for expr in [substitute(target["expr"], {"datasource": "", **variables})]
+        for expr in [
+            substitute(
+                scale_integrals(target["expr"], STEP_SECONDS), {"datasource": "", **variables}
+            )
+        ]
     ]
 
 
@@ -335,7 +342,8 @@ def test_sidecar_replicas_add_up_and_stay_apart(
         for board, variables in (("overview.json", ALL), ("model-detail.json", detail)):
             for panel in queried_panels(BOARDS[board]):
                 for target in panel["targets"]:
-                    query(server, substitute(target["expr"], {"datasource": "", **variables}))
+                    expr = scale_integrals(target["expr"], STEP_SECONDS)
+                    query(server, substitute(expr, {"datasource": "", **variables}))
         (power,) = panel_exprs("model-detail.json", "GPU power (measured)")
         got = float(query(server, substitute(power, {"datasource": "", **detail}))[0]["value"][1])
         assert got == pytest.approx(total, rel=0.02)

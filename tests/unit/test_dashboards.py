@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from exporter.exposition.catalogue import SPECS
+from exporter.model.figures import INFO_LABELS
 from tests.dashboards_util import (
     DASHBOARD_FILES,
+    INTEGRAL,
     MACROS,
     ROOT,
     UIDS,
@@ -170,14 +172,46 @@ def test_queries_name_only_exporter_metrics_and_their_labels(
 
 
 def test_ranges_use_grafana_interval_macros(board: tuple[str, dict[str, Any]]) -> None:
+    """Rates over $__rate_interval; ranges over $__range. The one fixed window is the step of
+    the totals over the range (INTEGRAL), where the rate's window and the step must agree."""
     _, dashboard = board
     for panel in queried_panels(dashboard):
         for expr in exprs(panel):
-            for window in re.findall(r"\[([^\]]*)\]", expr):
+            rest = INTEGRAL.sub("0", expr)
+            for window in re.findall(r"\[([^\]]*)\]", rest):
                 assert window in ("$__rate_interval", "$__range"), (panel["title"], window)
-            for call in re.finditer(r"\b(i?rate|increase)\((.*?)\[([^\]]*)\]", expr):
+            for call in re.finditer(r"\b(i?rate|increase)\((.*?)\[([^\]]*)\]", rest):
                 if call.group(1) != "increase":
                     assert call.group(3) == "$__rate_interval", (panel["title"], expr)
+
+
+def test_totals_over_the_range_take_the_largest_copy_at_each_step(
+    board: tuple[str, dict[str, Any]],
+) -> None:
+    """The exporter's counters are read only as INTEGRAL: the largest copy per serving pod at
+    each 5-minute step, then the steps added up. The largest increase() over the whole range
+    would keep only one of a replaced exporter's and its successor's counters (about half the
+    total when the pod was replaced mid-range). The descriptions say so."""
+    _, dashboard = board
+    found = 0
+    for panel in queried_panels(dashboard):
+        for expr in exprs(panel):
+            counters = {
+                m
+                for m in metric_names(expr)
+                if SPECS[m].kind == "counter" and SPECS[m].group == "model"
+            }
+            if not counters:
+                continue
+            found += 1
+            integrals = list(INTEGRAL.finditer(expr))
+            assert {m["metric"] for m in integrals} == counters, (panel["title"], expr)
+            assert "increase(" not in expr, (panel["title"], expr)
+            for match in integrals:
+                assert "serving_pod" in match["by"].split(", "), (panel["title"], expr)
+            assert "5-minute steps" in panel["description"], panel["title"]
+            assert "Up to one step" in panel["description"], panel["title"]
+    assert found
 
 
 def test_only_defined_variables_are_used(board: tuple[str, dict[str, Any]]) -> None:
@@ -342,7 +376,50 @@ def test_overview_has_the_fleet_and_per_model_panels() -> None:
     ):
         assert needle in text, needle
     cumulative = [e for p in queried_panels(overview) for e in exprs(p) if "co2_grams_total" in e]
-    assert cumulative and all("increase(" in e and "[$__range]" in e for e in cumulative)
+    assert cumulative and all(INTEGRAL.search(e) and "[$__range:" in e for e in cumulative)
+
+
+# The gate every measured per-token or per-request cell of the overview's table needs, unless
+# it reads a figure the exporter already withholds while the model is inactive (*_per_token).
+ACTIVE_GATE = re.compile(
+    r" and on \(namespace, model\) \(max by \(namespace, model\) "
+    r"\(llm_carbon_active\{[^{}]*\}\) == 1\)$"
+)
+
+
+def test_per_model_table_cells_per_token_and_per_request_follow_the_activity_flag() -> None:
+    """The table's description says its measured per-token and per-request cells and the
+    observed prompt share are empty while a model is inactive: tokens and requests per second
+    are exported then (below the activity threshold, possibly above 0), so a division by them
+    needs the flag, not only `> 0`."""
+    table = next(
+        p for p in queried_panels(BOARDS["overview.json"]) if p["title"] == "Per-model figures"
+    )
+    assert "empty while a model is inactive" in table["description"]
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    names = organize["options"]["renameByName"]
+    gated = 0
+    for target in table["targets"]:
+        column = names[f"Value #{target['refId']}"]
+        if not ("/token" in column or "/request" in column or column == "prompt share"):
+            continue
+        metrics = metric_names(target["expr"])
+        if any(m.endswith("_per_token") for m in metrics):
+            continue  # absent while inactive at the source
+        assert ACTIVE_GATE.search(target["expr"]), (column, target["expr"])
+        gated += 1
+    assert gated >= 5  # J/token amortized, CO2/token, prompt share, Wh/request, SCI/token
+
+
+def test_the_assumptions_table_shows_every_info_label() -> None:
+    detail = BOARDS["model-detail.json"]
+    table = next(p for p in queried_panels(detail) if p["title"].startswith("Assumptions"))
+    (expr,) = exprs(table)
+    grouping = re.match(r"max by \(([^()]*)\)", expr)
+    assert grouping, expr
+    assert set(INFO_LABELS) <= set(grouping.group(1).split(", ")), set(INFO_LABELS)
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    assert set(INFO_LABELS) <= set(organize["options"]["indexByName"])
 
 
 def test_model_detail_charts_cost_against_its_context() -> None:
