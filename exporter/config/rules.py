@@ -64,6 +64,12 @@ def _direct(config: Config) -> Problems:
         yield "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
     if not config.direct.dcgm_urls:
         yield "direct.dcgm_urls", "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)"
+    for j, url in enumerate(config.direct.dcgm_urls):
+        if url in config.direct.dcgm_urls[:j]:
+            yield (
+                f"direct.dcgm_urls[{j}]",
+                "listed twice: its GPUs would count twice",
+            )
     owner: dict[str, int] = {}
     for i, pod in enumerate(config.direct.pods):
         if not pod.pod or not pod.namespace:

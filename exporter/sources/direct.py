@@ -289,6 +289,7 @@ class DirectSource:
         left out in all (its other replicas alone would understate it), and a pod that
         served a left-out model cannot split its power: its GPUs are left out too."""
         index = self.gpus.index(dcgm)
+        problems += self.gpus.echo_problems(index)
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)

@@ -19,14 +19,22 @@ from dataclasses import dataclass, field
 from exporter.config import Config, DirectPod
 from exporter.model.mig import share_of_gpu
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE, PodGpus, SharedGpu
-from exporter.model.problems import MISSING_SERIES, NODE_MISMATCH, Problem, pod_ref
+from exporter.model.problems import (
+    IMPLAUSIBLE,
+    MISSING_SERIES,
+    NODE_MISMATCH,
+    Problem,
+    pod_ref,
+)
 from exporter.sources.page_parser import Row, base_name
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesStore, series_key
+from exporter.text import redact
 
 UPSTREAM = "dcgm"
 Owner = tuple[str, str]  # (namespace, pod)
 PageGpu = tuple[str, str]  # (page, GPU id)
+UUID_PREFIXES = ("GPU-", "MIG-")  # NVIDIA's UUIDs, unique across machines (nvidia-smi -L)
 
 
 def first_label(labels: Mapping[str, str], choices: Iterable[str]) -> str:
@@ -50,6 +58,17 @@ class PageIndex:
     holders: dict[PageGpu, set[Owner]] = field(default_factory=lambda: defaultdict(set))
     instances: dict[PageGpu, set[str]] = field(default_factory=lambda: defaultdict(set))
     gpu_rows: dict[PageGpu, list[Row]] = field(default_factory=lambda: defaultdict(list))
+    # A GPU by its UUID on more than one page (one dcgm-exporter listed under two URLs): read
+    # from the first page only. UUID -> the pages, the first one read.
+    pages_of: dict[str, list[str]] = field(default_factory=dict)
+
+    def elsewhere(self, page: str, gpu_id: str) -> bool:
+        """Whether `gpu_id` is a UUID read from another page than `page`."""
+        pages = self.pages_of.get(gpu_id)
+        return pages is not None and pages[0] != page
+
+    def echoed(self) -> dict[str, list[str]]:
+        return {gpu: pages for gpu, pages in self.pages_of.items() if len(pages) > 1}
 
 
 @dataclass
@@ -98,7 +117,14 @@ class DcgmReader:
         for page, rows in pages.items():
             for row in rows:
                 labels = row[1]
-                gpu = (page, first_label(labels, self.labels.gpu_id))
+                gpu_id = first_label(labels, self.labels.gpu_id)
+                if gpu_id.startswith(UUID_PREFIXES):
+                    seen_on = out.pages_of.setdefault(gpu_id, [page])
+                    if seen_on[-1] != page:
+                        seen_on.append(page)
+                    if seen_on[0] != page:
+                        continue
+                gpu = (page, gpu_id)
                 owner = self._owner(labels)
                 if owner[1]:  # a series without a pod label holds nothing
                     out.holders[gpu].add(owner)
@@ -108,6 +134,23 @@ class DcgmReader:
                 else:
                     out.gpu_rows[gpu].append(row)
         return out
+
+    @staticmethod
+    def echo_problems(index: PageIndex) -> list[Problem]:
+        """One problem per set of pages that show the same GPUs, which count once."""
+        echoes: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for gpu_id, pages in index.echoed().items():
+            echoes[tuple(pages)].append(gpu_id)
+        return [
+            Problem(
+                UPSTREAM,
+                IMPLAUSIBLE,
+                f"{_count_gpus(len(gpus))} on {redact(pages[0])} also on "
+                f"{', '.join(redact(p) for p in pages[1:])} (one dcgm-exporter under two "
+                "direct.dcgm_urls?): counted once, from the first",
+            )
+            for pages, gpus in sorted(echoes.items())
+        ]
 
     def pod_gpus(
         self,
@@ -167,7 +210,7 @@ class DcgmReader:
             for name, labels, _ in rows:
                 gpu_id = first_label(labels, self.labels.gpu_id)
                 labelled = self._owner(labels) == me
-                if not (labelled or gpu_id in wanted_ids):
+                if not (labelled or gpu_id in wanted_ids) or index.elsewhere(page, gpu_id):
                     continue
                 gpu = self._gpu(page, labels)
                 instance = first_label(labels, self.labels.mig_instance)
@@ -306,6 +349,10 @@ class DcgmReader:
                 )
             )
         return self.node or labelled
+
+
+def _count_gpus(n: int) -> str:
+    return "1 GPU" if n == 1 else f"{n} GPUs"
 
 
 def _pod_problem(me: Owner, reason: str, message: str) -> Problem:

@@ -13,8 +13,15 @@ from exporter.sources.direct_gpus import first_label
 from exporter.sources.page_parser import Row, base_name
 from exporter.sources.plausibility import Plausibility
 from exporter.sources.promql import COMPUTED_SOURCE_VALUE, REQUIRED_PHASES, TOKEN_PHASES
-from exporter.sources.series_store import SeriesStore, series_key
+from exporter.sources.series_store import SeriesKey, SeriesStore, series_key
 from exporter.text import redact
+
+
+class _Refused:
+    """A series whose sample or rate was refused this cycle (not merely too young)."""
+
+
+REFUSED = _Refused()
 
 
 class TokenReader:
@@ -97,22 +104,36 @@ class TokenReader:
         namespace, name = pod.namespace or "", pod.pod or ""
         ref = pod_ref(namespace, name)
         rates: dict[str, dict[str, float | None]] = defaultdict(dict)
+        refused: set[tuple[str, str]] = set()  # (model, phase)
         incomplete: set[str] = set()
         for url in pod.vllm_urls:
             if url not in pages:  # could not be read: what it served last is left out
                 incomplete |= unread_models[url]
                 continue
+            counted: set[SeriesKey] = set()
             for series, labels, _ in pages[url]:
                 model = self._model(labels)
                 phase = self.phase_of.get(series)
                 if not model or phase is None:
                     continue
-                rate = self._rate(url, series, labels, ref, model, phase, problems)
-                total = rates[model].get(phase, 0.0)
-                if rate is None and phase in REQUIRED_PHASES:
-                    incomplete.add(model)  # refused, or one sample so far: a rate needs two
-                # One series without a rate leaves the phase without one.
-                rates[model][phase] = None if rate is None or total is None else total + rate
+                key = series_key(url, series, labels)
+                if key in counted:
+                    continue  # a line the page repeats counts once
+                counted.add(key)
+                rate = self._rate(key, ref, model, phase, problems)
+                phases = rates[model]
+                if isinstance(rate, _Refused):
+                    refused.add((model, phase))
+                    phases.setdefault(phase, None)
+                elif rate is None:  # one sample so far (a new series): the others stand
+                    phases.setdefault(phase, None)
+                else:
+                    phases[phase] = (phases.get(phase) or 0.0) + rate
+        for model, phase in refused:
+            rates[model][phase] = None  # one refused series leaves the phase without a rate
+        for model, phases in rates.items():
+            if any(phases.get(p, 0.0) is None for p in REQUIRED_PHASES):
+                incomplete.add(model)  # refused, or no series with two samples yet
         incomplete |= _one_sided(self.upstream, ref, rates, problems)
         rows = [
             PodTokens(
@@ -130,18 +151,10 @@ class TokenReader:
         return rows, {(namespace, model) for model in incomplete}
 
     def _rate(
-        self,
-        url: str,
-        series: str,
-        labels: Mapping[str, str],
-        ref: str,
-        model: str,
-        phase: str,
-        problems: list[Problem],
-    ) -> float | None:
-        """The series' rate over its window, or None: one sample so far, or refused (said,
-        with what the refusal costs)."""
-        key = series_key(url, series, labels)
+        self, key: SeriesKey, ref: str, model: str, phase: str, problems: list[Problem]
+    ) -> float | _Refused | None:
+        """The series' rate over its window; None with one sample so far; REFUSED when its
+        sample or rate is implausible (said, with what the refusal costs)."""
         refusal = self.store.refused.get(key)
         rate = None if refusal else self.store.windows[key].counter_rate()
         if refusal is None and rate is not None:
@@ -153,11 +166,11 @@ class TokenReader:
             Problem(
                 self.upstream,
                 refusal.reason,
-                f"{series} for {ref} model {model!r} is {refusal.why}; {cost}",
+                f"{key[1]} for {ref} model {model!r} is {refusal.why}; {cost}",
                 frozenset({ref}),
             )
         )
-        return None
+        return REFUSED
 
 
 def _one_sided(

@@ -39,6 +39,10 @@ class Refusal:
     why: str
 
 
+# A counter sample below the last one but above half of it.
+STEP_BACK = Refusal(IMPLAUSIBLE, "went backwards without restarting (a step back, not a reset)")
+
+
 def blank(value: float) -> bool:
     """Whether `value` is one of DCGM's blank sentinels (or above the smallest of them that
     no real reading of a power, ratio or counter reaches)."""
@@ -77,11 +81,10 @@ class Plausibility:
 
     def counter_step(self, previous: float, value: float) -> Refusal | None:
         """A counter sample after `previous`: going back to less than half is a restart
-        (counted from 0 again); a smaller step back is a glitch, withheld."""
+        (counted from 0 again); a smaller step back is a glitch, withheld (unless the next
+        read shows a young counter that restarted: see `SeriesStore.record`)."""
         if value < previous and value >= previous / 2:
-            return Refusal(
-                IMPLAUSIBLE, "went backwards without restarting (a step back, not a reset)"
-            )
+            return STEP_BACK
         return None
 
     def gpu_power(self, watts: float, gpus: float, gpu_model: str) -> Refusal | None:

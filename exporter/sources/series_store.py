@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from exporter.sources.page_parser import Row
-from exporter.sources.plausibility import Refusal
+from exporter.sources.plausibility import STEP_BACK, Refusal
 from exporter.sources.rates import SeriesWindow
 
+# A counter refused as a step back that grows by this factor by the next read restarted.
+RESTART_GROWTH = 1.5
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (page, name, labels)
 # Whether a sample may enter its series' window: (name, labels, value, the series' last
 # accepted value or None) -> why not, or None.
@@ -25,21 +27,38 @@ class SeriesStore:
         self.judge = judge
         self.windows: dict[SeriesKey, SeriesWindow] = {}
         self.refused: dict[SeriesKey, Refusal] = {}  # this cycle's refused samples
+        # Counters refused as a step back: (time, value) of the refused sample, last cycle's
+        # and this one's.
+        self._stepped_back: dict[SeriesKey, tuple[float, float]] = {}
+        self._stepping: dict[SeriesKey, tuple[float, float]] = {}
 
     def start_cycle(self) -> None:
         self.refused = {}
+        self._stepped_back, self._stepping = self._stepping, {}
 
     def record(self, page: str, rows: Iterable[Row], now: float, seen: set[SeriesKey]) -> None:
         """Adds each row's sample to its series' window, unless the judge refuses it: a bad
         sample would spoil every rate and mean over the window it entered, so it is marked
-        refused for this cycle instead."""
+        refused for this cycle instead.
+
+        A counter refused as a step back (below its last value, above half of it) that has
+        grown by at least half of the refused value at the next read was a young counter
+        that restarted: only such a counter grows that fast. The refused sample then enters
+        the window after all, where it reads as the reset, and the counter counts from
+        zero. A glitch (a small step back, then on as before) grows at its usual pace and
+        stays refused."""
         for name, labels, value in rows:
             key = series_key(page, name, labels)
             seen.add(key)
             window = self.windows.get(key)
+            stepped = self._stepped_back.get(key)
+            if window is not None and stepped is not None and value >= RESTART_GROWTH * stepped[1]:
+                window.add(*stepped)
             refusal = self.judge(name, labels, value, window.last() if window else None)
             if refusal is not None:
                 self.refused[key] = refusal
+                if refusal == STEP_BACK:
+                    self._stepping[key] = (now, value)
                 continue
             if window is None:
                 window = self.windows[key] = SeriesWindow(self.window)

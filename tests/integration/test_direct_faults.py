@@ -299,7 +299,10 @@ def two_pods(server: StaticPages, b_model: str) -> tuple[Config, Callable[..., d
         for pod, node, model in (("a", "n1", MODEL), ("b", "n2", b_model)):
             out[f"/vllm-{pod}"] = vllm_page(v).replace(MODEL, model)
             out[f"/dcgm-{node}"] = (
-                dcgm_page(v).replace('pod="p"', f'pod="{pod}"').replace("n.ucsd.edu", node)
+                dcgm_page(v)
+                .replace('pod="p"', f'pod="{pod}"')
+                .replace("n.ucsd.edu", node)
+                .replace('UUID="GPU-9"', f'UUID="GPU-{node}"')
             )
         return {**out, **{f"/{k.replace('_', '-')}": page for k, page in broken.items()}}
 

@@ -623,3 +623,60 @@ def test_a_one_sided_token_page_leaves_the_model_out_and_says_so() -> None:
     # No generation series: not "0 generation tokens", but no figures, and a counted problem.
     assert engine.state.snapshot.models == ()
     assert engine.state.errors_total[("vllm", "missing_series")] >= 1
+
+
+def test_a_new_token_series_and_a_repeated_line_leave_the_rates_right() -> None:
+    # vLLM V1 with a second engine that starts counting at the third read (one sample then:
+    # no rate of its own yet), and a page that prints its generation line twice.
+    server = StaticPages({})
+    rates = []
+    try:
+        with freeze_time(START) as frozen:
+            config = sidecar(server, "/vllm")
+            engine = Engine(config, DirectSource(config))
+            for read in range(5):
+                seconds = 30 * read
+                page = f'vllm:prompt_tokens_total{{model_name="m",engine="0"}} {900 * seconds}\n'
+                if read >= 2:
+                    later = seconds - 60
+                    page += f'vllm:prompt_tokens_total{{model_name="m",engine="1"}} {600 * later}\n'
+                page += f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n' * 2
+                server.pages["/vllm"] = page
+                server.pages["/dcgm"] = dcgm_page(10**9 + 300_000 * seconds)
+                assert engine.run_cycle()
+                models = engine.state.snapshot.models
+                rates.append(models[0].tokens_per_second if models else None)
+                frozen.tick(30)
+    finally:
+        server.close()
+    assert rates[0] is None  # one sample of everything: no rate yet
+    # The new engine's first read leaves engine 0's rate standing; from its second, both.
+    prompt = [r["prompt"] for r in rates[1:]]  # type: ignore[index]
+    assert prompt == pytest.approx([900, 900, 1500, 1500])
+    assert [r["generation"] for r in rates[1:]] == pytest.approx([100] * 4)  # type: ignore[index]
+
+
+def test_one_dcgm_exporter_under_two_urls_counts_its_gpus_once() -> None:
+    server = StaticPages({})
+    twice = [f"{server.base}/dcgm", f"{server.base}/dcgm-by-node-ip"]
+    try:
+        with freeze_time(START) as frozen:
+            pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}/vllm"]}
+            config = sidecar(server, "/vllm", direct={"dcgm_urls": twice, "pods": [pod]})
+            engine = Engine(config, DirectSource(config))
+            for read in range(3):
+                seconds = 30 * read
+                server.pages["/vllm"] = (
+                    f'vllm:prompt_tokens_total{{model_name="m"}} {900 * seconds}\n'
+                    f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n'
+                )
+                page = dcgm_page(10**9 + 300_000 * seconds)
+                server.pages["/dcgm"] = server.pages["/dcgm-by-node-ip"] = page
+                assert engine.run_cycle()
+                frozen.tick(30)
+    finally:
+        server.close()
+    (model,) = engine.state.snapshot.models
+    assert model.gpus == 1 and model.power_w["gpu"] == pytest.approx(300)
+    assert model.info_value("attribution") == "exclusive"
+    assert engine.state.errors_total[("dcgm", "implausible")] >= 1
