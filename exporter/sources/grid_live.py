@@ -89,7 +89,9 @@ class ProviderFeed:
                     state.zone,
                     state.failures,
                 )
-            state.value, state.failures, state.error = value, 0, None
+            if state.value is None or value.at >= state.value.at:
+                state.value = value  # an answer older than the one held (a stale cache) is not
+            state.failures, state.error = 0, None
             state.due = started + self.refresh
 
     def _failed(self, state: _Zone, exc: UpstreamError, started: float) -> None:

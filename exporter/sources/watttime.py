@@ -12,7 +12,8 @@ SDK and the transition guide), so one answer is twelve 5-minute points, not 288.
 
 A token is renewed five minutes before its 30 minutes are up, and once more on a 401 or 403
 (v3 documents neither for an expired token; WattTime's v2 answered 403, the Carbon Aware SDK
-retries once on both)."""
+retries once on both). A region that answers 403 to a token just obtained is outside the plan:
+its 403s are taken at their word until it answers again, without logging in for each."""
 
 from __future__ import annotations
 
@@ -39,7 +40,6 @@ SIGNAL = "co2_moer"
 UNITS = "lbs_co2_per_mwh"
 TOKEN_LIFETIME_S = 1800.0
 RENEW_BEFORE_S = 300.0
-RELOGIN_STATUSES = (401, 403)
 
 
 class WattTime(HttpProvider):
@@ -58,13 +58,22 @@ class WattTime(HttpProvider):
         self._token: str | None = None
         self._token_at = 0.0
         self.logins = 0
+        self._forbidden: set[str] = set()  # regions that refused a fresh token (403)
 
     def fetch(self, zone: str) -> LiveValue:
         where = f"{redact(self.url)}{FORECAST} (region {zone})"
+        logins = self.logins
         response = self._forecast(zone)
-        if response.status in RELOGIN_STATUSES:
+        fresh = self.logins != logins  # the token was obtained for this request
+        if response.status == 401 or (
+            response.status == 403 and not fresh and zone not in self._forbidden
+        ):
             self._token = None  # expired or revoked: log in again, once
             response = self._forecast(zone)
+        if response.status == 403:
+            self._forbidden.add(zone)
+        else:
+            self._forbidden.discard(zone)
         now = self.clock()
         return current(answer_json(self.http, response, where, now), zone, now)
 
@@ -99,7 +108,9 @@ class WattTime(HttpProvider):
 
 def current(body: Mapping[str, Any], zone: str, now: float) -> LiveValue:
     """The point of a forecast answer in force at `now` (the last one that has begun; the
-    first if none has), in g/kWh, checked: co2_moer in lb/MWh, for `zone`."""
+    first if none has), in g/kWh, checked: co2_moer in lb/MWh, for `zone`. It dates from
+    its point's time or the forecast's `meta.generated_at`, whichever is older: a forecast
+    WattTime stopped renewing ages as its data does."""
     where = f"WattTime region {zone}"
     meta = body.get("meta")
     data = body.get("data")
@@ -119,4 +130,6 @@ def current(body: Mapping[str, Any], zone: str, now: float) -> LiveValue:
     begun = [p for p in points if p[0] <= now]
     at, point = max(begun, key=lambda p: p[0]) if begun else min(points, key=lambda p: p[0])
     pounds = intensity(point.get("value"), "value", where)
+    if meta.get("generated_at") is not None:
+        at = min(at, timestamp(meta["generated_at"], "meta.generated_at", where))
     return LiveValue(pounds * LB_PER_MWH_TO_G_PER_KWH, at, estimated=True, method="forecast")

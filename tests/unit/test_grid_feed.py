@@ -24,8 +24,8 @@ START = "2026-11-26 12:00:00"
 
 
 class Scripted:
-    """A provider answering from a script per zone: a number (g/kWh) or an exception; the
-    last entry repeats."""
+    """A provider answering from a script per zone: a number (g/kWh, dated now), a
+    `LiveValue` or an exception; the last entry repeats."""
 
     name = "electricitymaps"
     basis = "location"
@@ -47,6 +47,8 @@ class Scripted:
         step = steps.pop(0) if len(steps) > 1 else steps[0]
         if isinstance(step, Exception):
             raise step
+        if isinstance(step, LiveValue):
+            return step
         return LiveValue(float(step), time.time(), False)
 
     def close(self) -> None:
@@ -133,6 +135,20 @@ def test_success_after_errors_resets_the_schedule_and_keeps_the_last_value(froze
     assert times(provider) == [0, 60, 120, 240, 300, 360, 420, 480, 540, 600]
     [fresh] = f.slots()
     assert fresh.value is not None and fresh.value.grams_per_kwh == 120 and f.up
+
+
+def test_an_answer_older_than_the_value_held_does_not_replace_it(frozen) -> None:
+    # A cache in front of the API answers with the hour before the one already held.
+    now = time.time()
+    provider = Scripted(A=[LiveValue(100, now, False), LiveValue(300, now - 3600, False), 120])
+    f = feed(provider, 60.0)
+    held = []
+    for _ in range(3):
+        f.run_due()
+        [slot] = f.slots()
+        held.append(slot.value.grams_per_kwh if slot.value else None)
+        frozen.tick(60)
+    assert held == [100, 100, 120] and f.up
 
 
 @pytest.mark.parametrize(("retry_after", "wait"), [("90", 90), ("7", 60), (None, 60)])

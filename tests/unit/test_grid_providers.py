@@ -241,11 +241,21 @@ def test_wt_token_expiring_mid_run_logs_in_once_more(
     assert provider.logins == 2
 
 
-def test_wt_refused_twice_gives_up_with_the_reason(wt: GridStandIn, password_file: Path) -> None:
+def test_wt_a_region_outside_the_plan_gives_up_with_the_reason_without_logging_in_again(
+    wt: GridStandIn, password_file: Path
+) -> None:
     provider = WattTime("nrp", str(password_file), wt.url)
-    error = failure(lambda: provider.fetch("PJM_NJ"), HTTP_STATUS)  # not in the plan
-    assert "HTTP 403" in str(error) and "Invalid scope" in str(error) and "PJM_NJ" in str(error)
-    assert [r.path for r in wt.requests] == ["/login", "/v3/forecast"] * 2
+    provider.fetch("CAISO_NORTH")
+    for _ in range(3):  # a token in use: one more login, then the 403 is taken at its word
+        error = failure(lambda: provider.fetch("PJM_NJ"), HTTP_STATUS)
+        assert "HTTP 403" in str(error) and "Invalid scope" in str(error)
+        assert "PJM_NJ" in str(error)
+    paths = [r.path for r in wt.requests]
+    assert paths == ["/login", "/v3/forecast", "/v3/forecast", "/login", *["/v3/forecast"] * 3]
+    # A 403 to a token logged in for the request itself is not an expired token.
+    fresh = WattTime("nrp", str(password_file), wt.url)
+    failure(lambda: fresh.fetch("PJM_NJ"), HTTP_STATUS)
+    assert fresh.logins == 1
 
 
 def test_wt_wrong_password_says_where_without_it(wt: GridStandIn, password_file: Path) -> None:
@@ -312,3 +322,27 @@ def test_wt_the_point_in_force_is_the_last_that_has_begun() -> None:
         current(body, "OTHER", t0)
     with pytest.raises(UpstreamError, match="no meta, or no data"):
         current({**body, "data": []}, "R", t0)
+
+
+def test_wt_a_forecast_generated_long_ago_dates_from_its_generation() -> None:
+    # WattTime renews its forecast every five minutes; one generated two hours before its
+    # point in force is two hours old, however recent that point's time.
+    t0 = 1_800_000_000.0 // 300 * 300
+    body = {
+        "data": [{"point_time": iso(t0 + 300 * i), "value": 800} for i in range(12)],
+        "meta": {
+            "region": "R",
+            "signal_type": "co2_moer",
+            "units": "lbs_co2_per_mwh",
+            "generated_at": iso(t0),
+        },
+    }
+    assert current(body, "R", t0 + 3000).at == t0  # generated before its point 10
+    assert current(body, "R", t0 + 100).at == t0  # fresh: the point's own time
+    body["meta"]["generated_at"] = "yesterday"
+    with pytest.raises(UpstreamError, match=r"meta\.generated_at 'yesterday'"):
+        current(body, "R", t0)
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
