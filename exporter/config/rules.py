@@ -79,7 +79,12 @@ def _direct(config: Config) -> Problems:
                 "POD_NAMESPACE)",
             )
         for j, url in enumerate(pod.vllm_urls):
-            if owner.setdefault(url, i) != i:
+            if url in pod.vllm_urls[:j]:
+                yield (
+                    f"direct.pods[{i}].vllm_urls[{j}]",
+                    "listed twice: its tokens would count twice",
+                )
+            elif owner.setdefault(url, i) != i:
                 yield (
                     f"direct.pods[{i}].vllm_urls[{j}]",
                     f"already listed for direct.pods[{owner[url]}]: its tokens would count "

@@ -90,7 +90,15 @@ class ProviderFeed:
                     state.failures,
                 )
             if state.value is None or value.at >= state.value.at:
-                state.value = value  # an answer older than the one held (a stale cache) is not
+                state.value = value
+            else:  # a stale cache in between: the value held is newer
+                log.info(
+                    "upstream %s zone %s answered with a value from %ds before the one held; "
+                    "keeping the newer",
+                    self.name,
+                    state.zone,
+                    state.value.at - value.at,
+                )
             state.failures, state.error = 0, None
             state.due = started + self.refresh
 

@@ -32,6 +32,10 @@ class SeriesWindow:
         """The latest accepted value."""
         return self._samples[-1][1] if self._samples else None
 
+    def last_time(self) -> float | None:
+        """When the latest accepted value was read."""
+        return self._samples[-1][0] if self._samples else None
+
     def counter_rate(self) -> float | None:
         """Per-second increase of a counter over the window, from the second sample on. A
         decrease is a reset (process restart, driver reload): the counter restarted at 0,

@@ -9,8 +9,10 @@ from exporter.sources.page_parser import Row
 from exporter.sources.plausibility import STEP_BACK, Refusal
 from exporter.sources.rates import SeriesWindow
 
-# A counter refused as a step back that grows by this factor by the next read restarted.
+# A counter refused as a step back that grows by this factor by the next read, from an old
+# value no more than this many reads' worth of its own rate, restarted (see `record`).
 RESTART_GROWTH = 1.5
+YOUNG_READS = 4
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (page, name, labels)
 # Whether a sample may enter its series' window: (name, labels, value, the series' last
 # accepted value or None) -> why not, or None.
@@ -41,18 +43,23 @@ class SeriesStore:
         sample would spoil every rate and mean over the window it entered, so it is marked
         refused for this cycle instead.
 
-        A counter refused as a step back (below its last value, above half of it) that has
-        grown by at least half of the refused value at the next read was a young counter
-        that restarted: only such a counter grows that fast. The refused sample then enters
-        the window after all, where it reads as the reset, and the counter counts from
-        zero. A glitch (a small step back, then on as before) grows at its usual pace and
-        stays refused."""
+        A counter refused as a step back (below its last value, above half of it) may have
+        restarted after all: a young counter, started within a few reads of its own pace,
+        can restart and pass half its old value within one read. When the next read shows
+        the counter grown from the refused value by half of it or more (a valid sample), and
+        the old counter was that young, the refused sample enters the window after all,
+        where it reads as the reset. A glitch of an older counter (a step back, then on as
+        before) stays refused."""
         for name, labels, value in rows:
             key = series_key(page, name, labels)
             seen.add(key)
             window = self.windows.get(key)
             stepped = self._stepped_back.get(key)
-            if window is not None and stepped is not None and value >= RESTART_GROWTH * stepped[1]:
+            if (
+                window is not None
+                and stepped is not None
+                and self._restart_shown(window, stepped, name, labels, value)
+            ):
                 window.add(*stepped)
             refusal = self.judge(name, labels, value, window.last() if window else None)
             if refusal is not None:
@@ -63,6 +70,23 @@ class SeriesStore:
             if window is None:
                 window = self.windows[key] = SeriesWindow(self.window)
             window.add(now, value)
+
+    def _restart_shown(
+        self,
+        window: SeriesWindow,
+        stepped: tuple[float, float],
+        name: str,
+        labels: Mapping[str, str],
+        value: float,
+    ) -> bool:
+        """Whether `value`, read after the step back `stepped` (time, value), shows that the
+        counter restarted there (see `record`)."""
+        at, refused = stepped
+        old, old_at, old_rate = window.last(), window.last_time(), window.counter_rate()
+        if old is None or old_at is None or not old_rate or value < RESTART_GROWTH * refused:
+            return False
+        young = old <= YOUNG_READS * old_rate * (at - old_at)
+        return young and self.judge(name, labels, value, refused) is None
 
     def forget(self, seen: set[SeriesKey], unread_pages: set[str]) -> None:
         """A series gone from a page that was read no longer counts; an unread page's series

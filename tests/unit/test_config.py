@@ -238,12 +238,16 @@ def test_one_inference_server_page_under_two_pods_is_refused(tmp_path: Path) -> 
     )
 
 
-def test_a_dcgm_url_listed_twice_is_refused(tmp_path: Path) -> None:
+def test_a_url_listed_twice_is_refused(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9400/metrics"
     pods = [{"namespace": "ns", "pod": "p", "vllm_urls": ["http://127.0.0.1:8000/metrics"]}]
     direct = {"dcgm_urls": [url, "http://127.0.0.2:9400/metrics", url], "pods": pods}
     message = error_for(tmp_path, {"source": "direct", "direct": direct})
     assert message == "direct.dcgm_urls[2]: listed twice: its GPUs would count twice"
+    pods[0]["vllm_urls"] *= 2
+    direct["dcgm_urls"] = [url]
+    message = error_for(tmp_path, {"source": "direct", "direct": direct})
+    assert message == "direct.pods[0].vllm_urls[1]: listed twice: its tokens would count twice"
 
 
 def test_redact_hides_credentials_in_urls_and_secret_parameters() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from exporter.config import load
-from exporter.sources.plausibility import STEP_BACK, Plausibility, Refusal
+from exporter.sources.plausibility import FP64_BLANK, STEP_BACK, Plausibility, Refusal
 from exporter.sources.series_store import SeriesStore, series_key
 
 PLAUSIBLE = Plausibility(load())
@@ -21,7 +21,10 @@ KEY = series_key(PAGE, NAME, LABELS)
 def counter_judge(
     name: str, labels: Mapping[str, str], value: float, previous: float | None
 ) -> Refusal | None:
-    return None if previous is None else PLAUSIBLE.counter_step(previous, value)
+    refusal = PLAUSIBLE.sample(value)
+    if refusal is None and previous is not None:
+        refusal = PLAUSIBLE.counter_step(previous, value)
+    return refusal
 
 
 def read(values: list[tuple[float, float]]) -> tuple[SeriesStore, list[Refusal | None]]:
@@ -69,3 +72,29 @@ def test_a_restarted_counter_that_stays_between_half_and_its_old_value_is_refuse
     # not yet past its old value. Withheld while it lasts, never read as a rate.
     _, refusals = read([(0, 0), (30, 9000), (60, 6000), (90, 6100), (120, 6200)])
     assert refusals == [None, None, STEP_BACK, STEP_BACK, STEP_BACK]
+
+
+def test_an_old_counter_that_dips_far_and_comes_back_stays_a_glitch() -> None:
+    # Ten million tokens at 500 tok/s: a read at 60 % of it, then on as before. Taken for a
+    # restart, the window would read 167,000 tok/s.
+    base = 10_000_000
+    store, refusals = read([(0, base), (30, base + 15_000), (60, 6_000_000), (90, base + 45_000)])
+    assert refusals == [None, None, STEP_BACK, None]
+    assert store.windows[KEY].counter_rate() == pytest.approx(500)
+
+
+def test_a_url_alternating_between_two_old_servers_never_adds_a_whole_counter() -> None:
+    # A Service in front of two replicas: each read hits one or the other.
+    a, b = 8_000_000, 5_000_000
+    values = [(30 * i, (a if i % 2 == 0 else b) + 500 * 30 * i) for i in range(8)]
+    store, refusals = read(values)
+    assert refusals == [None, STEP_BACK] * 4
+    assert store.windows[KEY].counter_rate() == pytest.approx(500)
+
+
+def test_a_bad_read_after_a_step_back_never_makes_it_a_restart() -> None:
+    # A young counter steps back, and the next read is DCGM's blank: refused, and the step
+    # back stays out of the window; the read after shows the counter on as before.
+    store, refusals = read([(0, 0), (30, 4500), (60, 9000), (90, 6000), (120, FP64_BLANK)])
+    assert refusals[3:] == [STEP_BACK, refusals[4]] and refusals[4] is not None
+    assert store.windows[KEY].counter_rate() == pytest.approx(150)
