@@ -93,6 +93,10 @@ class SeriesStore:
         are kept, both for their history and to know what the page served."""
         for key in [k for k in self.windows if k not in seen and k[0] not in unread_pages]:
             del self.windows[key]
+        # A step back on a page unread this cycle still waits for its next read.
+        for key, stepped in self._stepped_back.items():
+            if key[0] in unread_pages:
+                self._stepping.setdefault(key, stepped)
 
     def labels_on(self, page: str) -> Iterator[dict[str, str]]:
         """The labels of every series kept for `page`."""

@@ -98,3 +98,17 @@ def test_a_bad_read_after_a_step_back_never_makes_it_a_restart() -> None:
     store, refusals = read([(0, 0), (30, 4500), (60, 9000), (90, 6000), (120, FP64_BLANK)])
     assert refusals[3:] == [STEP_BACK, refusals[4]] and refusals[4] is not None
     assert store.windows[KEY].counter_rate() == pytest.approx(150)
+
+
+def test_a_step_back_waits_through_a_cycle_its_page_was_not_read() -> None:
+    # The young counter of the restart case, with the read after the step back failing.
+    store = SeriesStore(600, counter_judge)
+    for t, value in [(0, 0), (30, 4500), (60, 9000), (90, 4500), (120, None), (150, 13500)]:
+        store.start_cycle()
+        if value is None:
+            store.forget(set(), {PAGE})  # the page could not be read this cycle
+            continue
+        store.record(PAGE, [(NAME, LABELS, value)], t, set())
+        store.forget({KEY}, set())
+    assert KEY not in store.refused
+    assert store.windows[KEY].counter_rate() == pytest.approx((9000 + 13500) / 150)
