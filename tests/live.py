@@ -22,7 +22,7 @@ def start_prometheus(
     kind: str = "prometheus",
     dcgm_restarted_ago: float | None = None,
     vllm_moved_ago: float | None = None,
-    vllm_second_job: bool = False,
+    scraped_twice: tuple[str, ...] = (),
 ) -> PrometheusServer:
     now = time.time()
     start = now - HISTORY_SECONDS
@@ -34,7 +34,7 @@ def start_prometheus(
         SCRAPE_SECONDS,
         dcgm_restarted_at=None if dcgm_restarted_ago is None else now - dcgm_restarted_ago,
         vllm_moved_at=None if vllm_moved_ago is None else now - vllm_moved_ago,
-        vllm_second_job=vllm_second_job,
+        scraped_twice=scraped_twice,
     )
     server_class = VictoriaMetricsServer if kind == "victoria-metrics" else PrometheusServer
     server = server_class(

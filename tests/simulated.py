@@ -60,7 +60,7 @@ def stored(target: Target, series: Iterable[Series], instance: str) -> Iterator[
 # Where a dcgm-exporter pod that has since been replaced was scraped, and where a vLLM pod
 # was before it was rescheduled (documentation addresses).
 PREVIOUS_INSTANCE = {"dcgm": "198.51.100.7:9400", "vllm": "198.51.100.8:8000"}
-SECOND_VLLM_JOB = "vllm-podmonitor"  # a second scrape job over the same vLLM pods
+SECOND_JOB = "podmonitor"  # a second scrape job over the same pages
 
 
 def openmetrics_history(
@@ -71,7 +71,7 @@ def openmetrics_history(
     step: float,
     dcgm_restarted_at: float | None = None,
     vllm_moved_at: float | None = None,
-    vllm_second_job: bool = False,
+    scraped_twice: tuple[str, ...] = (),
 ) -> str:
     """Stored series from `start` to `end` every `step` seconds, as OpenMetrics text for
     `promtool tsdb create-blocks-from openmetrics` (no TYPE lines: the TSDB keeps no types).
@@ -81,8 +81,8 @@ def openmetrics_history(
     series is split in two (the energy counter itself runs on: it counts since driver load).
     With `vllm_moved_at`, every vLLM pod was rescheduled then under its own name (a
     StatefulSet): earlier samples were scraped at another address, so each token counter is
-    split in two under the same pod label. With `vllm_second_job`, every vLLM page was also
-    scraped by a second job (a PodMonitor beside a ServiceMonitor) until `end`."""
+    split in two under the same pod label. Every page of the kinds in `scraped_twice` ("vllm",
+    "dcgm") was also scraped by a second job (a PodMonitor beside a ServiceMonitor)."""
     rows: dict[str, dict[tuple, list[tuple[float, float]]]] = {}
     steps = int((end - start) // step) + 1
 
@@ -106,8 +106,8 @@ def openmetrics_history(
             if moved_at is not None and t < moved_at:
                 stored_as, at = previous, PREVIOUS_INSTANCE[target.kind]
             keep(stored_as, target, t, at)
-            if vllm_second_job and not dcgm:
-                keep(replace(stored_as, job=SECOND_VLLM_JOB), target, t, at)
+            if target.kind in scraped_twice:
+                keep(replace(stored_as, job=f"{target.kind}-{SECOND_JOB}"), target, t, at)
     lines = []
     for name, per_series in rows.items():
         for key, points in per_series.items():

@@ -338,16 +338,27 @@ def test_a_dcgm_exporter_rollout_inside_the_window_keeps_power_whole(
 @pytest.mark.parametrize("kind", ["prometheus", "victoria-metrics"])
 @pytest.mark.parametrize(
     "history",
-    [{"vllm_moved_ago": 150}, {"vllm_second_job": True}],
-    ids=["statefulset-pod-moved", "scraped-by-two-jobs"],
+    [
+        {"vllm_moved_ago": 150},
+        {"scraped_twice": ("vllm",)},
+        {"scraped_twice": ("dcgm",)},
+        {"scraped_twice": ("vllm", "dcgm")},
+    ],
+    ids=[
+        "statefulset-pod-moved",
+        "vllm-scraped-by-two-jobs",
+        "dcgm-scraped-by-two-jobs",
+        "both-scraped-by-two-jobs",
+    ],
 )
-def test_token_counters_split_or_copied_count_once(
+def test_series_split_or_copied_count_once(
     tmp_path, endpoints, cluster, exporter_factory, kind: str, history: dict
 ) -> None:
     # Every vLLM pod moved 150 s ago under its own name (a StatefulSet): each token counter is
     # two series (old and new address), each covering half of the 5-minute window, and
-    # VictoriaMetrics' rate() would give each its full rate. Or every vLLM page is scraped by
-    # two jobs: the same counter twice. Either way each model's tokens count once.
+    # VictoriaMetrics' rate() would give each its full rate. Or every vLLM or dcgm-exporter
+    # page is scraped by two jobs: every series twice. Either way each model's tokens, GPUs
+    # and power count once.
     prometheus = start_prometheus(tmp_path / "prom", endpoints, cluster, kind=kind, **history)
     try:
         samples = exporter_factory(config_for(prometheus.url)).samples()
@@ -355,6 +366,10 @@ def test_token_counters_split_or_copied_count_once(
             key = {"namespace": namespace, "model": model}
             tps = sum(v for _, v in pick(samples, "llm_carbon_tokens_per_second", **key))
             assert tps == pytest.approx(row["tps"], rel=0.03), model
+            assert one(samples, "llm_carbon_gpus", **key) == row["gpus"], model
+            assert one(samples, "llm_carbon_power_watts", scope="gpu", **key) == pytest.approx(
+                row["power"], rel=0.02
+            ), model
             if row["tps"]:
                 joules = one(
                     samples,
