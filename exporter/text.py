@@ -28,6 +28,11 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 40, 40
 
 
+def plural(count: int, word: str, words: str = "") -> str:
+    """`count` and the word in its number: "1 GPU", "3 GPUs"."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
 def short_repr(value: object, limit: int = 40) -> str:
     """A value as it may appear in a message: bounded however large or deep it is."""
     text = _REPR.repr(value)

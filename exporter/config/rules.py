@@ -3,7 +3,7 @@ right shape. Each yields every problem it finds as (key path, message)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from exporter.config.schema import Config, LiveGrid
 from exporter.config.values import HEADER_NAME, regex_problem, selector_problem
@@ -64,12 +64,8 @@ def _direct(config: Config) -> Problems:
         yield "direct.pods", "direct mode needs the pod's inference server URLs (--vllm-url)"
     if not config.direct.dcgm_urls:
         yield "direct.dcgm_urls", "direct mode needs a dcgm-exporter /metrics URL (--dcgm-url)"
-    for j, url in enumerate(config.direct.dcgm_urls):
-        if url in config.direct.dcgm_urls[:j]:
-            yield (
-                f"direct.dcgm_urls[{j}]",
-                "listed twice: its GPUs would count twice",
-            )
+    for j in _repeated(config.direct.dcgm_urls):
+        yield f"direct.dcgm_urls[{j}]", "listed twice: its GPUs would count twice"
     owner: dict[str, int] = {}
     for i, pod in enumerate(config.direct.pods):
         if not pod.pod or not pod.namespace:
@@ -78,8 +74,9 @@ def _direct(config: Config) -> Problems:
                 "pod and namespace are required (--pod, --namespace, or POD_NAME and "
                 "POD_NAMESPACE)",
             )
+        repeated = set(_repeated(pod.vllm_urls))
         for j, url in enumerate(pod.vllm_urls):
-            if url in pod.vllm_urls[:j]:
+            if j in repeated:
                 yield (
                     f"direct.pods[{i}].vllm_urls[{j}]",
                     "listed twice: its tokens would count twice",
@@ -90,6 +87,11 @@ def _direct(config: Config) -> Problems:
                     f"already listed for direct.pods[{owner[url]}]: its tokens would count "
                     "for both pods",
                 )
+
+
+def _repeated(items: Sequence[str]) -> Iterator[int]:
+    """The positions of items already listed before."""
+    return (j for j, item in enumerate(items) if item in items[:j])
 
 
 def _grid(config: Config) -> Problems:

@@ -21,6 +21,7 @@ from exporter.model.problems import (
     Problem,
 )
 from exporter.sources.servers import server_title
+from exporter.text import plural
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 EXAMPLES = 5  # examples listed under a check; the rest are counted
@@ -43,10 +44,6 @@ def examples(items: list[str]) -> tuple[str, ...]:
     shown = items[:EXAMPLES]
     more = len(items) - len(shown)
     return (*shown, f"... and {more} more") if more else tuple(shown)
-
-
-def plural(count: int, word: str, words: str = "") -> str:
-    return f"{count} {word if count == 1 else words or word + 's'}"
 
 
 # ---- the upstream

@@ -5,9 +5,10 @@ that disagree, other problems the cycle met, and live grid data. Pure."""
 from __future__ import annotations
 
 from exporter.config import site_defaults_in_force
-from exporter.diagnosis.checks import NETWORK, OK, WARN, Check, examples, plural
+from exporter.diagnosis.checks import NETWORK, OK, WARN, Check, examples
 from exporter.diagnosis.facts import Facts, LiveGrid
 from exporter.model.problems import IMPLAUSIBLE, INVALID_VALUE, NODE_MISMATCH, pod_ref
+from exporter.text import plural
 
 
 def defaults(facts: Facts) -> list[Check]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from exporter.diagnosis.checks import FAIL, OK, WARN, Check, examples, plural, serving_pods
+from exporter.diagnosis.checks import FAIL, OK, WARN, Check, examples, serving_pods
 from exporter.diagnosis.facts import Facts
 from exporter.model.figures import ModelFigures
 from exporter.model.join import ServedModel
 from exporter.model.problems import IMPLAUSIBLE, INVALID_VALUE, pod_ref
+from exporter.text import plural
 
 WITHOUT_GPUS = "pods-with-tokens-but-no-gpu-series"
 SHARED = "the-wrong-pod-on-mig-or-time-sliced-gpus"

@@ -9,6 +9,7 @@ from exporter.diagnosis import checks, context, served
 from exporter.diagnosis.checks import FAIL, Check
 from exporter.diagnosis.facts import Facts
 from exporter.diagnosis.served import ModelReport
+from exporter.text import plural
 
 EXIT_OK, EXIT_BLOCKED = 0, 1
 
@@ -34,7 +35,7 @@ class Diagnosis:
     def conclusion(self) -> str:
         if not self.blocked:
             return f"Figures can be computed for every served model ({len(self.models)})."
-        failed = f"Figures are blocked: {checks.plural(len(self.blocked), 'check')} failed"
+        failed = f"Figures are blocked: {plural(len(self.blocked), 'check')} failed"
         if not self.read:
             return "Figures are blocked: the upstream could not be read."
         if not self.models:

@@ -288,8 +288,9 @@ class DirectSource:
         """Every configured pod's GPUs and token rates. A model incomplete in one pod is
         left out in all (its other replicas alone would understate it), and a pod that
         served a left-out model cannot split its power: its GPUs are left out too."""
+        dcgm, echoes = self.gpus.without_echoes(dcgm)
+        problems += echoes
         index = self.gpus.index(dcgm)
-        problems += self.gpus.echo_problems(index)
         gpu_rows, token_rows = [], []
         left_out: set[tuple[str, str]] = set()
         served: list[tuple[str, str, str]] = []  # (namespace, pod, model)

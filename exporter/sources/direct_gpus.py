@@ -29,7 +29,7 @@ from exporter.model.problems import (
 from exporter.sources.page_parser import Row, base_name
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesStore, series_key
-from exporter.text import redact
+from exporter.text import plural, redact
 
 UPSTREAM = "dcgm"
 Owner = tuple[str, str]  # (namespace, pod)
@@ -58,17 +58,6 @@ class PageIndex:
     holders: dict[PageGpu, set[Owner]] = field(default_factory=lambda: defaultdict(set))
     instances: dict[PageGpu, set[str]] = field(default_factory=lambda: defaultdict(set))
     gpu_rows: dict[PageGpu, list[Row]] = field(default_factory=lambda: defaultdict(list))
-    # A GPU by its UUID on more than one page (one dcgm-exporter listed under two URLs): read
-    # from the first page only. UUID -> the pages, the first one read.
-    pages_of: dict[str, list[str]] = field(default_factory=dict)
-
-    def elsewhere(self, page: str, gpu_id: str) -> bool:
-        """Whether `gpu_id` is a UUID read from another page than `page`."""
-        pages = self.pages_of.get(gpu_id)
-        return pages is not None and pages[0] != page
-
-    def echoed(self) -> dict[str, list[str]]:
-        return {gpu: pages for gpu, pages in self.pages_of.items() if len(pages) > 1}
 
 
 @dataclass
@@ -117,14 +106,7 @@ class DcgmReader:
         for page, rows in pages.items():
             for row in rows:
                 labels = row[1]
-                gpu_id = first_label(labels, self.labels.gpu_id)
-                if gpu_id.startswith(UUID_PREFIXES):
-                    seen_on = out.pages_of.setdefault(gpu_id, [page])
-                    if seen_on[-1] != page:
-                        seen_on.append(page)
-                    if seen_on[0] != page:
-                        continue
-                gpu = (page, gpu_id)
+                gpu = (page, first_label(labels, self.labels.gpu_id))
                 owner = self._owner(labels)
                 if owner[1]:  # a series without a pod label holds nothing
                     out.holders[gpu].add(owner)
@@ -135,22 +117,35 @@ class DcgmReader:
                     out.gpu_rows[gpu].append(row)
         return out
 
-    @staticmethod
-    def echo_problems(index: PageIndex) -> list[Problem]:
-        """One problem per set of pages that show the same GPUs, which count once."""
-        echoes: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for gpu_id, pages in index.echoed().items():
-            echoes[tuple(pages)].append(gpu_id)
-        return [
+    def without_echoes(
+        self, pages: Mapping[str, list[Row]]
+    ) -> tuple[dict[str, list[Row]], list[Problem]]:
+        """The pages with each GPU (by UUID) on the first page that shows it only: one
+        dcgm-exporter listed under two URLs counts once, and a problem says so per pair of
+        pages."""
+        first_page: dict[str, str] = {}
+        echoes: dict[tuple[str, str], set[str]] = defaultdict(set)  # (first, other) -> GPUs
+        out = {}
+        for page, rows in pages.items():
+            kept = []
+            for row in rows:
+                gpu_id = first_label(row[1], self.labels.gpu_id)
+                first = first_page.setdefault(gpu_id, page)
+                if first == page or not gpu_id.startswith(UUID_PREFIXES):
+                    kept.append(row)
+                else:
+                    echoes[(first, page)].add(gpu_id)
+            out[page] = kept
+        problems = [
             Problem(
                 UPSTREAM,
                 IMPLAUSIBLE,
-                f"{_count_gpus(len(gpus))} on {redact(pages[0])} also on "
-                f"{', '.join(redact(p) for p in pages[1:])} (one dcgm-exporter under two "
-                "direct.dcgm_urls?): counted once, from the first",
+                f"{plural(len(gpus), 'GPU')} on {redact(first)} also on {redact(other)} (one "
+                "dcgm-exporter under two direct.dcgm_urls?): counted once, from the first",
             )
-            for pages, gpus in sorted(echoes.items())
+            for (first, other), gpus in sorted(echoes.items())
         ]
+        return out, problems
 
     def pod_gpus(
         self,
@@ -210,7 +205,7 @@ class DcgmReader:
             for name, labels, _ in rows:
                 gpu_id = first_label(labels, self.labels.gpu_id)
                 labelled = self._owner(labels) == me
-                if not (labelled or gpu_id in wanted_ids) or index.elsewhere(page, gpu_id):
+                if not (labelled or gpu_id in wanted_ids):
                     continue
                 gpu = self._gpu(page, labels)
                 instance = first_label(labels, self.labels.mig_instance)
@@ -349,10 +344,6 @@ class DcgmReader:
                 )
             )
         return self.node or labelled
-
-
-def _count_gpus(n: int) -> str:
-    return "1 GPU" if n == 1 else f"{n} GPUs"
 
 
 def _pod_problem(me: Owner, reason: str, message: str) -> Problem:

@@ -11,17 +11,10 @@ from exporter.model.observations import PodTokens
 from exporter.model.problems import MISSING_SERIES, Problem, pod_ref
 from exporter.sources.direct_gpus import first_label
 from exporter.sources.page_parser import Row, base_name
-from exporter.sources.plausibility import Plausibility
+from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.promql import COMPUTED_SOURCE_VALUE, REQUIRED_PHASES, TOKEN_PHASES
 from exporter.sources.series_store import SeriesKey, SeriesStore, series_key
 from exporter.text import redact
-
-
-class _Refused:
-    """A series whose sample or rate was refused this cycle (not merely too young)."""
-
-
-REFUSED = _Refused()
 
 
 class TokenReader:
@@ -122,13 +115,12 @@ class TokenReader:
                 counted.add(key)
                 rate = self._rate(key, ref, model, phase, problems)
                 phases = rates[model]
-                if isinstance(rate, _Refused):
+                if isinstance(rate, Refusal):
                     refused.add((model, phase))
-                    phases.setdefault(phase, None)
-                elif rate is None:  # one sample so far (a new series): the others stand
-                    phases.setdefault(phase, None)
-                else:
+                if isinstance(rate, float):
                     phases[phase] = (phases.get(phase) or 0.0) + rate
+                else:  # refused, or one sample so far (a new series: the others stand)
+                    phases.setdefault(phase, None)
         for model, phase in refused:
             rates[model][phase] = None  # one refused series leaves the phase without a rate
         for model, phases in rates.items():
@@ -152,9 +144,9 @@ class TokenReader:
 
     def _rate(
         self, key: SeriesKey, ref: str, model: str, phase: str, problems: list[Problem]
-    ) -> float | _Refused | None:
-        """The series' rate over its window; None with one sample so far; REFUSED when its
-        sample or rate is implausible (said, with what the refusal costs)."""
+    ) -> float | Refusal | None:
+        """The series' rate over its window; None with one sample so far; the refusal when
+        its sample or rate is implausible (said, with what the refusal costs)."""
         refusal = self.store.refused.get(key)
         rate = None if refusal else self.store.windows[key].counter_rate()
         if refusal is None and rate is not None:
@@ -170,7 +162,7 @@ class TokenReader:
                 frozenset({ref}),
             )
         )
-        return REFUSED
+        return refusal
 
 
 def _one_sided(
