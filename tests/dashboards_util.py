@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from exporter.exposition.catalogue import SPECS
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 DASHBOARD_FILES = ("overview.json", "model-detail.json")
@@ -23,6 +25,11 @@ RULES_TEST_FILE = RULES_DIR / "alerts_test.yaml"
 OVERVIEW_UID = "llm-carbon-overview"
 DETAIL_UID = "llm-carbon-model-detail"
 UIDS = {"overview.json": OVERVIEW_UID, "model-detail.json": DETAIL_UID}
+
+# The per-model counters (energy, CO2): dashboards read them only as totals over the range.
+MODEL_COUNTERS = frozenset(
+    name for name, spec in SPECS.items() if spec.group == "model" and spec.kind == "counter"
+)
 
 # Durations for Grafana's interval macros when a query runs outside Grafana.
 MACROS = {"__rate_interval": "15s", "__interval": "5s", "__range": "30s"}
@@ -157,3 +164,16 @@ def scale_integrals(expr: str, seconds: int) -> str:
         )
 
     return INTEGRAL.sub(replace, expr)
+
+
+def table_columns(table: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A multi-query table's columns by their shown name: the target each one reads."""
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")
+    names = organize["options"]["renameByName"]
+    return {names[f"Value #{t['refId']}"]: t for t in table["targets"]}
+
+
+def measured_per_unit(column: str) -> bool:
+    """A table column measured per token or per request (or the observed prompt share): a
+    division by rates that are exported, below the activity threshold, while inactive."""
+    return "/token" in column or "/request" in column or column == "prompt share"

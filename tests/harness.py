@@ -84,23 +84,26 @@ def scrape_config(fixture_address: str, targets: Iterable[Target], interval: int
     }
 
 
+def promtool(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Debian's promtool with `args`, its output captured."""
+    return subprocess.run(
+        [require_binary("promtool"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
 def promtool_backfill(source: Path, data: Path, timeout: float) -> None:
     """Turn an OpenMetrics history file into TSDB blocks in `data`, for a Prometheus to serve
     from its start."""
     data.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            require_binary("promtool"),
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            str(source),
-            str(data),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    result = promtool(
+        "tsdb", "create-blocks-from", "openmetrics", str(source), str(data), timeout=timeout
     )
     if result.returncode != 0:
         raise RuntimeError(f"promtool backfill failed: {result.stderr[-2000:]}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +24,12 @@ from tests.dashboards_util import (
     alert_rules,
     selectors,
 )
-from tests.harness import require_binary
+from tests.harness import promtool
 
 pytestmark = pytest.mark.integration
 
 SEVERITIES = {"warning", "info"}  # nothing here warrants paging anyone (critical)
 PREFIX = "LLMCarbon"
-
-
-def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require_binary("promtool"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd,
-    )
 
 
 def test_promtool_check_rules() -> None:

@@ -14,14 +14,17 @@ import yaml
 
 from exporter.exposition.catalogue import SPECS
 from tests.dashboards_util import (
+    MODEL_COUNTERS,
     ROOT,
     load_dashboards,
+    measured_per_unit,
     metric_names,
     queried_panels,
     selectors,
     substitute,
+    table_columns,
 )
-from tests.integration.test_alert_rules import promtool
+from tests.harness import promtool
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +88,6 @@ SCENARIOS: dict[str, tuple[float, list[tuple[str, str, str]]]] = {
 # The counters' base units in each dashboard unit the totals use.
 UNIT_SCALE = {"joule": 1.0, "watth": 1 / 3600, "kwatth": 1 / 3.6e6, "massg": 1.0}
 TOLERANCE = 0.03
-
-
-MODEL_COUNTERS = {
-    name for name, spec in SPECS.items() if spec.group == "model" and spec.kind == "counter"
-}
 
 
 def counters(expr: str) -> set[str]:
@@ -169,15 +167,8 @@ def test_table_cells_per_token_and_per_request_are_empty_while_inactive(
     per-request cells and its prompt share must be empty, an active model's present, with an
     HA pair publishing both."""
     table = next(p for p in queried_panels(BOARDS["overview.json"]) if p["title"] == TABLE)
-    organize = next(t for t in table["transformations"] if t["id"] == "organize")
-    names = organize["options"]["renameByName"]
-    per_token = [
-        t
-        for t in table["targets"]
-        if any(unit in names[f"Value #{t['refId']}"] for unit in ("/token", "/request"))
-        or names[f"Value #{t['refId']}"] == "prompt share"
-    ]
-    assert {names[f"Value #{t['refId']}"] for t in per_token} >= {
+    per_token = {c: t for c, t in table_columns(table).items() if measured_per_unit(c)}
+    assert set(per_token) >= {
         "J/token amortized",
         "CO₂/token",
         "Wh/request",
@@ -210,7 +201,7 @@ def test_table_cells_per_token_and_per_request_are_empty_while_inactive(
                 labels = {"namespace": NAMESPACE, "model": model, **more}
                 inputs.append(series(metric, labels, target_labels(exporter), f"{value}x20"))
     checks = []
-    for target in per_token:
+    for target in per_token.values():
         for model in models:
             query = substitute(target["expr"], {"namespace": NAMESPACE, "model": model})
             active = models[model]["active"]

@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 import pytest
 import requests
 from freezegun import freeze_time
 
-from exporter.config import build, default_document, load, merge
+from exporter.config import Config, build, default_document, load, merge
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.nrp import nrp_cluster
 from exporter.demo.run import demo_config
@@ -166,6 +167,32 @@ def test_sidecar_keeps_only_the_computed_share_of_the_prompt_tokens_by_source(en
     assert computed == pytest.approx(pod.power_w * FACILITY / tokens, rel=0.015)
 
 
+T = TypeVar("T")
+
+
+def read_sidecar(
+    server: StaticPages,
+    config: Config,
+    pages_at: Callable[[int], dict[str, str]],
+    reads: int,
+    collect: Callable[[Engine], T],
+) -> list[T]:
+    """A sidecar reading `pages_at(seconds)` from `server` every 30 s under freezegun, for
+    `reads` reads; what `collect` takes from the engine after each. Closes the server."""
+    out = []
+    try:
+        with freeze_time(START) as frozen:
+            engine = Engine(config, DirectSource(config))
+            for read in range(reads):
+                server.pages.update(pages_at(30 * read))
+                assert engine.run_cycle()
+                out.append(collect(engine))
+                frozen.tick(30)
+    finally:
+        server.close()
+    return out
+
+
 def test_sidecar_without_a_request_counter_has_no_per_request_series() -> None:
     page = (
         "# TYPE vllm:prompt_tokens_total counter\n"
@@ -176,19 +203,16 @@ def test_sidecar_without_a_request_counter_has_no_per_request_series() -> None:
     dcgm = "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
     dcgm += f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{L40S}}} "
     server = StaticPages({})
-    try:
-        with freeze_time(START) as frozen:
-            config = sidecar(server, "/vllm")
-            engine = Engine(config, DirectSource(config))
-            for step in range(4):
-                seconds = 30 * step
-                server.pages["/vllm"] = page.format(prompt=900 * seconds, generation=100 * seconds)
-                server.pages["/dcgm"] = f"{dcgm}{10**9 + 300_000 * seconds}\n"
-                assert engine.run_cycle()
-                frozen.tick(30)
-            samples = parse_samples(ExporterCollector(engine).exposition(False).decode())
-    finally:
-        server.close()
+    *_, samples = read_sidecar(
+        server,
+        sidecar(server, "/vllm"),
+        lambda seconds: {
+            "/vllm": page.format(prompt=900 * seconds, generation=100 * seconds),
+            "/dcgm": f"{dcgm}{10**9 + 300_000 * seconds}\n",
+        },
+        4,
+        lambda engine: parse_samples(ExporterCollector(engine).exposition(False).decode()),
+    )
     assert one(
         samples, "llm_carbon_energy_joules_per_token", scope="gpu", accounting="amortized"
     ) == pytest.approx(0.3)
@@ -628,55 +652,45 @@ def test_a_one_sided_token_page_leaves_the_model_out_and_says_so() -> None:
 def test_a_new_token_series_and_a_repeated_line_leave_the_rates_right() -> None:
     # vLLM V1 with a second engine that starts counting at the third read (one sample then:
     # no rate of its own yet), and a page that prints its generation line twice.
+    def pages(seconds: int) -> dict[str, str]:
+        page = f'vllm:prompt_tokens_total{{model_name="m",engine="0"}} {900 * seconds}\n'
+        if seconds >= 60:
+            later = seconds - 60
+            page += f'vllm:prompt_tokens_total{{model_name="m",engine="1"}} {600 * later}\n'
+        page += f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n' * 2
+        return {"/vllm": page, "/dcgm": dcgm_page(10**9 + 300_000 * seconds)}
+
+    def rates(engine: Engine) -> Mapping[str, float] | None:
+        models = engine.state.snapshot.models
+        return models[0].tokens_per_second if models else None
+
     server = StaticPages({})
-    rates = []
-    try:
-        with freeze_time(START) as frozen:
-            config = sidecar(server, "/vllm")
-            engine = Engine(config, DirectSource(config))
-            for read in range(5):
-                seconds = 30 * read
-                page = f'vllm:prompt_tokens_total{{model_name="m",engine="0"}} {900 * seconds}\n'
-                if read >= 2:
-                    later = seconds - 60
-                    page += f'vllm:prompt_tokens_total{{model_name="m",engine="1"}} {600 * later}\n'
-                page += f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n' * 2
-                server.pages["/vllm"] = page
-                server.pages["/dcgm"] = dcgm_page(10**9 + 300_000 * seconds)
-                assert engine.run_cycle()
-                models = engine.state.snapshot.models
-                rates.append(models[0].tokens_per_second if models else None)
-                frozen.tick(30)
-    finally:
-        server.close()
-    assert rates[0] is None  # one sample of everything: no rate yet
+    rates_read = read_sidecar(server, sidecar(server, "/vllm"), pages, 5, rates)
+    assert rates_read[0] is None  # one sample of everything: no rate yet
     # The new engine's first read leaves engine 0's rate standing; from its second, both.
-    prompt = [r["prompt"] for r in rates[1:]]  # type: ignore[index]
+    prompt = [r["prompt"] for r in rates_read[1:]]  # type: ignore[index]
     assert prompt == pytest.approx([900, 900, 1500, 1500])
-    assert [r["generation"] for r in rates[1:]] == pytest.approx([100] * 4)  # type: ignore[index]
+    generation = [r["generation"] for r in rates_read[1:]]  # type: ignore[index]
+    assert generation == pytest.approx([100] * 4)
 
 
 def test_one_dcgm_exporter_under_two_urls_counts_its_gpus_once() -> None:
+    def pages(seconds: int) -> dict[str, str]:
+        vllm = (
+            f'vllm:prompt_tokens_total{{model_name="m"}} {900 * seconds}\n'
+            f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n'
+        )
+        dcgm = dcgm_page(10**9 + 300_000 * seconds)
+        return {"/vllm": vllm, "/dcgm": dcgm, "/dcgm-by-node-ip": dcgm}
+
     server = StaticPages({})
     twice = [f"{server.base}/dcgm", f"{server.base}/dcgm-by-node-ip"]
-    try:
-        with freeze_time(START) as frozen:
-            pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}/vllm"]}
-            config = sidecar(server, "/vllm", direct={"dcgm_urls": twice, "pods": [pod]})
-            engine = Engine(config, DirectSource(config))
-            for read in range(3):
-                seconds = 30 * read
-                server.pages["/vllm"] = (
-                    f'vllm:prompt_tokens_total{{model_name="m"}} {900 * seconds}\n'
-                    f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n'
-                )
-                page = dcgm_page(10**9 + 300_000 * seconds)
-                server.pages["/dcgm"] = server.pages["/dcgm-by-node-ip"] = page
-                assert engine.run_cycle()
-                frozen.tick(30)
-    finally:
-        server.close()
-    (model,) = engine.state.snapshot.models
+    pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}/vllm"]}
+    config = sidecar(server, "/vllm", direct={"dcgm_urls": twice, "pods": [pod]})
+    *_, (models, errors) = read_sidecar(
+        server, config, pages, 3, lambda e: (e.state.snapshot.models, dict(e.state.errors_total))
+    )
+    (model,) = models
     assert model.gpus == 1 and model.power_w["gpu"] == pytest.approx(300)
     assert model.info_value("attribution") == "exclusive"
-    assert engine.state.errors_total[("dcgm", "implausible")] >= 1
+    assert errors[("dcgm", "implausible")] >= 1

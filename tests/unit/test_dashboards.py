@@ -17,13 +17,16 @@ from tests.dashboards_util import (
     DASHBOARD_FILES,
     INTEGRAL,
     MACROS,
+    MODEL_COUNTERS,
     ROOT,
     UIDS,
     load_dashboards,
+    measured_per_unit,
     metric_names,
     queried_panels,
     selectors,
     substitute,
+    table_columns,
     variable_names,
     walk_panels,
 )
@@ -196,11 +199,7 @@ def test_totals_over_the_range_take_the_largest_copy_at_each_step(
     found = 0
     for panel in queried_panels(dashboard):
         for expr in exprs(panel):
-            counters = {
-                m
-                for m in metric_names(expr)
-                if SPECS[m].kind == "counter" and SPECS[m].group == "model"
-            }
+            counters = metric_names(expr) & MODEL_COUNTERS
             if not counters:
                 continue
             found += 1
@@ -396,12 +395,9 @@ def test_per_model_table_cells_per_token_and_per_request_follow_the_activity_fla
         p for p in queried_panels(BOARDS["overview.json"]) if p["title"] == "Per-model figures"
     )
     assert "empty while a model is inactive" in table["description"]
-    organize = next(t for t in table["transformations"] if t["id"] == "organize")
-    names = organize["options"]["renameByName"]
     gated = 0
-    for target in table["targets"]:
-        column = names[f"Value #{target['refId']}"]
-        if not ("/token" in column or "/request" in column or column == "prompt share"):
+    for column, target in table_columns(table).items():
+        if not measured_per_unit(column):
             continue
         metrics = metric_names(target["expr"])
         if any(m.endswith("_per_token") for m in metrics):
