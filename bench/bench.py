@@ -737,8 +737,9 @@ def tables(
         "| summed query latency ms | Prometheus CPU ms "
         "| exporter CPU ms (min-max) | HTTP client / JSON / rows+publish / compute ms "
         "| CPU / query | CPU µs per model | compute µs per model "
-        "| pre-render CPU ms | CPU / query incl. pre-render |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| pre-render CPU ms | CPU / query incl. pre-render "
+        "| GC passes / ms: in the cycle, in the pre-render |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for n in sizes:
         s = steady(results[n])
@@ -752,7 +753,9 @@ def tables(
             f"/ {ms(s['compute_cpu_s'])} "
             f"| {query_ratio(s):.3f} | {s['cpu_s'] / n * 1e6:.0f} "
             f"| {s['compute_cpu_s'] / n * 1e6:.0f} | {ms(s['prerender_cpu_s'])} "
-            f"| {query_ratio(s, True):.3f} |"
+            f"| {query_ratio(s, True):.3f} "
+            f"| {s['gc_passes']:.1f} / {ms(s['gc_cpu_s'])}, "
+            f"{s['prerender_gc_passes']:.1f} / {ms(s['prerender_gc_cpu_s'])} |"
         )
     if all(results[n]["cycles"].get("steady_cycle_gc") for n in sizes):
         lines += [

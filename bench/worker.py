@@ -104,6 +104,40 @@ class Meter:
                 table.clear()
 
 
+class GcMeter:
+    """CPU of the cyclic garbage collector's passes, by where they ran: in the cycle, or in
+    the pre-render that follows it (a pass runs wherever allocations cross the threshold,
+    so either may pay for the other's objects)."""
+
+    def __init__(self) -> None:
+        self.cpu = {"cycle": 0.0, "prerender": 0.0}
+        self.passes = {"cycle": 0, "prerender": 0}
+        self.where = "cycle"
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.cpu[self.where] += time.process_time() - self._started
+            self.passes[self.where] += 1
+
+    def reset(self) -> None:
+        self.cpu = dict.fromkeys(self.cpu, 0.0)
+        self.passes = dict.fromkeys(self.passes, 0)
+
+    def around(self, where: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.where = where
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.where = "cycle"
+
+        return counted
+
+
 class Bench:
     """An engine on a PrometheusSource evaluated at the fixed time `at`, with the HTTP
     requests, the query calls (HTTP + JSON decoding + samples), compute and the listeners
@@ -117,6 +151,7 @@ class Bench:
         self.source = PrometheusSource(config, clock=clock)
         self.engine = Engine(config, self.source, clock=clock)
         self.meter = Meter()
+        self.gc = GcMeter()
         queries = self.source.queries
         self.lookback_queries = tuple(queries.lookback())
         names = {v: k for k, v in {**queries.per_cycle(), **queries.lookback()}.items()}
@@ -153,7 +188,8 @@ class Bench:
     def meter_listeners(self) -> None:
         """Wrap the listeners registered so far (the server's MetricsCache.prerender)."""
         self.engine.listeners[:] = [
-            self.meter.wrap("prerender", fn) for fn in self.engine.listeners
+            self.gc.around("prerender", self.meter.wrap("prerender", fn))
+            for fn in self.engine.listeners
         ]
 
     def replay(self) -> bool:
@@ -174,6 +210,7 @@ class Bench:
         request sent to the last response read (`http_span_s`)."""
         meter, source = self.meter, self.source
         meter.reset()
+        self.gc.reset()
         requests_before = requests_made(source)
         prom_cpu = process_cpu_seconds(prometheus_pid) if prometheus_pid else 0.0
         wall, cpu = time.perf_counter(), time.process_time()
@@ -192,6 +229,10 @@ class Bench:
             "http_cpu_s": meter.cpu.get("http", 0.0),
             "decode_cpu_s": meter.cpu.get("query", 0.0) - meter.cpu.get("http", 0.0),
             "compute_cpu_s": meter.cpu.get("compute", 0.0),
+            "gc_cpu_s": self.gc.cpu["cycle"],
+            "gc_passes": float(self.gc.passes["cycle"]),
+            "prerender_gc_cpu_s": self.gc.cpu["prerender"],
+            "prerender_gc_passes": float(self.gc.passes["prerender"]),
             "requests": float(requests_made(source) - requests_before),
             "prometheus_cpu_s": (process_cpu_seconds(prometheus_pid) - prom_cpu)
             if prometheus_pid

@@ -99,25 +99,51 @@ class ModelFigures:
 # ---- the whole
 
 
+Layout = tuple[str, tuple[tuple[str, str], ...]]  # model name, (node, GPU product) per pod
+MAX_LAYOUTS = 20_000  # contexts kept; the memo starts afresh past this many
+
+
 @dataclass(frozen=True)
 class _Context:
-    """What the steps share: the model's preset, table entries, size class and regions."""
+    """What the steps share, fixed by the model's name and where its pods run: its preset,
+    table entries, size class, regions and the info labels that follow from them. The same
+    every cycle until the model moves, so worked out once per layout (`of`)."""
 
     preset: str
     spec: ModelSpec | None
     size: str
     gpu_specs: Mapping[str, GpuSpec | None]
     region_of: Mapping[str, str]
+    gpu_type: str
+    nodes: str
+    regions: tuple[str, ...]
 
     @classmethod
     def of(cls, served: ServedModel, settings: FigureSettings) -> _Context:
+        layout: Layout = (served.model, tuple((p.node, p.gpu_model) for p in served.pods))
+        memo = settings.layouts
+        found = memo.get(layout)
+        if not isinstance(found, _Context):
+            if len(memo) >= MAX_LAYOUTS:
+                memo.clear()
+            found = memo[layout] = cls.work_out(served, settings)
+        return found
+
+    @classmethod
+    def work_out(cls, served: ServedModel, settings: FigureSettings) -> _Context:
+        pods = served.pods
         spec = settings.catalog.model(served.model)
+        gpu_specs = {p.gpu_model: settings.catalog.gpu(p.gpu_model) for p in pods}
+        region_of = {p.node: settings.node_regions.region_of(p.node)[0] for p in pods}
         return cls(
             preset=settings.preset_for(served.model),
             spec=spec,
             size=m.size_class(spec.total_params_b, settings.size_classes) if spec else "unknown",
-            gpu_specs={p.gpu_model: settings.catalog.gpu(p.gpu_model) for p in served.pods},
-            region_of={p.node: settings.node_regions.region_of(p.node)[0] for p in served.pods},
+            gpu_specs=gpu_specs,
+            region_of=region_of,
+            gpu_type=s.gpu_type(pods, gpu_specs),
+            nodes=",".join(sorted({p.node or "unknown" for p in pods})) or "none",
+            regions=tuple(sorted(set(region_of.values()))),
         )
 
 
@@ -125,9 +151,9 @@ def _info(pods: tuple[PodShare, ...], c: _Context, sources: Mapping[str, str]) -
     """The info labels: the model's hardware, places and classes, and where each of its
     figures' inputs comes from (`sources`)."""
     return ModelInfo(
-        gpu_type=s.gpu_type(pods, c.gpu_specs),
-        nodes=",".join(sorted({p.node or "unknown" for p in pods})) or "none",
-        regions=",".join(sorted(set(c.region_of.values())) or ["unknown"]),
+        gpu_type=c.gpu_type,
+        nodes=c.nodes,
+        regions=",".join(c.regions or ["unknown"]),
         size_class=c.size,
         preset=c.preset,
         attribution=s.attribution(pods),
@@ -186,7 +212,7 @@ def compute(
         co2_grams_per_hour=co2.per_hour,
         commercial=s.commercial(settings, c.size, c.preset, prompt_ratio),
         underutilized_by=s.underutilized(power, active, settings, util, mfu, idle_ratio),
-        regions=tuple(sorted(set(c.region_of.values()))),
+        regions=c.regions,
         per_request=r.per_request(served, power, idle_w, co2.per_hour, factor, active),
         footprint=r.Footprint(embodied_per_hour, sci_token, sci_request),
     )

@@ -66,6 +66,11 @@ class FigureSettings:
     _compared: dict[tuple[str, str], tuple[CommercialInput, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # Each layout's (model name, nodes and GPU products) context for the figures, which
+    # keeps it (`figures._Context.of`): fixed by these settings, worked out once.
+    layouts: dict[object, object] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_config(cls, config: Config) -> FigureSettings:

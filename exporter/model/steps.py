@@ -82,7 +82,7 @@ def carbon(
     grid = grid or annual(settings.regions)
     for basis in BASES:
         values = [grid.intensity(region_of[p.node], basis) for p in pods]
-        if not values or any(v is None for v in values):
+        if not values or None in values:
             continue
         per_pod = [(p.power_w, v) for p, v in zip(pods, values, strict=True) if v is not None]
         weighted = m.power_weighted_intensity(per_pod)

@@ -322,6 +322,27 @@ def test_observed_idle_floor_follows_a_shared_pods_share() -> None:
 
 # ---- invariants of the assembled figures, over generated clusters
 
+
+def test_a_model_that_moves_is_labelled_where_it_runs_now(monkeypatch) -> None:
+    """What follows from a model's name and where its pods run is worked out once per
+    layout and kept: a model moving to another node or GPU product gets its new labels at
+    once, and the kept layouts are bounded."""
+    settings = FigureSettings.from_config(load())
+    model = "zai-org/GLM-4.7-FP8"
+    row = [tokens("glm", model, 3000, 158)]
+    first = figures_for([gpus("glm", SDSC, 4, 1320)], row, settings)[model]
+    moved = figures_for([gpus("glm", UNL, 4, 1320)], row, settings)[model]
+    other_gpu = figures_for([gpus("glm", UNL, 4, 1320, product=H200)], row, settings)[model]
+    back = figures_for([gpus("glm", SDSC, 4, 1320)], row, settings)[model]
+    assert (first.regions, moved.regions, back.regions) == (("CAMX",), ("MROW",), ("CAMX",))
+    assert moved.info_value("nodes") == UNL and moved.info_value("gpu_type") == "H100 SXM"
+    assert other_gpu.info_value("gpu_type") == "H200 SXM"
+    assert back.info == first.info and len(settings.layouts) == 3
+    monkeypatch.setattr("exporter.model.figures.MAX_LAYOUTS", 3)
+    fourth = figures_for([gpus("glm", "gpu-d.hsrn.nyu.edu", 4, 1320)], row, settings)[model]
+    assert fourth.regions == ("NYCW",) and len(settings.layouts) == 1
+
+
 NODES = (SDSC, UNL, "gpu-d.hsrn.nyu.edu", "unmapped-node.example.org")
 PRODUCTS = (H100, H200, "NVIDIA A100-SXM4-80GB", "NVIDIA RTX A4000")
 MODELS = ("zai-org/GLM-4.7-FP8", "moonshotai/Kimi-K2.5", "org/unknown-model", "Qwen/Qwen3-8B")
