@@ -142,7 +142,7 @@ class DirectSource:
         _fail_if_wholly_unread(failed, pages)
         # What each unreadable inference-server page served when last read: left out now.
         unread_models = {url: self.tokens.models_last_read(url) for url in failed[self.server]}
-        problems += self._unread_pages(failed, unread_models)
+        problems += self._unread_pages(failed, unread_models, dcgm)
         self.store.forget(seen, set(failed["dcgm"]) | set(failed[self.server]))
         blind = self._blind(dcgm, tokens, problems)
         # Said once already: no GPU page at all, or a page that could not be read (whose
@@ -215,17 +215,30 @@ class DirectSource:
             ) from None
 
     def _unread_pages(
-        self, failed: Failures, unread_models: Mapping[str, set[str]]
+        self,
+        failed: Failures,
+        unread_models: Mapping[str, set[str]],
+        read: Mapping[str, list[Row]],
     ) -> list[Problem]:
-        """Some pages could not be read: their pods' problem, said once per page."""
+        """Some pages could not be read: their pods' problem, said once per page. A pod whose
+        GPUs another page read this cycle shows too (one dcgm-exporter under two URLs) keeps
+        its power."""
         problems = []
+        labels = self.config.upstream.gpu_labels
+        elsewhere = {
+            pod_ref(first_label(row[1], labels.namespace), first_label(row[1], labels.pod))
+            for rows in read.values()
+            for row in rows
+        }
         for url, exc in failed["dcgm"].items():
-            pods = self._pods_on_gpu_page(url)
-            cost = (
-                f"power of pods {', '.join(pods)} withheld this cycle"
-                if pods
-                else "no power from it this cycle"
-            )
+            held = self._pods_on_gpu_page(url)
+            pods = [p for p in held if p not in elsewhere]
+            if pods:
+                cost = f"power of pods {', '.join(pods)} withheld this cycle"
+            elif held:
+                cost = f"pods {', '.join(held)} read from another page, their power kept"
+            else:
+                cost = "no power from it this cycle"
             problems.append(
                 Problem("dcgm", exc.reason, f"{exc}; {cost}", frozenset(pods), exc.status)
             )

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import requests
@@ -674,19 +674,29 @@ def test_a_new_token_series_and_a_repeated_line_leave_the_rates_right() -> None:
     assert generation == pytest.approx([100] * 4)
 
 
-def test_one_dcgm_exporter_under_two_urls_counts_its_gpus_once() -> None:
+def one_dcgm_exporter_under_two_urls(
+    server: StaticPages, broken_at: int | None = None
+) -> tuple[Config, Callable[[int], dict[str, str]]]:
+    """A sidecar listing one dcgm-exporter under two URLs (by name and by node IP), pod ns/p
+    on its one 300 W GPU; the first URL answers HTTP 500 at `broken_at` seconds."""
+
     def pages(seconds: int) -> dict[str, str]:
         vllm = (
             f'vllm:prompt_tokens_total{{model_name="m"}} {900 * seconds}\n'
             f'vllm:generation_tokens_total{{model_name="m"}} {100 * seconds}\n'
         )
         dcgm = dcgm_page(10**9 + 300_000 * seconds)
-        return {"/vllm": vllm, "/dcgm": dcgm, "/dcgm-by-node-ip": dcgm}
+        first: Any = (500, "internal error") if seconds == broken_at else dcgm
+        return {"/vllm": vllm, "/dcgm": first, "/dcgm-by-node-ip": dcgm}
 
-    server = StaticPages({})
     twice = [f"{server.base}/dcgm", f"{server.base}/dcgm-by-node-ip"]
     pod = {"namespace": "ns", "pod": "p", "vllm_urls": [f"{server.base}/vllm"]}
-    config = sidecar(server, "/vllm", direct={"dcgm_urls": twice, "pods": [pod]})
+    return sidecar(server, "/vllm", direct={"dcgm_urls": twice, "pods": [pod]}), pages
+
+
+def test_one_dcgm_exporter_under_two_urls_counts_its_gpus_once() -> None:
+    server = StaticPages({})
+    config, pages = one_dcgm_exporter_under_two_urls(server)
     *_, (models, errors) = read_sidecar(
         server, config, pages, 3, lambda e: (e.state.snapshot.models, dict(e.state.errors_total))
     )
@@ -694,3 +704,25 @@ def test_one_dcgm_exporter_under_two_urls_counts_its_gpus_once() -> None:
     assert model.gpus == 1 and model.power_w["gpu"] == pytest.approx(300)
     assert model.info_value("attribution") == "exclusive"
     assert errors[("dcgm", "implausible")] >= 1
+
+
+def test_one_of_two_urls_of_a_dcgm_exporter_failing_keeps_the_power_and_says_so() -> None:
+    server = StaticPages({})
+    config, pages = one_dcgm_exporter_under_two_urls(server, broken_at=90)
+    reads = read_sidecar(
+        server,
+        config,
+        pages,
+        5,
+        lambda e: (
+            e.state.snapshot.models[0].power_w if e.state.snapshot.models else {},
+            [p.message for p in e.state.problems],
+        ),
+    )
+    power, said = reads[3]
+    assert power["gpu"] == pytest.approx(300)
+    (failure,) = [message for message in said if "HTTP 500" in message]
+    assert failure.endswith("pods ns/p read from another page, their power kept"), failure
+    assert "withheld" not in failure
+    power, said = reads[4]
+    assert power["gpu"] == pytest.approx(300) and not [m for m in said if "HTTP 500" in m]
