@@ -36,6 +36,7 @@ from load import PROMETHEUS_HEADERS  # noqa: E402
 from exporter.config import Config, build, default_document, merge  # noqa: E402
 from exporter.engine import Engine  # noqa: E402
 from exporter.gc_tuning import tune_for_cycles  # noqa: E402
+from exporter.malloc_tuning import limit_arenas  # noqa: E402
 from exporter.model.observations import Observation  # noqa: E402
 from exporter.sources.prometheus import PrometheusSource  # noqa: E402
 
@@ -803,4 +804,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     threading.current_thread().name = "bench-worker"
+    limit_arenas()  # as `serve` does before its first thread
     main()

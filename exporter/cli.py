@@ -23,6 +23,7 @@ from exporter.durations import parse_duration
 from exporter.engine import Engine
 from exporter.exposition import checklist, report, server
 from exporter.gc_tuning import tune_for_cycles
+from exporter.malloc_tuning import limit_arenas
 from exporter.signals import stop_on_signals
 from exporter.sources import recording
 from exporter.sources.direct import DirectSource
@@ -225,6 +226,7 @@ def _make_engine(config: Config, grid: LiveGridFeed | None) -> Engine:
 
 def cmd_serve(config: Config) -> int:
     _require_upstream(config)
+    limit_arenas()  # before the first thread starts
     grid = live_grid(config)
     engine = _make_engine(config, grid)
     try:

@@ -17,7 +17,7 @@ MAX_FUNCTION_LINES = 60
 # lower tiers (the order of docs/architecture.md).
 TIERS = (
     ("text",),
-    ("durations", "data", "signals", "gc_tuning", "deadlines"),
+    ("durations", "data", "signals", "gc_tuning", "malloc_tuning", "deadlines"),
     ("config",),
     ("model",),
     ("sources", "engine"),
