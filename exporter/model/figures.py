@@ -99,15 +99,16 @@ class ModelFigures:
 # ---- the whole
 
 
-Layout = tuple[str, tuple[tuple[str, str], ...]]  # model name, (node, GPU product) per pod
-MAX_LAYOUTS = 20_000  # contexts kept; the memo starts afresh past this many
+Layout = tuple[tuple[str, str], ...]  # (node, GPU product) of each pod
+MAX_KEPT = 20_000  # served models whose context is kept; the memo starts afresh past this
 
 
 @dataclass(frozen=True)
 class _Context:
     """What the steps share, fixed by the model's name and where its pods run: its preset,
     table entries, size class, regions and the info labels that follow from them. The same
-    every cycle until the model moves, so worked out once per layout (`of`)."""
+    every cycle until the model moves, so kept per served model with the layout it was
+    worked out for (`of`): one entry per model, like the engine's other per-model tables."""
 
     preset: str
     spec: ModelSpec | None
@@ -120,14 +121,16 @@ class _Context:
 
     @classmethod
     def of(cls, served: ServedModel, settings: FigureSettings) -> _Context:
-        layout: Layout = (served.model, tuple((p.node, p.gpu_model) for p in served.pods))
-        memo = settings.layouts
-        found = memo.get(layout)
-        if not isinstance(found, _Context):
-            if len(memo) >= MAX_LAYOUTS:
-                memo.clear()
-            found = memo[layout] = cls.work_out(served, settings)
-        return found
+        layout: Layout = tuple((p.node, p.gpu_model) for p in served.pods)
+        memo = settings.contexts
+        kept = memo.get(served.key)
+        if kept is not None and kept[0] == layout and isinstance(kept[1], _Context):
+            return kept[1]
+        if len(memo) >= MAX_KEPT:
+            memo.clear()
+        context = cls.work_out(served, settings)
+        memo[served.key] = (layout, context)
+        return context
 
     @classmethod
     def work_out(cls, served: ServedModel, settings: FigureSettings) -> _Context:

@@ -66,9 +66,10 @@ class FigureSettings:
     _compared: dict[tuple[str, str], tuple[CommercialInput, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-    # Each layout's (model name, nodes and GPU products) context for the figures, which
-    # keeps it (`figures._Context.of`): fixed by these settings, worked out once.
-    layouts: dict[object, object] = field(
+    # Each served model's context for the figures, with the layout (nodes and GPU products)
+    # it was worked out for: fixed by these settings until the model moves
+    # (`figures._Context.of` keeps it).
+    contexts: dict[tuple[str, str], tuple[object, object]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 

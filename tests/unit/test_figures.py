@@ -324,9 +324,9 @@ def test_observed_idle_floor_follows_a_shared_pods_share() -> None:
 
 
 def test_a_model_that_moves_is_labelled_where_it_runs_now(monkeypatch) -> None:
-    """What follows from a model's name and where its pods run is worked out once per
-    layout and kept: a model moving to another node or GPU product gets its new labels at
-    once, and the kept layouts are bounded."""
+    """What follows from a model's name and where its pods run is worked out once and kept
+    per served model: a model moving to another node or GPU product gets its new labels at
+    once, and what is kept is bounded."""
     settings = FigureSettings.from_config(load())
     model = "zai-org/GLM-4.7-FP8"
     row = [tokens("glm", model, 3000, 158)]
@@ -337,10 +337,18 @@ def test_a_model_that_moves_is_labelled_where_it_runs_now(monkeypatch) -> None:
     assert (first.regions, moved.regions, back.regions) == (("CAMX",), ("MROW",), ("CAMX",))
     assert moved.info_value("nodes") == UNL and moved.info_value("gpu_type") == "H100 SXM"
     assert other_gpu.info_value("gpu_type") == "H200 SXM"
-    assert back.info == first.info and len(settings.layouts) == 3
-    monkeypatch.setattr("exporter.model.figures.MAX_LAYOUTS", 3)
-    fourth = figures_for([gpus("glm", "gpu-d.hsrn.nyu.edu", 4, 1320)], row, settings)[model]
-    assert fourth.regions == ("NYCW",) and len(settings.layouts) == 1
+    assert back.info == first.info and len(settings.contexts) == 1  # one entry per model
+    elsewhere = figures_for(
+        [gpus("glm", UNL, 4, 1320, ns="other")],
+        [tokens("glm", model, 3000, 158, ns="other")],
+        settings,
+    )[model]
+    assert elsewhere.regions == ("MROW",) and len(settings.contexts) == 2
+    monkeypatch.setattr("exporter.model.figures.MAX_KEPT", 2)
+    third = figures_for(
+        [gpus("q", "gpu-d.hsrn.nyu.edu", 1, 300)], [tokens("q", "m/q", 30, 3)], settings
+    )
+    assert third["m/q"].regions == ("NYCW",) and len(settings.contexts) == 1
 
 
 NODES = (SDSC, UNL, "gpu-d.hsrn.nyu.edu", "unmapped-node.example.org")
