@@ -393,6 +393,10 @@ class Driver:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    def next_at_present(self) -> None:
+        """The next cycle evaluates at the present, not one interval past the last cycle."""
+        self.now = time.time() - self.config.exporter.interval
+
     def scrape(self) -> Samples:
         samples = parse_samples(self.cache.body("")[0].decode("utf-8"))
         assert_finite(samples)
@@ -1357,6 +1361,20 @@ def crowded_cluster(models: int, per_node: int = 50) -> SimCluster:
     return SimCluster(nodes=nodes, pods=pods)
 
 
+def figures_agree(driver: Driver, samples: Samples, cluster: SimCluster) -> None:
+    """`assert_consistent`, allowing one more cycle, at the present, a second later: with 200
+    targets on a 6 s window, a scrape the loaded machine delays can leave the end of the
+    window without a sample, and Prometheus's extrapolation of that cycle's rates falls short
+    of it. A wrong figure stays wrong in the next cycle too."""
+    try:
+        assert_consistent(samples, cluster)
+    except WrongFigure:
+        time.sleep(1.0)
+        driver.next_at_present()
+        assert driver.cycle()
+        assert_consistent(driver.scrape(), cluster)
+
+
 def test_model_count_explosion_is_capped_and_counted(
     tmp_path: Path, logs: LogWatch, make_driver: Callable[..., Driver]
 ) -> None:
@@ -1381,6 +1399,7 @@ def test_model_count_explosion_is_capped_and_counted(
         )
         logs.new()
 
+        capped.next_at_present()
         assert capped.cycle()
         samples = capped.scrape()
         kept = {f"acme/model-{i:03d}" for i in range(models - cap, models)}
@@ -1388,7 +1407,7 @@ def test_model_count_explosion_is_capped_and_counted(
         assert one(samples, "llm_carbon_exporter_models") == cap
         assert one(samples, "llm_carbon_exporter_models_dropped") == models - cap
         assert up(samples) == 1
-        assert_consistent(samples, crowded)
+        figures_agree(capped, samples, crowded)
         records = logs.new(logging.WARNING)
         assert len(records) == 1 and f"exporter.max_models={cap}" in records[0].getMessage()
 
