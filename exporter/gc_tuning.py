@@ -5,12 +5,12 @@ With the interpreter's default threshold (a young-generation pass every 700 net 
 a cycle at 2,000 models runs hundreds of passes, each of which also walks whatever survived
 the last; that was about a fifth of the cycle's CPU. At 2,000 models a cycle holds about
 100,000 more container objects at its peak than at its start (the new rows and figures, before
-the last cycle's are freed): a young generation of that size runs one or two passes a cycle, in
-the pre-render of /metrics that follows it, where one of 10,000 ran a dozen inside the cycle,
-each walking the cycle's live objects again. Freezing what
-exists at start (modules, configuration, tables) takes the long-lived objects out of every
-full pass. Reference counting still frees almost everything at once; only garbage in
-reference cycles waits a little longer, bounded by the threshold.
+the last cycle's are freed): a young generation of that size runs about four passes a cycle,
+all in the pre-render of /metrics that follows it, where one of 10,000 ran a dozen inside the cycle,
+each walking the cycle's live objects again. Freezing what exists at start (modules,
+configuration, tables) takes the long-lived objects out of every full pass. Reference counting
+still frees almost everything at once; only garbage in reference cycles waits a little longer,
+bounded by the threshold.
 """
 
 from __future__ import annotations

@@ -224,15 +224,15 @@ class DirectSource:
         GPUs another page read this cycle shows too (one dcgm-exporter under two URLs) keeps
         its power."""
         problems = []
-        labels = self.config.upstream.gpu_labels
-        elsewhere = {
-            pod_ref(first_label(row[1], labels.namespace), first_label(row[1], labels.pod))
-            for rows in read.values()
-            for row in rows
-        }
+        # Pods whose GPU series a page read this cycle shows: asked only when one failed.
+        kept = (
+            self._configured(self.gpus.owners(row[1] for rows in read.values() for row in rows))
+            if failed["dcgm"]
+            else []
+        )
         for url, exc in failed["dcgm"].items():
-            held = self._pods_on_gpu_page(url)
-            pods = [p for p in held if p not in elsewhere]
+            held = self._configured(self.gpus.owners(self.store.labels_on(url)))
+            pods = [p for p in held if p not in kept]
             if pods:
                 cost = f"power of pods {', '.join(pods)} withheld this cycle"
             elif held:
@@ -254,18 +254,12 @@ class DirectSource:
             )
         return problems
 
-    def _pods_on_gpu_page(self, url: str) -> list[str]:
-        """The configured pods whose GPUs an unreadable dcgm-exporter page held when it was
-        last read: their power is withheld this cycle."""
-        labels = self.config.upstream.gpu_labels
-        held = {
-            (first_label(series, labels.namespace), first_label(series, labels.pod))
-            for series in self.store.labels_on(url)
-        }
+    def _configured(self, owners: set[tuple[str, str]]) -> list[str]:
+        """The configured pods among `owners` (GPU series' pod labels), as namespace/pod."""
         return sorted(
             pod_ref(p.namespace or "", p.pod or "")
             for p in self.config.direct.pods
-            if (p.namespace, p.pod) in held
+            if (p.namespace, p.pod) in owners
         )
 
     def _blind(

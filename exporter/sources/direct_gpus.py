@@ -101,6 +101,10 @@ class DcgmReader:
     def _owner(self, labels: Mapping[str, str]) -> Owner:
         return (first_label(labels, self.labels.namespace), first_label(labels, self.labels.pod))
 
+    def owners(self, series: Iterable[Mapping[str, str]]) -> set[Owner]:
+        """The (namespace, pod) that the pod labels of each of `series` name."""
+        return {self._owner(labels) for labels in series}
+
     def index(self, pages: Mapping[str, list[Row]]) -> PageIndex:
         out = PageIndex()
         for page, rows in pages.items():
