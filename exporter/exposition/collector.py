@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.engine import Engine, EngineState
 from exporter.exposition.catalogue import MODEL_METRICS, SPECS, model_rows
-from exporter.exposition.encoding import Row, encode
+from exporter.exposition.encoding import Encoded, Row
 from exporter.model.figures import BOUNDS, ModelFigures
 from exporter.model.intensity import BASES, GridIntensities, annual
 from exporter.model.problems import REASONS
@@ -33,14 +33,14 @@ class Families:
             rows = self._rows[name] = []
         rows.append((labels, value))
 
-    def encode(self, openmetrics: bool) -> bytes:
-        return encode(
-            (
-                (spec.family_name, spec.kind, spec.help, spec.labels, rows)
-                for spec, rows in ((SPECS[name], rows) for name, rows in self._rows.items())
-            ),
-            openmetrics,
+    def encoded(self) -> Encoded:
+        return Encoded(
+            (spec.family_name, spec.kind, spec.help, spec.labels, rows)
+            for spec, rows in ((SPECS[name], rows) for name, rows in self._rows.items())
         )
+
+    def encode(self, openmetrics: bool) -> bytes:
+        return self.encoded().body(openmetrics)
 
     def __iter__(self) -> Iterator[Metric]:
         for name, rows in self._rows.items():
@@ -66,10 +66,14 @@ class ExporterCollector(Collector):
         stale = self.engine.is_stale(state)
         yield from render(state, stale, self.engine)
 
+    def encoded(self) -> Encoded:
+        """The current state, ready to be written in either format."""
+        state = self.engine.state
+        return render(state, self.engine.is_stale(state), self.engine).encoded()
+
     def exposition(self, openmetrics: bool) -> bytes:
         """The current state as a /metrics body, text format 0.0.4 or OpenMetrics 1.0."""
-        state = self.engine.state
-        return render(state, self.engine.is_stale(state), self.engine).encode(openmetrics)
+        return self.encoded().body(openmetrics)
 
 
 def render(state: EngineState, stale: bool, engine: Engine) -> Families:

@@ -25,33 +25,53 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+class Encoded:
+    """Families with their sample lines written once: the lines are the same in both formats
+    (counter samples end in `_total` in both), only the family headers and the end differ, so
+    one render serves text and OpenMetrics alike."""
+
+    def __init__(
+        self, families: Iterable[tuple[str, str, str, Sequence[str], Sequence[Row]]]
+    ) -> None:
+        """Families as (name without `_total`, type gauge|counter, HELP, label names, rows)."""
+        self._families: list[tuple[str, str, str, str]] = []  # name, kind, HELP, sample lines
+        escaped: dict[str, str] = {}
+        for name, kind, help_text, labels, rows in families:
+            sample = f"{name}_total" if kind == "counter" else name
+            order = sorted(range(len(labels)), key=lambda i: labels[i])
+            keys = [(i, f'{labels[i]}="') for i in order]
+            out: list[str] = []
+            for values, value in rows:
+                if keys:
+                    parts = []
+                    for i, key in keys:
+                        text = values[i]
+                        esc = escaped.get(text)
+                        if esc is None:
+                            esc = escaped[text] = escape_label_value(text)
+                        parts.append(key + esc + '"')
+                    out.append(f"{sample}{{{','.join(parts)}}} {floatToGoString(value)}\n")
+                else:
+                    out.append(f"{sample} {floatToGoString(value)}\n")
+            self._families.append((name, kind, help_text, "".join(out)))
+
+    def body(self, openmetrics: bool) -> bytes:
+        """The page in OpenMetrics 1.0 or, if not, text format 0.0.4."""
+        out: list[str] = []
+        for name, kind, help_text, lines in self._families:
+            header = f"{name}_total" if kind == "counter" and not openmetrics else name
+            doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
+            if openmetrics:
+                doc = doc.replace('"', r"\"")
+            out.append(f"# HELP {header} {doc}\n# TYPE {header} {kind}\n")
+            out.append(lines)
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode("utf-8")
+
+
 def encode(
     families: Iterable[tuple[str, str, str, Sequence[str], Sequence[Row]]], openmetrics: bool
 ) -> bytes:
     """Families as (name without `_total`, type gauge|counter, HELP, label names, rows)."""
-    out: list[str] = []
-    escaped: dict[str, str] = {}
-    for name, kind, help_text, labels, rows in families:
-        header = f"{name}_total" if kind == "counter" and not openmetrics else name
-        sample = f"{name}_total" if kind == "counter" else name
-        doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
-        if openmetrics:
-            doc = doc.replace('"', r"\"")
-        out.append(f"# HELP {header} {doc}\n# TYPE {header} {kind}\n")
-        order = sorted(range(len(labels)), key=lambda i: labels[i])
-        keys = [(i, f'{labels[i]}="') for i in order]
-        for values, value in rows:
-            if keys:
-                parts = []
-                for i, key in keys:
-                    text = values[i]
-                    esc = escaped.get(text)
-                    if esc is None:
-                        esc = escaped[text] = escape_label_value(text)
-                    parts.append(key + esc + '"')
-                out.append(f"{sample}{{{','.join(parts)}}} {floatToGoString(value)}\n")
-            else:
-                out.append(f"{sample} {floatToGoString(value)}\n")
-    if openmetrics:
-        out.append("# EOF\n")
-    return "".join(out).encode("utf-8")
+    return Encoded(families).body(openmetrics)

@@ -26,6 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter.deadlines import Deadline
 from exporter.engine import Engine
 from exporter.exposition.collector import ExporterCollector
+from exporter.exposition.encoding import Encoded
 from exporter.exposition.landing import METHODOLOGY_PATH, TROUBLESHOOTING_PATH, landing_page
 
 log = logging.getLogger("exporter.http")
@@ -38,6 +39,10 @@ BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 28\r\n"
     b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry\n"
 )
+
+
+# The current state's families, ready to be written in either format.
+Render = Callable[[], Encoded]
 
 
 class MetricsCache:
@@ -71,25 +76,39 @@ class MetricsCache:
         """(gzipped body, content type) for a scraper's Accept header."""
         return self._gzipped(accept, asked=True)
 
-    def _gzipped(self, accept: str, asked: bool) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
+    def _state_key(self) -> tuple[int, bool]:
         state = self.engine.state
-        key = (state.version, self.engine.is_stale(state))  # the render reads a state >= this
+        return state.version, self.engine.is_stale(state)
+
+    def _gzipped(
+        self, accept: str, asked: bool, shared: tuple[tuple[int, bool], Render] | None = None
+    ) -> tuple[bytes, str]:
+        """`shared`: a state key and the one render of it that the pre-render shares between
+        the content types it writes."""
+        encoder, content_type = choose_encoder(accept)
+        # the render reads a state at least as new as the key
+        key, render = shared or (self._state_key(), None)
         with self._lock:
             if asked:
-                self._asked[content_type] = (accept, state.version)
+                self._asked[content_type] = (accept, key[0])
             if key != self._key:
                 self._key, self._bodies = key, {}
             body = self._bodies.get((content_type, True))
             if body is None:
-                body = gzip.compress(self._render(encoder, content_type), compresslevel=5)
+                body = gzip.compress(self._render(encoder, content_type, render), compresslevel=5)
                 self._bodies[(content_type, True)] = body
         return body, content_type
 
-    def _render(self, encoder: Callable[[CollectorRegistry], bytes], content_type: str) -> bytes:
+    def _render(
+        self,
+        encoder: Callable[[CollectorRegistry], bytes],
+        content_type: str,
+        render: Render | None = None,
+    ) -> bytes:
         if "escaping=dots" in content_type:  # renames legal names too: prometheus_client's own
             return encoder(self.registry)
-        return self.collector.exposition(content_type.startswith("application/openmetrics-text"))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        return (render or self.collector.encoded)().body(openmetrics)
 
     def body(self, accept: str) -> tuple[bytes, bytes, str]:
         """(plain body, gzipped body, content type) for a scraper's Accept header."""
@@ -103,15 +122,17 @@ class MetricsCache:
         return plain, zipped, content_type
 
     def prerender(self) -> None:
-        """Render the bodies asked for recently, the most recently asked first."""
+        """Render the bodies asked for recently, the most recently asked first, from one
+        render of the state."""
         version = self.engine.state.version
         with self._lock:
             recent = sorted(
                 (v for v in self._asked.values() if version - v[1] <= self.KEEP_CYCLES),
                 key=lambda item: -item[1],
             )
+        shared = self._state_key(), cache(self.collector.encoded)  # once, if a body is missing
         for accept, _ in recent:
-            self._gzipped(accept, asked=False)
+            self._gzipped(accept, asked=False, shared=shared)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -256,6 +256,32 @@ def test_metrics_cache_renders_once_per_state() -> None:
         assert b"llm_carbon_energy_joules_per_token" in cache.body("")[0]
 
 
+def test_prerender_renders_the_state_once_for_every_format_it_writes() -> None:
+    """The sample lines are the same in text and OpenMetrics: the pre-render builds them once
+    and writes both pages from them; a scrape that finds its body ready renders nothing."""
+    with freeze_time("2026-11-26 12:00:00"):
+        engine = engine_with(full_observation)
+        cache = MetricsCache(engine)
+        engine.listeners.append(cache.prerender)
+        renders = []
+        encoded = cache.collector.encoded
+        cache.collector.encoded = lambda: renders.append(1) or encoded()  # type: ignore[method-assign]
+        engine.run_cycle()
+        assert len(renders) == 1
+        text = cache.body("")[0]
+        om = cache.body("application/openmetrics-text; version=1.0.0")[0]
+        assert len(renders) == 1
+        engine.run_cycle()
+        assert len(renders) == 2
+    counters = [
+        line for line in text.splitlines() if line.startswith(b"# TYPE") and b"counter" in line
+    ]
+    assert counters and all(line.split()[2].endswith(b"_total") for line in counters)
+    assert om.endswith(b"# EOF\n") and not text.endswith(b"# EOF\n")
+    samples = [line for line in text.splitlines() if not line.startswith(b"#")]
+    assert samples == [line for line in om.splitlines() if not line.startswith(b"#")]
+
+
 PROMETHEUS3_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
     "application/openmetrics-text;version=0.0.1;q=0.5,"
