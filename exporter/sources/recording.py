@@ -23,7 +23,7 @@ from exporter.sources.promql import tagged
 PREFIX = "llm_carbon_upstream:"
 HASH = "lce_query_hash"
 SENTINEL = "lce_sentinel"
-GROUP = "llm-carbon-exporter"
+GROUP = "llm-carbon-exporter-recording"  # not an alert group's name: both can share one file
 
 
 def fingerprint(expr: str) -> str:

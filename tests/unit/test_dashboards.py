@@ -140,6 +140,19 @@ def test_panels_query_the_datasource_variable(board: tuple[str, dict[str, Any]])
             assert target["expr"].strip(), panel["title"]
 
 
+# Units whose series add up across models, phases or parts of a footprint; anything else
+# (an intensity, an age, a ratio, a per-token figure) is meaningless stacked.
+ADDITIVE_UNITS = {"watt", "si:g/h", "short", "massg"}
+
+
+def test_only_additive_quantities_are_stacked(board: tuple[str, dict[str, Any]]) -> None:
+    _, dashboard = board
+    for panel in queried_panels(dashboard):
+        defaults = panel["fieldConfig"]["defaults"]
+        if defaults.get("custom", {}).get("stacking", {}).get("mode", "none") != "none":
+            assert defaults["unit"] in ADDITIVE_UNITS, panel["title"]
+
+
 def test_every_panel_has_a_unit(board: tuple[str, dict[str, Any]]) -> None:
     _, dashboard = board
     for panel in queried_panels(dashboard):

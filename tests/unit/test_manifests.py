@@ -1114,6 +1114,10 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], Any], str]] = {
         "ConfigMap name llm-carbon-dashboard-overview",
     ),
     "no dashboard directory": (lambda a, d: shutil.rmtree(d), "not a directory"),
+    "too big for kubectl apply": (
+        lambda a, d: (d / "huge.json").write_text(json.dumps({"description": "x" * 300_000})),
+        "more than kubectl apply stores",
+    ),
 }
 
 

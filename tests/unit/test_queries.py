@@ -62,7 +62,9 @@ def test_a_namespace_shard_narrows_every_selector_and_is_escaped() -> None:
     assert promql_string(pattern) in sharded.peak_tokens
 
 
-def test_the_shipped_recording_rules_are_those_of_the_default_configuration(capsys) -> None:
+def test_the_shipped_recording_rules_are_those_of_the_default_configuration(
+    capsys, tmp_path: Path
+) -> None:
     shipped = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "recording_rules.yaml"
     assert main(["recording-rules"], environ={}) == 0
     printed = capsys.readouterr().out
@@ -73,12 +75,19 @@ def test_the_shipped_recording_rules_are_those_of_the_default_configuration(caps
     assert [r["record"] for r in group["rules"]] == [
         recording.PREFIX + name for name in defaults.per_cycle()
     ]
+    # Operators may load them beside the alert rules, in one PrometheusRule or rule file:
+    # group names must not collide.
+    alerts = yaml.safe_load((shipped.parent / "alerts.yaml").read_text())["groups"]
+    assert group["name"] not in {g["name"] for g in alerts}
+    merged = tmp_path / "rules.yaml"
+    merged.write_text(yaml.safe_dump({"groups": alerts + document["groups"]}))
     promtool = shutil.which("promtool")
     if promtool:  # the integration tests need it anyway; here it checks the syntax too
-        result = subprocess.run(
-            [promtool, "check", "rules", str(shipped)], capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
+        for path in (shipped, merged):
+            result = subprocess.run(
+                [promtool, "check", "rules", str(path)], capture_output=True, text=True
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_rules_are_read_only_while_every_one_is_evaluated_with_todays_expression() -> None:
