@@ -111,9 +111,14 @@ def describe(exc: msgspec.ValidationError, document: object, kind: Any, prefix: 
             message,
         )
         message = message.replace("Expected ", "expected ").replace("Invalid ", "invalid ")
+        choices = _literal_choices(kind, relative)
+        boolean = message == "expected a string, got a boolean"
+        if boolean and choices:
+            message = f"expected {' or '.join(map(repr, choices))}, got a boolean"
         if re.search(r", got an? \w+$", message) and not _SECRET.search(path):
             message += f" {short(_value_at(document, relative))}"
-        choices = _literal_choices(kind, relative)
+        if boolean:
+            message += " (YAML reads an unquoted on, off, yes or no as a boolean: quote it)"
         if message.startswith("invalid enum value") and choices:
             message += f" (one of: {', '.join(map(str, choices))})"
     return _line(path, message)

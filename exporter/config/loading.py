@@ -27,8 +27,23 @@ MAX_FILE_BYTES = 1_000_000  # a configuration is a few KB; more is a mistake or 
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML without anchors and aliases: an alias repeats a node by reference, and a few
-    hundred bytes of nested aliases expand to billions of values once read."""
+    """YAML without anchors and aliases (an alias repeats a node by reference, and a few
+    hundred bytes of nested aliases expand to billions of values once read), and without a
+    key twice in one mapping (YAML keeps the last silently: a second `grid:` would drop the
+    first one's node rules)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.YAMLError(
+                    f"line {line}: key {key!r} is already set at line {seen[key]} of the same "
+                    "mapping; write it once"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -129,7 +144,15 @@ def load(
         if value is not None:
             set_path(document, dotted, value)
     _pod_identity(document, env)
+    _yaml_off(document)
     return build(document)
+
+
+def _yaml_off(document: dict[str, Any]) -> None:
+    """`recording_rules: off`, as the docs write it, is the boolean false to YAML."""
+    section = document.get("prometheus")
+    if isinstance(section, dict) and section.get("recording_rules") is False:
+        section["recording_rules"] = "off"
 
 
 def _pod_identity(document: dict[str, Any], env: Mapping[str, str]) -> None:

@@ -3,6 +3,7 @@ right shape. Each yields every problem it finds as (key path, message)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 
 from exporter.config.schema import Config, LiveGrid
@@ -10,6 +11,8 @@ from exporter.config.values import HEADER_NAME, regex_problem, selector_problem
 from exporter.data import grid_region_codes
 
 Problems = Iterator[tuple[str, str]]
+# A Prometheus URL that already names the API (the exporter appends /api/v1/query).
+QUERY_PATH = re.compile(r"/api/v1(/[a-z_]*)?$")
 
 
 def problems(config: Config) -> Problems:
@@ -52,7 +55,21 @@ def _prometheus(config: Config) -> Problems:
     problem = regex_problem(config.prometheus.namespaces)
     if problem:
         yield "prometheus.namespaces", problem
+    settings = config.prometheus
+    if settings.bearer_token_file and settings.basic_auth:
+        yield "prometheus.basic_auth", "set bearer_token_file or basic_auth, not both"
+    if settings.url and QUERY_PATH.search(settings.url):
+        yield (
+            "prometheus.url",
+            "ends in the query path, which the exporter appends: give the base URL "
+            "(e.g. http://prometheus:9090, or Mimir's .../prometheus)",
+        )
     for name, value in config.prometheus.headers.items():
+        if name.lower() == "authorization":
+            yield (
+                f"prometheus.headers.{name}",
+                "do not put Authorization here; use bearer_token_file or basic_auth",
+            )
         if not HEADER_NAME.fullmatch(name):
             yield f"prometheus.headers.{name}", "not a valid HTTP header name"
         if any(c in value for c in "\r\n\0"):
@@ -68,12 +85,14 @@ def _direct(config: Config) -> Problems:
         yield f"direct.dcgm_urls[{j}]", "listed twice: its GPUs would count twice"
     owner: dict[str, int] = {}
     for i, pod in enumerate(config.direct.pods):
-        if not pod.pod or not pod.namespace:
+        if not pod.pod:
             yield (
-                f"direct.pods[{i}]",
-                "pod and namespace are required (--pod, --namespace, or POD_NAME and "
-                "POD_NAMESPACE)",
+                f"direct.pods[{i}].pod",
+                "the pod's name is required (--pod or POD_NAME; Kubernetes sets HOSTNAME to it "
+                "in the pod)",
             )
+        if not pod.namespace:
+            yield f"direct.pods[{i}].namespace", "required (--namespace or POD_NAMESPACE)"
         repeated = set(_repeated(pod.vllm_urls))
         for j, url in enumerate(pod.vllm_urls):
             if j in repeated:

@@ -49,15 +49,6 @@ class PrometheusSettings(Strict, frozen=True):
     namespaces: str = ""  # a regex (RE2, anchored): only these namespaces' pods; "" = all
     recording_rules: Literal["auto", "off"] = "auto"  # read the exporter's rules when loaded
 
-    def __post_init__(self) -> None:
-        if self.bearer_token_file and self.basic_auth:
-            raise ValueError("set bearer_token_file or basic_auth, not both")
-        for name in self.headers:
-            if name.lower() == "authorization":
-                raise ValueError(
-                    "headers: do not put Authorization here; use bearer_token_file or basic_auth"
-                )
-
 
 class UpstreamMetrics(Strict, frozen=True):
     gpu_energy: MetricName

@@ -158,7 +158,26 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ({"direct": {"dcgm_urls": ["ftp://n/metrics"]}}, "direct.dcgm_urls[0]: invalid URL"),
         (
             {"prometheus": {"headers": {"Authorization": "Bearer x"}}},
-            "prometheus: headers: do not put Authorization here",
+            "prometheus.headers.Authorization: do not put Authorization here",
+        ),
+        (
+            {
+                "prometheus": {
+                    "bearer_token_file": "/t",
+                    "basic_auth": {"username": "u", "password_file": "/p"},
+                }
+            },
+            "prometheus.basic_auth: set bearer_token_file or basic_auth, not both",
+        ),
+        (
+            {"prometheus": {"url": "http://p:9090/api/v1/query"}},
+            "prometheus.url: ends in the query path, which the exporter appends",
+        ),
+        ({"prometheus": {"url": "http://p:9090/api/v1"}}, "prometheus.url: ends in the query"),
+        (
+            {"prometheus": {"recording_rules": True}},
+            "prometheus.recording_rules: expected 'auto' or 'off', got a boolean True "
+            "(YAML reads an unquoted on, off, yes or no as a boolean: quote it)",
         ),
         ({"upstream": {"gpu_labels": {"pod": []}}}, "upstream.gpu_labels.pod:"),
         (
@@ -238,6 +257,18 @@ def test_one_inference_server_page_under_two_pods_is_refused(tmp_path: Path) -> 
     )
 
 
+def test_a_direct_pod_without_a_name_asks_for_the_name_only(tmp_path: Path) -> None:
+    """The namespace falls back to `default`: only the name can be missing."""
+    pods = [{"vllm_urls": ["http://127.0.0.1:8000/metrics"]}]
+    direct = {"dcgm_urls": ["http://127.0.0.1:9400/metrics"], "pods": pods}
+    message = error_for(tmp_path, {"source": "direct", "direct": direct})
+    assert message.startswith("direct.pods[0].pod: the pod's name is required (--pod or POD_NAME")
+    assert "namespace" not in message
+    path = write(tmp_path, {"source": "direct", "direct": direct})
+    config = load(path, environ={"POD_NAME": "vllm-0"})
+    assert (config.direct.pods[0].pod, config.direct.pods[0].namespace) == ("vllm-0", "default")
+
+
 def test_a_url_listed_twice_is_refused(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9400/metrics"
     pods = [{"namespace": "ns", "pod": "p", "vllm_urls": ["http://127.0.0.1:8000/metrics"]}]
@@ -283,6 +314,30 @@ def test_unreadable_files(tmp_path: Path, text: str, expected: str | None) -> No
     if expected:
         assert expected in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "grid:\n  nodes: [{pattern: 'mysite', region: RFCE}]\n"
+            "facility: {pue: 1.2}\ngrid:\n  default_region: RFCE\n",
+            "line 4: key 'grid' is already set at line 1 of the same mapping; write it once",
+        ),
+        ("facility:\n  pue: 1.2\n  pue: 1.5\n", "line 3: key 'pue' is already set at line 2"),
+    ],
+    ids=["top-level", "nested"],
+)
+def test_a_key_written_twice_is_refused(tmp_path: Path, text: str, expected: str) -> None:
+    """YAML itself keeps the last of two equal keys: the first block would vanish unseen."""
+    message = error_for(tmp_path, text)
+    assert expected in message and message.count("\n") == 0
+
+
+def test_recording_rules_off_as_the_docs_write_it(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus:\n  url: http://p:9090\n  recording_rules: off\n")
+    assert load(str(path)).prometheus.recording_rules == "off"
 
 
 def test_missing_file(tmp_path: Path) -> None:
