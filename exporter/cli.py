@@ -32,6 +32,7 @@ from exporter.sources.prometheus import PrometheusSource
 from exporter.sources.queries import Queries
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_SIGPIPE = 141  # what a shell reports for a process SIGPIPE ended
 
 
 class UsageError(Exception):
@@ -357,6 +358,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":

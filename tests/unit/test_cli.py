@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,24 @@ def test_version_and_help() -> None:
         timeout=30,
     )
     assert "--prometheus-url" in result.stdout and "--listen" in result.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
+    """`recording-rules | head -1`: the pipe closes before the output is written."""
+    reader, writer = os.pipe()
+    os.close(reader)  # closed before the command writes: its write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "recording-rules"],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(writer)
+    assert result.returncode == 141, result.stderr
+    assert result.stderr == ""
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
