@@ -109,6 +109,7 @@ class Engine:
         self._totals = Totals(source.window)
         self._last_problems: frozenset[Problem] = frozenset()
         self._failures = 0
+        self._last_failure: frozenset[Problem] = frozenset()
         self._last_dropped = 0
         self._notices: list[Problem] = []
         self._lookback = LookbackTracker(
@@ -159,15 +160,9 @@ class Engine:
             for failure in (exc, *exc.also):
                 upstream = failure.upstream or self.source.upstreams[0]
                 errors[(upstream, failure.reason)] = errors.get((upstream, failure.reason), 0) + 1
-                log.warning(
-                    "upstream %s failed (reason=%s, %d in a row): %s",
-                    upstream,
-                    failure.reason,
-                    self._failures,
-                    failure,
-                )
                 up[upstream] = False
                 failures.append(failure.problem(upstream))
+            self._log_failure(tuple(failures))
             self._publish(
                 attempt_at, started, ok=False, errors=errors, up=up, failure=tuple(failures)
             )
@@ -181,7 +176,7 @@ class Engine:
                 ",".join(self.source.upstreams),
                 self._failures,
             )
-            self._failures = 0
+            self._failures, self._last_failure = 0, frozenset()
 
         snapshot = self.compute(observation)
         self._log_once(observation)
@@ -270,6 +265,25 @@ class Engine:
             log.info("grid region %s: live %s intensity in force again", region, basis)
         self._fallen_back = fallen
         return grid
+
+    # A cycle that fails as the one before did is logged again only every this many cycles.
+    REMIND_EVERY = 20
+
+    def _log_failure(self, failures: tuple[Problem, ...]) -> None:
+        """A failed cycle's problems at WARNING when they are new, else at DEBUG, with a
+        WARNING reminder every REMIND_EVERY failed cycles in a row."""
+        quiet = frozenset(failures) == self._last_failure and self._failures % self.REMIND_EVERY
+        level = logging.DEBUG if quiet else logging.WARNING
+        for problem in failures:
+            log.log(
+                level,
+                "upstream %s failed (reason=%s, %d in a row): %s",
+                problem.upstream,
+                problem.reason,
+                self._failures,
+                problem.message,
+            )
+        self._last_failure = frozenset(failures)
 
     def _log_once(self, observation: Observation) -> None:
         """Problems are counted every cycle but logged once, while they last; so are the

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 from exporter.config import load
 from exporter.engine import Engine
 from exporter.model.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
-from exporter.model.problems import CONNECT, INVALID_VALUE, Problem, UpstreamError
+from exporter.model.problems import CONNECT, INVALID_VALUE, TIMEOUT, Problem, UpstreamError
 
 NODE = "gpu-a.sdsc.optiputer.net"  # CAMX
 CAMX = 428.464 * 0.45359237
@@ -263,6 +263,33 @@ def test_the_state_says_why_the_last_cycle_failed_until_one_succeeds() -> None:
         assert "Connection refused" in why.message
         engine.run_cycle()
         assert engine.state.failure == ()
+
+
+def test_a_failure_is_logged_when_it_starts_changes_and_every_so_often(caplog) -> None:
+    """An outage of an hour is not 120 warnings: the same failure again goes to debug, with a
+    reminder every REMIND_EVERY cycles; another failure, or a recovery, is news."""
+    refused = UpstreamError(CONNECT, "cannot connect to http://prom:9090: Connection refused")
+    slow = UpstreamError(TIMEOUT, "http://prom:9090 did not answer within 10s")
+    cycles = [refused] * (Engine.REMIND_EVERY + 1) + [slow, ([("m", 1000, 100)],), refused]
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = make_engine(frozen, cycles)
+        for _ in cycles:
+            engine.run_cycle()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        "upstream prometheus failed (reason=connect, 1 in a row): cannot connect to "
+        "http://prom:9090: Connection refused",
+        f"upstream prometheus failed (reason=connect, {Engine.REMIND_EVERY} in a row): cannot "
+        "connect to http://prom:9090: Connection refused",
+        f"upstream prometheus failed (reason=timeout, {Engine.REMIND_EVERY + 2} in a row): "
+        "http://prom:9090 did not answer within 10s",
+        "upstream prometheus failed (reason=connect, 1 in a row): cannot connect to "
+        "http://prom:9090: Connection refused",
+    ]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "in a row" in r.message]
+    assert len(debug) == Engine.REMIND_EVERY - 1
+    assert "recovered after 22 failed cycle(s)" in caplog.text
 
 
 def test_the_state_keeps_the_last_good_cycles_problems() -> None:
