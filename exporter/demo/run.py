@@ -97,6 +97,16 @@ def _base(listen: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def diagnose_command(cluster: SimCluster, address: str) -> str:
+    """`diagnose` for the demo's first pod, as a sidecar beside it would run it."""
+    pod = cluster.pods[0]
+    return (
+        f"{PROG} diagnose --vllm-url http://{address}/vllm/{pod.name}/metrics "
+        f"--dcgm-url http://{address}/dcgm/{pod.node}/metrics "
+        f"--pod {pod.name} --namespace {pod.namespace}"
+    )
+
+
 def _show(
     engine: Engine,
     cluster: SimCluster,
@@ -128,6 +138,8 @@ def _show(
                 f"     curl -s {base}/metrics | grep 'grid_intensity'   (location and marginal)\n"
                 f"     curl -s {base}/metrics | grep -E '_per_request|^llm_carbon_sci'   "
                 "(per request, SCI)\n"
+                f"     {diagnose_command(cluster, endpoints.address)}\n"
+                "       (the checklist an operator runs on a real cluster, for one pod)\n"
                 "The load oscillates over 10 minutes, the simulated grid over 20; figures "
                 f"refresh every {INTERVAL_S} s. Ctrl-C to stop.",
                 file=out,

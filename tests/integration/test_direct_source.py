@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -599,6 +600,14 @@ def test_demo_shows_figures_within_a_minute(tmp_path) -> None:
         glm = {"model": GLM, "scope": "gpu"}
         bases = {lab["basis"] for lab, _ in pick(got, "llm_carbon_co2_grams_per_token", **glm)}
         assert bases == {"location", "marginal"}
+        # The diagnose command the demo suggests works on its pages as printed.
+        (line,) = [x for x in text.splitlines() if " diagnose --vllm-url " in x]
+        argv = shlex.split(line.split("llm-carbon-exporter", 1)[1])
+        checked = subprocess.run(
+            [sys.executable, "-m", "exporter", *argv], capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "✗" not in checked.stdout and "✓ model" in checked.stdout
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(15) == 0
     finally:
