@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from exporter import __version__
 from exporter.deadlines import Deadline
 from exporter.engine import Engine
 from exporter.exposition.collector import ExporterCollector
@@ -154,8 +155,13 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 @cache
 def packaged_doc(name: str) -> bytes:
-    """docs/<name> as packaged with the exporter (the package holds a link to the file)."""
-    return resources.files("exporter").joinpath(f"docs/{name}").read_bytes()
+    """docs/<name> as packaged with the exporter (the package holds a link to the file),
+    under a line that says where its relative links lead."""
+    note = (
+        f"<!-- docs/{name} of llm-carbon-exporter {__version__}, as packaged: its relative "
+        "links name files in the docs/ folder of the exporter's source. -->\n\n"
+    )
+    return note.encode() + resources.files("exporter").joinpath(f"docs/{name}").read_bytes()
 
 
 DOCS = {METHODOLOGY_PATH: "methodology.md", TROUBLESHOOTING_PATH: "troubleshooting.md"}

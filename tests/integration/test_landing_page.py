@@ -97,7 +97,10 @@ def test_landing_page_links_the_documents_it_serves(demo: str, name: str) -> Non
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     source = Path(__file__).resolve().parents[2] / "docs" / f"{name}.md"
-    assert response.content == source.read_bytes()  # the repository's document, packaged
+    note, _, document = response.content.partition(b"\n\n")
+    assert document == source.read_bytes()  # the repository's document, packaged
+    assert f"docs/{name}.md of llm-carbon-exporter".encode() in note
+    assert b"relative links name files in the docs/ folder" in note
 
 
 def test_with_the_upstream_down_the_page_says_why_within_one_interval(tmp_path: Path) -> None:
