@@ -53,39 +53,75 @@ UNREACHABLE = "the-upstream-cannot-be-read"
 UNAUTHORISED = "401-or-403-from-the-upstream"
 
 
-def fix_for(problem: Problem, setting: str) -> tuple[str, str]:
-    """(the fix in one sentence, the troubleshooting anchor) for an upstream failure."""
+# In direct mode, how each upstream's page is given and where it usually is.
+DCGM_PAGE = (
+    "--dcgm-url (direct.dcgm_urls)",
+    "dcgm-exporter's page on this pod's node (http://NODE_IP:9400/metrics)",
+)
+SERVER_PAGE = (
+    "--vllm-url (direct.pods[].vllm_urls)",
+    "the inference server's own /metrics on its API port (vLLM: http://127.0.0.1:8000/metrics)",
+)
+
+
+def fix_for(problem: Problem, direct: bool) -> tuple[str, str]:
+    """(the fix in one sentence, the troubleshooting anchor) for an upstream failure, for
+    the source in use."""
+    unauthorised = problem.status in (401, 403) or problem.reason == AUTH_FILE
+    fix = _direct_fix(problem) if direct else _prometheus_fix(problem)
+    return fix, UNAUTHORISED if unauthorised else UNREACHABLE
+
+
+def _prometheus_fix(problem: Problem) -> str:
     if problem.status in (401, 403) or problem.reason == AUTH_FILE:
         return (
-            f"give the exporter credentials the upstream accepts: {setting}.bearer_token_file "
-            "or basic_auth (and headers, e.g. X-Scope-OrgID for Mimir), from a readable file",
-            UNAUTHORISED,
+            "give the exporter credentials the upstream accepts: prometheus.bearer_token_file "
+            "or basic_auth (and headers, e.g. X-Scope-OrgID for Mimir), from a readable file"
         )
     fixes = {
         CONNECT: "check the URL, and that this host can reach it (DNS, port, NetworkPolicy; "
-        f"TLS: {setting}.ca_file)",
-        TIMEOUT: f"raise {setting}.timeout, or narrow the selectors so the queries cost less",
+        "TLS: prometheus.ca_file)",
+        TIMEOUT: "raise prometheus.timeout, or narrow the selectors so the queries cost less",
         HTTP_STATUS: "set the URL to the base the query API answers under (/api/v1/query is "
         "appended; Mimir: .../prometheus), without redirects",
         QUERY_ERROR: "point the URL at a Prometheus-compatible query API (Prometheus, Thanos, "
         "Mimir, VictoriaMetrics), and check its query limits",
         MALFORMED: "point the URL at the query API itself, not a UI, a proxy's login page or "
         "Grafana",
-        TOO_LARGE: f"raise {setting}.max_response_bytes, or narrow the selectors",
+        TOO_LARGE: "raise prometheus.max_response_bytes, or narrow the selectors",
         PARTIAL: "a store behind the querier failed: fix it, or query the stores that answer",
     }
-    return fixes.get(problem.reason, "see the message, and the log at --log-level debug"), (
-        UNREACHABLE
-    )
+    return fixes.get(problem.reason, "see the message, and the log at --log-level debug")
+
+
+def _direct_fix(problem: Problem) -> str:
+    """The fix for a page that could not be read: direct mode has no credentials, TLS or
+    query settings, only the pages' URLs, a timeout and a size cap."""
+    flag, page = DCGM_PAGE if problem.upstream == "dcgm" else SERVER_PAGE
+    if problem.status in (401, 403):
+        return (
+            f"point {flag} at a page served without authentication (its own port, not a "
+            "proxy in front of it): the direct source sends no credentials"
+        )
+    fixes = {
+        CONNECT: f"check {flag}, usually {page}, and that this pod can reach it (DNS, port, "
+        "NetworkPolicy)",
+        TIMEOUT: "raise direct.timeout (per page), or see why the page answers so slowly",
+        HTTP_STATUS: f"set {flag} to the page itself, path included, usually {page}, without "
+        "redirects",
+        MALFORMED: f"point {flag} at the Prometheus text page itself, usually {page}, not a "
+        "UI, a proxy's login page or another service",
+        TOO_LARGE: "raise direct.max_response_bytes",
+    }
+    return fixes.get(problem.reason, "see the message, and the log at --log-level debug")
 
 
 def upstream(facts: Facts) -> list[Check]:
     """Whether the upstream answers, as what; every failure with its fix."""
-    setting = "direct" if facts.direct else "prometheus"
     failed = [*facts.failure, *(p for p in facts.problems if p.reason in NETWORK)]
     checks = []
     for problem in failed:
-        fix, doc = fix_for(problem, setting)
+        fix, doc = fix_for(problem, facts.direct)
         checks.append(Check("upstream", FAIL, f"{problem.upstream}: {problem.message}", fix, doc))
     if facts.direct:
         read = [
@@ -104,6 +140,19 @@ def upstream(facts: Facts) -> list[Check]:
 
 
 # ---- DCGM
+
+
+def _no_dcgm_fix(direct: bool) -> str:
+    if direct:
+        flag, page = DCGM_PAGE
+        return (
+            f"point {flag} at {page}, or set upstream.metrics.gpu_energy and gpu_power to the "
+            "names its series carry"
+        )
+    return (
+        "scrape dcgm-exporter (a ServiceMonitor or PodMonitor for its DaemonSet), or set "
+        "upstream.metrics and prometheus.gpu_selector to match its series"
+    )
 
 
 def _exporter_own(group: GpuGroup, serving: set[tuple[str, str]]) -> bool:
@@ -134,8 +183,7 @@ def dcgm(facts: Facts) -> list[Check]:
                 + (
                     f" matching {{{selector.strip('{}')}}}" if selector and not facts.direct else ""
                 ),
-                "scrape dcgm-exporter (a ServiceMonitor or PodMonitor for its DaemonSet), or set "
-                "upstream.metrics and prometheus.gpu_selector to match its series",
+                _no_dcgm_fix(facts.direct),
                 "no-dcgm-series",
             )
         ]
@@ -254,6 +302,9 @@ def tokens(facts: Facts) -> list[Check]:
         if found:
             titles = ", ".join(f"{server_title(m)} ({m})" for m in found)
             fix = f"set upstream.metrics to the names of the server you run: found {titles}"
+        elif facts.direct:
+            flag, page = SERVER_PAGE
+            fix = f"point {flag} at {page}, or set upstream.metrics to the names its series carry"
         else:
             fix = (
                 "scrape the inference servers' /metrics (a PodMonitor), or set upstream.metrics "
@@ -290,13 +341,19 @@ def _labels(facts: Facts, title: str, metric: str, mine: list[TokenGroup]) -> Ch
             f"{' or '.join(getattr(labels, key))}"
             for key, rows in absent.items()
         )
+        fix = (
+            "set upstream.token_labels.model to the label that names the model, or "
+            "upstream.default_model for a server whose series name no model"
+            if facts.direct  # the pod's namespace and name are the configured ones
+            else "scrape them with the pod's namespace and pod labels (a PodMonitor adds them), "
+            "set upstream.token_labels to the labels that carry them, or upstream.default_model "
+            "for a server whose series name no model"
+        )
         return Check(
             "tokens",
             FAIL,
             f"{title} series ({metric}) lack labels the join needs: {named}",
-            "scrape them with the pod's namespace and pod labels (a PodMonitor adds them), set "
-            "upstream.token_labels to the labels that carry them, or upstream.default_model for "
-            "a server whose series name no model",
+            fix,
             "no-inference-server-series",
         )
     pods = {(t.namespace, t.pod) for t in mine}

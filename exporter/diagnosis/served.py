@@ -26,6 +26,35 @@ GIVE_PODS_GPUS = (
     "mode the pod's GPUs be claimed by direct.pods[].gpu_uuids"
 )
 NOT_IN_TABLES = "a-model-or-gpu-not-in-the-tables"
+NAMED = 3  # other pods a fix names
+
+
+def without_gpus_fix(facts: Facts, pods: list[tuple[str, str]]) -> str:
+    """The fix for `pods` (namespace, pod) serving tokens without GPU series; in direct mode,
+    where the dcgm-exporter pages label their GPUs with other pods, that the configured pod's
+    name is probably wrong, and which pods they label."""
+    if not facts.direct:
+        return GIVE_PODS_GPUS
+    claiming = {(p.namespace or "", p.pod or "") for p in facts.config.direct.pods if p.gpu_uuids}
+    labelled = {(g.namespace, g.pod) for g in facts.inventory.gpus if g.pod}
+    unmatched = sorted(set(pods) - labelled - claiming)
+    if not labelled or not unmatched:
+        return GIVE_PODS_GPUS
+    configured = {(p.namespace or "", p.pod or "") for p in facts.config.direct.pods}
+    others = [pod_ref(*pod) for pod in sorted(labelled - configured) or sorted(labelled)]
+    named = ", ".join(others[:NAMED]) + (
+        f" and {len(others) - NAMED} more" if len(others) > NAMED else ""
+    )
+    one_page = len(set(facts.config.direct.dcgm_urls)) == 1
+    where = (
+        "the dcgm-exporter page labels its" if one_page else "the dcgm-exporter pages label their"
+    )
+    return (
+        f"{where} GPUs with {'the pod' if len(others) == 1 else 'the pods'} {named}, not with "
+        f"{', '.join(pod_ref(*pod) for pod in unmatched)}: --pod or --namespace (POD_NAME, "
+        "POD_NAMESPACE, or direct.pods[].pod and namespace) probably names the wrong pod, or "
+        "claim the pod's GPUs by direct.pods[].gpu_uuids"
+    )
 
 
 @dataclass(frozen=True)
@@ -116,7 +145,8 @@ def _model_check(facts: Facts, r: ModelReport) -> Check:
         ]
         if r.pods_without_gpus:
             why = f"no GPU series for pod(s) {', '.join(r.pods_without_gpus)}"
-            fix, doc = GIVE_PODS_GPUS, WITHOUT_GPUS
+            fix = without_gpus_fix(facts, [(r.namespace, pod) for pod in r.pods_without_gpus])
+            doc = WITHOUT_GPUS
         elif refused:
             why, fix, doc = refused[0].message, "see implausible readings", "implausible-readings"
         else:
@@ -150,6 +180,7 @@ def joins(facts: Facts) -> list[Check]:
     """Pods with token series but no GPU series, and pods holding GPUs that serve no
     tokens (not in sidecar mode: there the other pods on the node are other sidecars')."""
     checks = []
+    pods = [(s.namespace, pod) for s in facts.served for pod in s.pods_without_gpus]
     without = [
         f"{pod_ref(s.namespace, pod)} ({s.model})"
         for s in facts.served
@@ -163,7 +194,7 @@ def joins(facts: Facts) -> list[Check]:
                 f"{plural(len(without), 'pod')} "
                 + ("serves tokens but has" if len(without) == 1 else "serve tokens but have")
                 + " no GPU series: their models' power is withheld",
-                GIVE_PODS_GPUS,
+                without_gpus_fix(facts, pods),
                 WITHOUT_GPUS,
                 examples(sorted(without)),
             )

@@ -16,7 +16,7 @@ import pytest
 
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.simulation import SimCluster, targets
-from tests.harness import PrometheusServer, StaticPages, VictoriaMetricsServer
+from tests.harness import PrometheusServer, StaticPages, VictoriaMetricsServer, free_port
 from tests.live import start_prometheus
 
 pytestmark = pytest.mark.integration
@@ -128,6 +128,44 @@ def test_sidecar_mode_reads_the_pages_twice_and_names_its_model(
     (model,) = lines(result, "✓", "model    ")
     assert f"{pod.model} in {pod.namespace}: 1 pod, {len(pod.gpus)} GPUs" in model
     assert "vllm: 1 of 1 page read; dcgm: 1 of 1 page read" in result.stdout
-    # Another pod's name: its GPUs are not this sidecar's, so its power is withheld.
+    # Another pod's name: its GPUs are not this sidecar's, so its power is withheld, and the
+    # fix names the pod the dcgm-exporter page labels them with.
     other = diagnose(*args, "--pod", "someone-else", "--namespace", pod.namespace)
     assert other.returncode == 1 and lines(other, "✗", "joins    ")
+    assert lines(other, "✓", "gpu pods ")
+    (fix,) = [line.strip() for line in other.stdout.splitlines() if "probably names" in line]
+    assert f"{pod.namespace}/{pod.name}" in fix and f"not with {pod.namespace}/someone-else" in fix
+    assert "--pod" in fix and "POD_NAME" in fix
+
+
+def fixes(result: subprocess.CompletedProcess) -> str:
+    return "\n".join(line for line in result.stdout.splitlines() if line.strip().startswith("fix:"))
+
+
+def test_sidecar_fixes_are_about_its_pages(endpoints, cluster, tmp_path: Path) -> None:
+    """Pages that cannot be read or hold the wrong series: each fix names the page's flag,
+    never a query API's settings (a base URL, TLS, selectors, a ServiceMonitor)."""
+    pod, neighbour = cluster.pods[0], cluster.pods[1]
+    pages = {t.key: f"http://{endpoints.address}{t.path}" for t in targets(cluster)}
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("exporter:\n  interval: 1s\n")
+
+    def sidecar(vllm: str, dcgm: str) -> subprocess.CompletedProcess:
+        args = ["--config", str(config), "--vllm-url", vllm, "--dcgm-url", dcgm]
+        return diagnose(*args, "--pod", pod.name, "--namespace", pod.namespace)
+
+    nothing_there = f"http://127.0.0.1:{free_port()}/metrics"
+    refused = sidecar(nothing_there, pages[pod.node])
+    assert "cannot connect" in lines(refused, "✗", "upstream ")[0]
+    assert "--vllm-url" in fixes(refused) and "ca_file" not in refused.stdout
+    not_found = sidecar(pages[pod.name] + "x", pages[pod.node])
+    assert "HTTP 404" in lines(not_found, "✗", "upstream ")[0]
+    assert "--vllm-url" in fixes(not_found) and "/api/v1/query" not in not_found.stdout
+    no_dcgm = sidecar(pages[pod.name], pages[neighbour.name])  # a vLLM page as dcgm's
+    assert lines(no_dcgm, "✗", "dcgm     ") and "--dcgm-url" in fixes(no_dcgm)
+    assert "ServiceMonitor" not in no_dcgm.stdout and "gpu_selector" not in no_dcgm.stdout
+    no_tokens = sidecar(pages[pod.node], pages[pod.node])  # dcgm's page as the server's
+    assert lines(no_tokens, "✗", "tokens   ") and "--vllm-url" in fixes(no_tokens)
+    assert "PodMonitor" not in no_tokens.stdout and "token_selector" not in no_tokens.stdout
+    for result in (refused, not_found, no_dcgm, no_tokens):
+        assert result.returncode == 1 and result.stderr == "", result.stdout + result.stderr

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import time
+import typing
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from exporter.config import Config, build, default_document, load, merge
@@ -31,8 +33,11 @@ from exporter.model.problems import (
     CONNECT,
     HTTP_STATUS,
     IMPLAUSIBLE,
+    MALFORMED,
     MISSING_SERIES,
     NODE_MISMATCH,
+    TIMEOUT,
+    TOO_LARGE,
     Problem,
 )
 from exporter.sources.prometheus_api import Sample
@@ -97,6 +102,18 @@ def facts(
     )
 
 
+def sidecar(pod: str = "glm", **settings: object) -> Config:
+    """A sidecar's configuration (direct mode) for pod llm/`pod` on NODE."""
+    served = {"pod": pod, "namespace": "llm", "vllm_urls": ["http://127.0.0.1:8000/metrics"]}
+    return load(
+        overrides={
+            "source": "direct",
+            "direct.dcgm_urls": ["http://10.0.0.7:9400/metrics"],
+            "direct.pods": [{**served, **settings}],
+        }
+    )
+
+
 def find(diagnosis: Diagnosis, name: str, status: str | None = None) -> list[Check]:
     return [
         c for c in diagnosis.checks if c.name == name and (status is None or c.status == status)
@@ -108,13 +125,39 @@ def anchors() -> set[str]:
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
 
+def is_config_key(key: str) -> bool:
+    """Whether a dotted key (`direct.pods[].gpu_uuids`) is one the configuration has."""
+    kind: object = Config
+    for part in key.replace("[]", "").split("."):
+        if not (isinstance(kind, type) and issubclass(kind, msgspec.Struct)):
+            return False
+        fields = typing.get_type_hints(kind)
+        if part not in fields:
+            return False
+        kind = fields[part]
+        while typing.get_origin(kind) is not None:  # list[X], X | None: X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    return True
+
+
+def config_keys(text: str) -> list[str]:
+    sections = "|".join(Config.__struct_fields__)
+    return re.findall(rf"\b(?:{sections})\.[\w.\[\]]*\w", text)
+
+
 def assert_every_failure_says_what_to_do(diagnosis: Diagnosis) -> None:
+    """Every failure has a fix, in one sentence, naming only configuration keys that exist,
+    and a link to a section of the guide that exists."""
     known = anchors()
     for check in diagnosis.checks:
         if check.status == FAIL:
             assert check.fix and check.doc, check
         if check.doc:
             assert check.doc in known, f"{check.doc}: no such section in the guide"
+        sentences = re.split(r"(?<!e\.g)\. ", check.fix)
+        assert len(sentences) == 1 and not check.fix.endswith("."), f"not one sentence: {check}"
+        unknown = [key for key in config_keys(check.fix) if not is_config_key(key)]
+        assert not unknown, f"{check.name}: the fix names keys that do not exist: {unknown}"
 
 
 # ---- the whole checklist
@@ -175,6 +218,42 @@ def test_an_unreadable_upstream_is_the_only_line_with_its_fix(problem: Problem, 
     assert found.exit_status == 1 and "could not be read" in found.conclusion
 
 
+# Pages a sidecar could not read: the fix is about the page and its flag, never the query
+# API's settings (a base URL, credentials, TLS or selectors the direct source does not have).
+PAGE_FAILURES = [
+    Problem("vllm", CONNECT, "vllm cannot connect to http://127.0.0.1:8000/metrics: refused"),
+    Problem("vllm", HTTP_STATUS, "vllm HTTP 404 from http://127.0.0.1:8000/metric: ", status=404),
+    Problem("vllm", TIMEOUT, "vllm did not answer within 5s"),
+    Problem("vllm", TOO_LARGE, "vllm page larger than 16777216 bytes"),
+    Problem("dcgm", CONNECT, "dcgm cannot connect to http://10.0.0.7:9400/metrics: refused"),
+    Problem("dcgm", HTTP_STATUS, "dcgm HTTP 401 from http://10.0.0.7:9400/metrics", status=401),
+    Problem("dcgm", MALFORMED, "dcgm page http://10.0.0.7:9400/metrics is HTML"),
+]
+QUERY_API_ADVICE = ("ca_file", "/api/v1/query", "Mimir", "selector", "prometheus.", "bearer_token")
+
+
+@pytest.mark.parametrize("problem", PAGE_FAILURES, ids=lambda p: f"{p.upstream}-{p.reason}")
+def test_a_page_a_sidecar_cannot_read_gets_a_fix_for_pages(problem: Problem) -> None:
+    found = diagnose(replace(facts([], config=sidecar()), failure=(problem,), served=()))
+    (only,) = found.checks
+    assert only.status == FAIL and problem.message in only.summary
+    assert not [advice for advice in QUERY_API_ADVICE if advice in only.fix], only.fix
+    if problem.reason in (CONNECT, HTTP_STATUS, MALFORMED):
+        flag = "--dcgm-url (direct.dcgm_urls)" if problem.upstream == "dcgm" else "--vllm-url"
+        assert flag in only.fix
+    assert_every_failure_says_what_to_do(found)
+
+
+def test_a_query_api_that_cannot_be_read_keeps_its_fixes() -> None:
+    def fix(problem: Problem) -> str:
+        found = diagnose(replace(facts([]), failure=(problem,), served=(), snapshot=None))
+        return found.checks[0].fix
+
+    assert "TLS: prometheus.ca_file" in fix(Problem("prometheus", CONNECT, "refused"))
+    assert "/api/v1/query is appended" in fix(Problem("prometheus", HTTP_STATUS, "404", status=404))
+    assert "prometheus.bearer_token_file" in fix(Problem("prometheus", HTTP_STATUS, "", status=403))
+
+
 # ---- DCGM and its pod labels
 
 
@@ -213,6 +292,45 @@ def test_which_label_names_the_pods_is_said() -> None:
     assert "exported_pod on 4 GPUs, pod on 2 GPUs; 3 GPUs allocated to no pod" in pods.summary
 
 
+def test_a_sidecar_without_dcgm_series_is_pointed_at_dcgm_exporters_page() -> None:
+    inventory = Inventory(tokens=(tokens("glm"),))
+    rows = [("glm", GLM, NODE)]
+    found = diagnose(facts(rows, sidecar(), inventory, without_gpus=("glm",)))
+    (dcgm,) = find(found, "dcgm", FAIL)
+    assert "--dcgm-url (direct.dcgm_urls)" in dcgm.fix and ":9400/metrics" in dcgm.fix
+    assert "ServiceMonitor" not in dcgm.fix and "gpu_selector" not in dcgm.fix
+    assert_every_failure_says_what_to_do(found)
+    (scraped,) = find(diagnose(facts(rows, inventory=inventory, without_gpus=("glm",))), "dcgm")
+    assert "ServiceMonitor" in scraped.fix and "prometheus.gpu_selector" in scraped.fix
+
+
+def test_a_sidecar_given_the_wrong_pod_is_told_which_pods_the_dcgm_page_labels() -> None:
+    serving = "glm-4-7-fp8-6b9c7d-x2k4p"
+    inventory = Inventory(gpus=(gpus(serving, label="pod", n=8),), tokens=(tokens("other"),))
+    rows = [("other", GLM, NODE)]
+    found = diagnose(facts(rows, sidecar("other"), inventory, without_gpus=("other",)))
+    assert find(found, "gpu pods", OK)
+    (joins,) = find(found, "joins", FAIL)
+    assert f"labels its GPUs with the pod llm/{serving}, not with llm/other:" in joins.fix
+    assert "--pod" in joins.fix and "POD_NAME" in joins.fix
+    assert find(found, "model", FAIL)[0].fix == joins.fix  # printed once, under both
+    assert_every_failure_says_what_to_do(found)
+    # Only where the page labels other pods: not where the pod claims its GPUs by id, nor
+    # through a query API.
+    claimed = diagnose(facts(rows, sidecar("other", gpu_uuids=["GPU-1"]), inventory, ("other",)))
+    assert "--pod" not in find(claimed, "joins", FAIL)[0].fix
+    scraped = diagnose(facts(rows, inventory=inventory, without_gpus=("other",)))
+    assert "--pod" not in find(scraped, "joins", FAIL)[0].fix
+
+
+def test_a_wrong_pod_names_a_few_of_the_pods_the_page_labels() -> None:
+    held = tuple(gpus(f"p{n}", label="pod", n=1) for n in range(5))
+    inventory = Inventory(gpus=held, tokens=(tokens("other"),))
+    found = diagnose(facts([("other", GLM, NODE)], sidecar("other"), inventory, ("other",)))
+    (joins,) = find(found, "joins", FAIL)
+    assert "with the pods llm/p0, llm/p1, llm/p2 and 2 more, not with llm/other" in joins.fix
+
+
 def test_no_pod_labels_at_all_is_dcgm_exporters_kubernetes_mapping() -> None:
     inventory = Inventory(gpus=(GpuGroup(NODE, "", "", "", 8, frozenset({ENERGY_COUNTER})),))
     (pods,) = find(diagnose(facts([], inventory=inventory)), "gpu pods")
@@ -237,6 +355,21 @@ def test_another_servers_series_are_named_with_the_fix() -> None:
     inventory = Inventory(tokens=(tokens("s", metric="sglang:prompt_tokens_total"),))
     (missing,) = find(diagnose(facts([], inventory=inventory)), "tokens")
     assert missing.status == FAIL and "SGLang (sglang:prompt_tokens_total)" in missing.fix
+
+
+def test_a_sidecar_without_token_series_is_pointed_at_the_servers_page() -> None:
+    inventory = Inventory(gpus=(gpus("glm", label="pod"),))
+    found = diagnose(facts([], sidecar(), inventory))
+    (missing,) = find(found, "tokens", FAIL)
+    assert "--vllm-url (direct.pods[].vllm_urls)" in missing.fix and "/metrics" in missing.fix
+    assert "PodMonitor" not in missing.fix and "token_selector" not in missing.fix
+    assert_every_failure_says_what_to_do(found)
+    (scraped,) = find(diagnose(facts([], inventory=inventory)), "tokens", FAIL)
+    assert "PodMonitor" in scraped.fix and "prometheus.token_selector" in scraped.fix
+    # A sidecar names the pod itself: only the model label can be missing.
+    unnamed = Inventory(tokens=(tokens("glm", model=""),))
+    (unlabelled,) = find(diagnose(facts([], sidecar(), unnamed)), "tokens", FAIL)
+    assert "upstream.token_labels.model" in unlabelled.fix and "PodMonitor" not in unlabelled.fix
 
 
 def test_token_series_without_a_model_label_fail() -> None:
