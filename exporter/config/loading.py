@@ -23,7 +23,8 @@ def default_document() -> dict[str, Any]:
     return document
 
 
-MAX_FILE_BYTES = 1_000_000  # a configuration is a few KB; more is a mistake or an attack
+MAX_FILE_BYTES = 1_000_000
+MERGE_TAG = "tag:yaml.org,2002:merge"  # a configuration is a few KB; more is a mistake or an attack
 
 
 class _Loader(yaml.SafeLoader):
@@ -35,9 +36,13 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue  # `<<:` merges a mapping in, whose keys this one may override
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # a list or mapping as a key: the constructor refuses it
             line = key_node.start_mark.line + 1
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if key in seen:
                 raise yaml.YAMLError(
                     f"line {line}: key {key!r} is already set at line {seen[key]} of the same "
                     "mapping; write it once"

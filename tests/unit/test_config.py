@@ -334,6 +334,15 @@ def test_a_key_written_twice_is_refused(tmp_path: Path, text: str, expected: str
     assert expected in message and message.count("\n") == 0
 
 
+def test_a_merge_key_may_be_overridden_and_a_list_key_is_a_one_line_error(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "facility:\n  <<: {pue: 1.2, host_overhead: 1.1}\n  pue: 1.3\n")
+    assert load(path).facility.pue == 1.3
+    message = error_for(tmp_path, "? [a, b]\n: 1\n")
+    assert "line 1" in message and "unhashable key" in message
+
+
 def test_recording_rules_off_as_the_docs_write_it(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("prometheus:\n  url: http://p:9090\n  recording_rules: off\n")
