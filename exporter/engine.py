@@ -109,7 +109,7 @@ class Engine:
         self._totals = Totals(source.window)
         self._last_problems: frozenset[Problem] = frozenset()
         self._failures = 0
-        self._last_failure: frozenset[Problem] = frozenset()
+        self._last_failure: frozenset[tuple[str, str, int]] = frozenset()
         self._last_dropped = 0
         self._notices: list[Problem] = []
         self._lookback = LookbackTracker(
@@ -272,7 +272,10 @@ class Engine:
     def _log_failure(self, failures: tuple[Problem, ...]) -> None:
         """A failed cycle's problems at WARNING when they are new, else at DEBUG, with a
         WARNING reminder every REMIND_EVERY failed cycles in a row."""
-        quiet = frozenset(failures) == self._last_failure and self._failures % self.REMIND_EVERY
+        # The same failure: the same upstreams, reasons and statuses (messages may quote a
+        # response body that differs every time).
+        kinds = frozenset((p.upstream, p.reason, p.status) for p in failures)
+        quiet = kinds == self._last_failure and self._failures % self.REMIND_EVERY
         level = logging.DEBUG if quiet else logging.WARNING
         for problem in failures:
             log.log(
@@ -283,7 +286,7 @@ class Engine:
                 self._failures,
                 problem.message,
             )
-        self._last_failure = frozenset(failures)
+        self._last_failure = kinds
 
     def _log_once(self, observation: Observation) -> None:
         """Problems are counted every cycle but logged once, while they last; so are the

@@ -14,7 +14,14 @@ from freezegun import freeze_time
 from exporter.config import load
 from exporter.engine import Engine
 from exporter.model.observations import ENERGY_COUNTER, Observation, PodGpus, PodTokens
-from exporter.model.problems import CONNECT, INVALID_VALUE, TIMEOUT, Problem, UpstreamError
+from exporter.model.problems import (
+    CONNECT,
+    HTTP_STATUS,
+    INVALID_VALUE,
+    TIMEOUT,
+    Problem,
+    UpstreamError,
+)
 
 NODE = "gpu-a.sdsc.optiputer.net"  # CAMX
 CAMX = 428.464 * 0.45359237
@@ -270,7 +277,13 @@ def test_a_failure_is_logged_when_it_starts_changes_and_every_so_often(caplog) -
     reminder every REMIND_EVERY cycles; another failure, or a recovery, is news."""
     refused = UpstreamError(CONNECT, "cannot connect to http://prom:9090: Connection refused")
     slow = UpstreamError(TIMEOUT, "http://prom:9090 did not answer within 10s")
+    # A 503 whose body names the request: the same failure each time, in other words.
+    busy = [
+        UpstreamError(HTTP_STATUS, f"HTTP 503: overloaded (request {n})", status=503)
+        for n in range(3)
+    ]
     cycles = [refused] * (Engine.REMIND_EVERY + 1) + [slow, ([("m", 1000, 100)],), refused]
+    cycles += [([("m", 1000, 100)],), *busy]
     caplog.set_level(logging.DEBUG, logger="exporter")
     with freeze_time("2026-11-26 12:00:00") as frozen:
         engine = make_engine(frozen, cycles)
@@ -286,9 +299,11 @@ def test_a_failure_is_logged_when_it_starts_changes_and_every_so_often(caplog) -
         "http://prom:9090 did not answer within 10s",
         "upstream prometheus failed (reason=connect, 1 in a row): cannot connect to "
         "http://prom:9090: Connection refused",
+        "upstream prometheus failed (reason=http_status, 1 in a row): HTTP 503: overloaded "
+        "(request 0)",
     ]
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "in a row" in r.message]
-    assert len(debug) == Engine.REMIND_EVERY - 1
+    assert len(debug) == Engine.REMIND_EVERY - 1 + 2
     assert "recovered after 22 failed cycle(s)" in caplog.text
 
 
