@@ -4,6 +4,7 @@ end with one line naming the problem and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -331,6 +332,40 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run a command. A reader that leaves early (`| head`) ends it quietly with status 141,
+    as a shell reports a process SIGPIPE ended: no traceback, no message at exit."""
+    try:
+        status = _run(argv, environ)
+    except SystemExit:  # --help, --version: argparse has printed, and exits
+        if not _flushed():
+            raise SystemExit(EXIT_SIGPIPE) from None
+        raise
+    except BrokenPipeError:
+        _silence()
+        return EXIT_SIGPIPE
+    return status if _flushed() else EXIT_SIGPIPE
+
+
+def _flushed() -> bool:
+    """Flush stdout now, while a closed pipe can still be handled; False if it was closed."""
+    try:
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        _silence()
+        return False
+
+
+def _silence() -> None:
+    """stdout and stderr to /dev/null: the interpreter's flush at exit finds no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     environ = os.environ if environ is None else environ
     try:
         args = parse_args(argv)
@@ -358,9 +393,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # the reader went away (`| head`): no traceback, as `cat` would
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
-        return EXIT_SIGPIPE
 
 
 if __name__ == "__main__":

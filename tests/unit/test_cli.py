@@ -109,17 +109,28 @@ def test_version_and_help() -> None:
     assert "--prometheus-url" in result.stdout and "--listen" in result.stdout
 
 
-def test_a_reader_that_leaves_early_gets_no_traceback() -> None:
-    """`recording-rules | head -1`: the pipe closes before the output is written."""
+@pytest.mark.parametrize(
+    "argv",
+    [["recording-rules"], ["--version"], ["check-config", "CONFIG"], ["serve", "--help"]],
+    ids=["long-output", "version", "short-output", "help"],
+)
+def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str], tmp_path: Path) -> None:
+    """`... | head -1`: the pipe closes before the output is written, whether the write
+    fails at once (a long output) or when stdout is flushed (a short one, buffered)."""
     reader, writer = os.pipe()
     os.close(reader)  # closed before the command writes: its write fails with EPIPE
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    environ["PROMETHEUS_URL"] = "http://prometheus:9090"
+    (tmp_path / "c.yaml").write_text("")
+    argv = [str(tmp_path / "c.yaml") if arg == "CONFIG" else arg for arg in argv]
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "exporter", "recording-rules"],
+            [sys.executable, "-m", "exporter", *argv],
             stdout=writer,
             stderr=subprocess.PIPE,
             text=True,
             timeout=30,
+            env=environ,
         )
     finally:
         os.close(writer)
