@@ -92,8 +92,12 @@ class MetricsCache:
         with self._lock:
             if asked:
                 self._asked[content_type] = (accept, key[0])
-            if key != self._key:
+            if self._key is None or key > self._key:  # versions grow; staleness comes later
                 self._key, self._bodies = key, {}
+            elif key < self._key:
+                # A newer state's bodies are kept (say, the state went stale during the
+                # pre-render): serve or add to them, rendering afresh, never the older render.
+                render = None
             body = self._bodies.get((content_type, True))
             if body is None:
                 body = gzip.compress(self._render(encoder, content_type, render), compresslevel=5)

@@ -282,6 +282,24 @@ def test_prerender_renders_the_state_once_for_every_format_it_writes() -> None:
     assert samples == [line for line in om.splitlines() if not line.startswith(b"#")]
 
 
+def test_a_render_of_an_older_state_is_never_kept_under_a_newer_key() -> None:
+    """The pre-render takes the state's key once; if the state goes stale meanwhile and a
+    scrape caches the stale page, the pre-render's render (not stale) must not replace it."""
+    with freeze_time("2026-11-26 12:00:00") as frozen:
+        engine = engine_with(full_observation)
+        cache = MetricsCache(engine)
+        engine.run_cycle()
+        before = cache._state_key()
+        fresh = cache.collector.encoded()  # what the pre-render rendered, not stale
+        frozen.tick(engine.config.exporter.interval * (engine.config.exporter.stale_after + 1))
+        stale = cache.body("")[0]  # a scrape: the stale page, cached under (version, True)
+        assert b"llm_carbon_energy_joules_per_token" not in stale
+        zipped, _ = cache._gzipped("", asked=False, shared=(before, lambda: fresh))
+        assert gzip.decompress(zipped) == stale and cache._key == (before[0], True)
+        openmetrics = cache.body("application/openmetrics-text; version=1.0.0")[0]
+        assert b"llm_carbon_energy_joules_per_token" not in openmetrics
+
+
 PROMETHEUS3_ACCEPT = (
     "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
     "application/openmetrics-text;version=0.0.1;q=0.5,"
