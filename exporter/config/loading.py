@@ -23,8 +23,8 @@ def default_document() -> dict[str, Any]:
     return document
 
 
-MAX_FILE_BYTES = 1_000_000
-MERGE_TAG = "tag:yaml.org,2002:merge"  # a configuration is a few KB; more is a mistake or an attack
+MAX_FILE_BYTES = 1_000_000  # a configuration is a few KB; more is a mistake or an attack
+MERGE_TAG = "tag:yaml.org,2002:merge"  # the `<<` key
 
 
 class _Loader(yaml.SafeLoader):

@@ -48,14 +48,14 @@ def _timing(config: Config) -> Problems:
 
 
 def _prometheus(config: Config) -> Problems:
+    settings = config.prometheus
     for key in ("gpu_selector", "token_selector"):
-        problem = selector_problem(getattr(config.prometheus, key))
+        problem = selector_problem(getattr(settings, key))
         if problem:
             yield f"prometheus.{key}", problem
-    problem = regex_problem(config.prometheus.namespaces)
+    problem = regex_problem(settings.namespaces)
     if problem:
         yield "prometheus.namespaces", problem
-    settings = config.prometheus
     if settings.bearer_token_file and settings.basic_auth:
         yield "prometheus.basic_auth", "set bearer_token_file or basic_auth, not both"
     if settings.url and QUERY_PATH.search(settings.url):
@@ -64,7 +64,7 @@ def _prometheus(config: Config) -> Problems:
             "ends in the query path, which the exporter appends: give the base URL "
             "(e.g. http://prometheus:9090, or Mimir's .../prometheus)",
         )
-    for name, value in config.prometheus.headers.items():
+    for name, value in settings.headers.items():
         if name.lower() == "authorization":
             yield (
                 f"prometheus.headers.{name}",
