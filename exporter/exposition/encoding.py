@@ -68,10 +68,3 @@ class Encoded:
         if openmetrics:
             out.append("# EOF\n")
         return "".join(out).encode("utf-8")
-
-
-def encode(
-    families: Iterable[tuple[str, str, str, Sequence[str], Sequence[Row]]], openmetrics: bool
-) -> bytes:
-    """Families as (name without `_total`, type gauge|counter, HELP, label names, rows)."""
-    return Encoded(families).body(openmetrics)
