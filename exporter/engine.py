@@ -109,7 +109,6 @@ class Engine:
         self._totals = Totals(source.window)
         self._last_problems: frozenset[Problem] = frozenset()
         self._failures = 0
-        self._last_failure: frozenset[tuple[str, str, int]] = frozenset()
         self._last_dropped = 0
         self._notices: list[Problem] = []
         self._lookback = LookbackTracker(
@@ -176,7 +175,7 @@ class Engine:
                 ",".join(self.source.upstreams),
                 self._failures,
             )
-            self._failures, self._last_failure = 0, frozenset()
+            self._failures = 0
 
         snapshot = self.compute(observation)
         self._log_once(observation)
@@ -270,13 +269,16 @@ class Engine:
     REMIND_EVERY = 20
 
     def _log_failure(self, failures: tuple[Problem, ...]) -> None:
-        """A failed cycle's problems at WARNING when they are new, else at DEBUG, with a
-        WARNING reminder every REMIND_EVERY failed cycles in a row."""
-        # The same failure: the same upstreams, reasons and statuses (messages may quote a
-        # response body that differs every time).
-        kinds = frozenset((p.upstream, p.reason, p.status) for p in failures)
-        quiet = kinds == self._last_failure and self._failures % self.REMIND_EVERY
-        level = logging.DEBUG if quiet else logging.WARNING
+        """A failed cycle's problems at WARNING when they differ from the last cycle's (the
+        published state's, empty after a good cycle), else at DEBUG, with a WARNING reminder
+        every REMIND_EVERY failed cycles in a row. Compared by upstream, reason and status:
+        messages may quote a response body that differs every time."""
+
+        def kinds(problems: tuple[Problem, ...]) -> set[tuple[str, str, int]]:
+            return {(p.upstream, p.reason, p.status) for p in problems}
+
+        same = kinds(failures) == kinds(self.state.failure)
+        level = logging.DEBUG if same and self._failures % self.REMIND_EVERY else logging.WARNING
         for problem in failures:
             log.log(
                 level,
@@ -286,7 +288,6 @@ class Engine:
                 self._failures,
                 problem.message,
             )
-        self._last_failure = kinds
 
     def _log_once(self, observation: Observation) -> None:
         """Problems are counted every cycle but logged once, while they last; so are the
