@@ -19,7 +19,7 @@ from exporter.model.intensity import GridIntensities
 from exporter.model.join import PodShare, ServedModel
 from exporter.model.observations import ModelHistory
 from exporter.model.settings import BOUNDS as BOUNDS
-from exporter.model.settings import FigureSettings
+from exporter.model.settings import FigureSettings, Layout
 from exporter.model.steps import SCOPES as SCOPES
 
 PHASES = ("prompt", "generation")
@@ -99,7 +99,6 @@ class ModelFigures:
 # ---- the whole
 
 
-Layout = tuple[tuple[str, str], ...]  # (node, GPU product) of each pod
 MAX_KEPT = 20_000  # served models whose context is kept; the memo starts afresh past this
 
 
@@ -124,13 +123,14 @@ class _Context:
         layout: Layout = tuple((p.node, p.gpu_model) for p in served.pods)
         memo = settings.contexts
         kept = memo.get(served.key)
-        if kept is not None and kept[0] == layout and isinstance(kept[1], _Context):
-            return kept[1]
+        if kept is not None and kept[0] == layout:
+            context: _Context = kept[1]
+            return context
         if len(memo) >= MAX_KEPT:
             memo.clear()
-        context = cls.work_out(served, settings)
-        memo[served.key] = (layout, context)
-        return context
+        fresh = cls.work_out(served, settings)
+        memo[served.key] = (layout, fresh)
+        return fresh
 
     @classmethod
     def work_out(cls, served: ServedModel, settings: FigureSettings) -> _Context:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from exporter.config import Config, as_dict
 from exporter.data import table
@@ -15,6 +15,8 @@ from exporter.model import methodology as m
 from exporter.model.catalog import Catalog
 from exporter.model.embodied import EmbodiedTable
 from exporter.model.grid import GridRegion, NodeRegionMap, resolve_regions
+
+Layout = tuple[tuple[str, str], ...]  # (node, GPU product) of each of a model's pods
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ class FigureSettings:
     # Each served model's context for the figures, with the layout (nodes and GPU products)
     # it was worked out for: fixed by these settings until the model moves
     # (`figures._Context.of` keeps it).
-    contexts: dict[tuple[str, str], tuple[object, object]] = field(
+    contexts: dict[tuple[str, str], tuple[Layout, Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
