@@ -11,8 +11,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
-# exporter/docs/*.md link here: the exporter serves them at /methodology and /troubleshooting.
-COPY docs/methodology.md docs/troubleshooting.md ./docs/
+# exporter/docs/*.md link here: served at /methodology and /troubleshooting, printed by `docs`.
+COPY docs/configuration.md docs/methodology.md docs/metrics.md docs/troubleshooting.md ./docs/
 COPY exporter ./exporter
 # pip compiles the bytecode here, once: at run time the root filesystem is read-only.
 RUN /opt/venv/bin/pip install --no-cache-dir . \

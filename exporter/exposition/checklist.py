@@ -12,6 +12,10 @@ from exporter.diagnosis.verdict import Diagnosis
 
 MARKS = {OK: "✓", WARN: "!", FAIL: "✗"}
 GUIDE = "docs/troubleshooting.md"
+GUIDE_WHERE = (
+    f"The guide the see: lines name is printed by `{PROG} docs troubleshooting`, and served "
+    "at /troubleshooting by a running exporter."
+)
 NAME_WIDTH = 9
 INDENT = " " * (NAME_WIDTH + 3)
 
@@ -34,6 +38,8 @@ def text(diagnosis: Diagnosis) -> str:
         if following is None or _advice(following) != _advice(check) or check.examples:
             lines += _advice(check)
     lines += ["", diagnosis.conclusion]
+    if any(_advice(check) for check in checks if check.doc):
+        lines.append(GUIDE_WHERE)
     return "\n".join(lines)
 
 

@@ -17,15 +17,14 @@ import threading
 from collections.abc import Callable
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
 from exporter.deadlines import Deadline
 from exporter.engine import Engine
+from exporter.exposition import guides
 from exporter.exposition.collector import ExporterCollector
 from exporter.exposition.encoding import Encoded
 from exporter.exposition.landing import METHODOLOGY_PATH, TROUBLESHOOTING_PATH, landing_page
@@ -157,18 +156,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return allowed.get("gzip", allowed.get("*", False))
 
 
-@cache
-def packaged_doc(name: str) -> bytes:
-    """docs/<name> as packaged with the exporter (the package holds a link to the file),
-    under a line that says where its relative links lead."""
-    note = (
-        f"<!-- docs/{name} of llm-carbon-exporter {__version__}, as packaged: its relative "
-        "links name files in the docs/ folder of the exporter's source. -->\n\n"
-    )
-    return note.encode() + resources.files("exporter").joinpath(f"docs/{name}").read_bytes()
-
-
-DOCS = {METHODOLOGY_PATH: "methodology.md", TROUBLESHOOTING_PATH: "troubleshooting.md"}
+DOCS = {METHODOLOGY_PATH: "methodology", TROUBLESHOOTING_PATH: "troubleshooting"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -214,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
                     503, b"not ready: no successful cycle yet\n", "text/plain; charset=utf-8"
                 )
         elif path in DOCS:
-            self._send(200, packaged_doc(DOCS[path]), "text/plain; charset=utf-8")
+            self._send(200, guides.packaged(DOCS[path]), "text/plain; charset=utf-8")
         elif path == "/":
             self._send(200, landing_page(engine).encode(), "text/html; charset=utf-8")
         else:

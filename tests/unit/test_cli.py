@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.cli import build_parser, main
+from exporter.exposition.guides import GUIDES
 
 
 def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]:
@@ -38,6 +39,7 @@ def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]
         (["--bogus", "serve"], "unrecognized arguments: --bogus"),
         (["serve", "--prometheus-url", "http://"], "invalid URL 'http://': no host"),
         (["check-config"], "the following arguments are required: FILE"),
+        (["docs", "install"], "argument TOPIC: invalid choice: 'install'"),
         (["check-config", "/nonexistent/config.yaml"], "/nonexistent/config.yaml: file not found"),
         (["serve", "--pod", "p"], "--pod and --namespace belong to direct mode"),
         (
@@ -93,6 +95,19 @@ def test_environment_supplies_the_url(capsys, tmp_path: Path) -> None:
     # A refused connection proves the URL from PROMETHEUS_URL was used: exit 1, not 2.
     code, _, err = run(capsys, "report", environ={"PROMETHEUS_URL": "http://127.0.0.1:9"})
     assert code == 1 and "127.0.0.1:9" in err
+
+
+def test_docs_lists_the_packaged_guides_and_prints_each(capsys) -> None:
+    code, out, _ = run(capsys, "docs")
+    assert code == 0
+    for topic in GUIDES:
+        assert f"  {topic}  " in out
+    repository = Path(__file__).resolve().parents[2] / "docs"
+    for topic in GUIDES:
+        code, out, _ = run(capsys, "docs", topic)
+        note, _, body = out.partition("\n\n")
+        assert code == 0 and f"docs/{topic}.md of llm-carbon-exporter" in note
+        assert body == (repository / f"{topic}.md").read_text(encoding="utf-8")
 
 
 def test_version_and_help() -> None:

@@ -172,6 +172,9 @@ def test_a_healthy_cluster_names_every_model_and_exits_0() -> None:
     assert find(found, "upstream", OK)[0].summary.endswith("Prometheus 2.53.0")
     assert "every served model (2)" in found.conclusion
     assert_every_failure_says_what_to_do(found)
+    text = checklist.text(found)  # the guide is named where a line points into it, only there
+    assert (checklist.GUIDE_WHERE in text) == ("see: " in text)
+    assert checklist.GUIDE_WHERE not in checklist.text(replace(found, checks=found.checks[:1]))
 
 
 def test_a_shard_says_which_namespaces_it_reads() -> None:
@@ -548,7 +551,9 @@ def test_the_text_shares_one_fix_among_checks_in_a_row_and_json_has_the_same() -
     text = checklist.text(found)
     assert text.count("✗ model") == 2
     assert text.count("see: docs/troubleshooting.md#pods-with-tokens-but-no-gpu-series") == 1
-    assert text.splitlines()[-1] == found.conclusion
+    # After the conclusion: where the guide those lines name is, without the source tree.
+    assert text.splitlines()[-2:] == [found.conclusion, checklist.GUIDE_WHERE]
+    assert "llm-carbon-exporter docs troubleshooting" in checklist.GUIDE_WHERE
     document = checklist.to_dict(found)
     assert document["exit_status"] == 1
     assert [c["status"] for c in document["checks"]] == [c.status for c in found.checks]

@@ -1,0 +1,95 @@
+"""Command line: serve, report, diagnose, check-config, recording-rules, demo and docs. Bad
+flags or configuration end with one line naming the problem and exit status 2, never a
+traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from exporter import PROG
+from exporter.cli.arguments import UsageError, build_parser, overrides, parse_args
+from exporter.cli.commands import (
+    EXIT_USAGE,
+    cmd_check_config,
+    cmd_diagnose,
+    cmd_docs,
+    cmd_recording_rules,
+    cmd_report,
+    cmd_serve,
+    setup_logging,
+)
+from exporter.config import ConfigError, load
+from exporter.demo.run import run_demo
+
+__all__ = ["build_parser", "main"]
+
+EXIT_SIGPIPE = 141  # what a shell reports for a process SIGPIPE ended
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run a command. A reader that leaves early (`| head`) ends it quietly with status 141,
+    as a shell reports a process SIGPIPE ended: no traceback, no message at exit."""
+    try:
+        status = _run(argv, environ)
+    except SystemExit:  # --help, --version: argparse has printed, and exits
+        if not _flushed():
+            raise SystemExit(EXIT_SIGPIPE) from None
+        raise
+    except BrokenPipeError:
+        _silence()
+        return EXIT_SIGPIPE
+    return status if _flushed() else EXIT_SIGPIPE
+
+
+def _flushed() -> bool:
+    """Flush stdout now, while a closed pipe can still be handled; False if it was closed."""
+    try:
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        _silence()
+        return False
+
+
+def _silence() -> None:
+    """stdout and stderr to /dev/null: the interpreter's flush at exit finds no closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
+    environ = os.environ if environ is None else environ
+    try:
+        args = parse_args(argv)
+        if args.command == "check-config":
+            return cmd_check_config(args.file, environ)
+        if args.command == "demo":
+            setup_logging("warning")
+            return run_demo(args.listen)
+        if args.command == "docs":
+            return cmd_docs(args.topic)
+        config = load(args.config, overrides=overrides(args), environ=environ)
+        if args.command == "recording-rules":
+            return cmd_recording_rules(config)
+        if args.command == "diagnose":  # the checklist says what the log would
+            setup_logging(args.log_level or "error")
+            return cmd_diagnose(config, args.format)
+        setup_logging(config.exporter.log_level)
+        if args.command == "serve":
+            return cmd_serve(config)
+        return cmd_report(config, args.format)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"{PROG}: config error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,191 @@
+"""The command line's shape: commands, flags and their help, and the configuration
+overrides the flags make. A bad command line is a UsageError whose str() is one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from exporter import PROG, __version__
+from exporter.durations import parse_duration
+from exporter.exposition.guides import GUIDES
+
+
+class UsageError(Exception):
+    """A bad command line; str() is one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _duration_flag(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# Each command: its one-line description (shown in `--help` and under its own `--help`).
+COMMANDS = {
+    "serve": "run the exporter: read the upstream every interval, serve /metrics and /",
+    "report": "read the upstream once and print the per-model table (or JSON)",
+    "diagnose": "read the upstream once and check what the figures need from it, one line each",
+    "check-config": "validate a configuration file (with the environment, as serve reads it)",
+    "recording-rules": "print Prometheus recording rules for this configuration's queries",
+    "demo": "run a simulated cluster and the exporter reading it, to look around",
+    "docs": "print a guide that ships with the exporter (troubleshooting, configuration, ...)",
+}
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    """The upstream flags every command that reads an upstream takes."""
+    sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    sub.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="Prometheus-compatible query API (also PROMETHEUS_URL)",
+    )
+    sub.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="log lines at this level and above, on stderr (exporter.log_level: info)",
+    )
+    direct = sub.add_argument_group(
+        "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
+    )
+    direct.add_argument(
+        "--vllm-url",
+        metavar="URL",
+        action="append",
+        help="inference server /metrics of this pod (repeatable; replaces direct.pods)",
+    )
+    direct.add_argument(
+        "--dcgm-url",
+        metavar="URL",
+        action="append",
+        help="dcgm-exporter /metrics of this node (repeatable)",
+    )
+    direct.add_argument("--pod", metavar="NAME", help="this pod's name (also POD_NAME)")
+    direct.add_argument(
+        "--namespace", metavar="NS", help="this pod's namespace (also POD_NAMESPACE)"
+    )
+
+
+def _command(commands: Any, name: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=COMMANDS[name], description=f"{PROG} {name}: {COMMANDS[name]}."
+    )
+    return parser
+
+
+def _format(sub: argparse.ArgumentParser, human: str, shows: str, json_shows: str) -> None:
+    sub.add_argument(
+        "--format",
+        choices=(human, "json"),
+        default=human,
+        help=f"{human}: {shows}; json: {json_shows} (default: {human})",
+    )
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Per-model energy and carbon metrics for LLM serving (vLLM + DCGM).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=Parser, title="commands"
+    )
+    commands.required = True
+
+    serve = _command(commands, "serve")
+    _common(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (:29877)")
+    serve.add_argument(
+        "--interval", metavar="SECONDS", type=_duration_flag, help="seconds between cycles (30)"
+    )
+
+    report = _command(commands, "report")
+    _common(report)
+    _format(report, "table", "the per-model table", "every per-model figure")
+
+    diagnose = _command(commands, "diagnose")
+    _common(diagnose)
+    _format(diagnose, "text", "the checklist", "the checks and the served models")
+    diagnose.epilog = (
+        "Exit status: 0 when figures can be computed for every served model, 1 when something "
+        "blocks them, 2 for a bad command line or configuration."
+    )
+
+    rules = _command(commands, "recording-rules")
+    rules.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    rules.epilog = (
+        "Load the output into the Prometheus the exporter reads (or wrap it in a "
+        "PrometheusRule); the exporter then reads the recorded series instead of the raw ones, "
+        "with the same figures. Regenerate it after changing the configuration: rules for "
+        "other queries are ignored."
+    )
+
+    check = _command(commands, "check-config")
+    check.add_argument("file", metavar="FILE", help="the YAML configuration file to check")
+
+    demo = _command(commands, "demo")
+    demo.add_argument(
+        "--listen", metavar="HOST:PORT", default=":29877", help="address of the exporter (:29877)"
+    )
+
+    docs = _command(commands, "docs")
+    docs.add_argument(
+        "topic",
+        metavar="TOPIC",
+        nargs="?",
+        choices=GUIDES,
+        help=f"one of {', '.join(GUIDES)} (without it: the list)",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, or UsageError naming what is wrong with it: an unknown flag given
+    before any command is named (argparse would only say a COMMAND is required)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in COMMANDS for arg in args):
+        unknown = [a for a in args if a.startswith("-") and a not in ("-h", "--help", "--version")]
+        if unknown:
+            raise UsageError(
+                f"unrecognized arguments: {' '.join(unknown)} (flags go after a COMMAND: "
+                f"{', '.join(COMMANDS)})"
+            )
+        if not args:
+            raise UsageError(f"a COMMAND is required: {', '.join(COMMANDS)}")
+    return build_parser().parse_args(args)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "prometheus.url": getattr(args, "prometheus_url", None),
+        "exporter.listen": getattr(args, "listen", None),
+        "exporter.interval": getattr(args, "interval", None),
+        "exporter.log_level": getattr(args, "log_level", None),
+    }
+    vllm, dcgm = getattr(args, "vllm_url", None), getattr(args, "dcgm_url", None)
+    pod_flags = getattr(args, "pod", None) or getattr(args, "namespace", None)
+    if pod_flags and dcgm and not vllm:
+        # They name the pod of --vllm-url; without it they would quietly do nothing.
+        raise UsageError("--pod and --namespace name the pod of --vllm-url: give --vllm-url too")
+    if vllm or dcgm:
+        overrides["source"] = "direct"
+        if vllm:
+            overrides["direct.pods"] = [
+                {"vllm_urls": vllm, "pod": args.pod, "namespace": args.namespace}
+            ]
+        overrides["direct.dcgm_urls"] = dcgm
+    elif getattr(args, "pod", None) or getattr(args, "namespace", None):
+        raise UsageError(
+            "--pod and --namespace belong to direct mode: add --vllm-url and --dcgm-url"
+        )
+    return overrides
