@@ -8,11 +8,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from exporter.config import Config
 from exporter.model import figures as fig
-from exporter.model.intensity import GridIntensities, LiveSlot, Slot, in_force
+from exporter.model.intensity import GridIntensities, Slot, in_force
+from exporter.model.interfaces import GridFeed, Source
 from exporter.model.join import ServedModel, join
 from exporter.model.lookback import LookbackTracker
 from exporter.model.observations import ModelHistory, Observation
@@ -22,53 +22,6 @@ from exporter.model.snapshot import Key, Snapshot
 from exporter.model.totals import Totals
 
 log = logging.getLogger("exporter")
-
-
-class Source(Protocol):
-    """What the engine needs of a source (Prometheus queries, direct pages)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def upstreams(self) -> tuple[str, ...]: ...  # values of the `upstream` label
-
-    @property
-    def gpu_upstream(self) -> str: ...  # the one of `upstreams` that GPU series come from
-
-    @property
-    def window(self) -> float: ...  # seconds over which power and token rates are means
-
-    @property
-    def reads(self) -> str: ...  # what cycles read: queries, recording_rules or pages
-
-    @property
-    def requests_by_upstream(self) -> Mapping[str, int]: ...  # HTTP requests so far
-
-    def fetch(self) -> Observation: ...
-
-    def close(self) -> None: ...
-
-
-class GridFeed(Protocol):
-    """What the engine needs of the live grid feed: its slots now (read, never waited for),
-    and its upstreams' health, request and error counts (it counts its own, off the cycle)."""
-
-    @property
-    def upstreams(self) -> tuple[str, ...]: ...
-
-    @property
-    def requests_by_upstream(self) -> Mapping[str, int]: ...
-
-    @property
-    def errors_by_upstream(self) -> Mapping[tuple[str, str], int]: ...
-
-    @property
-    def up(self) -> Mapping[str, bool]: ...
-
-    def slots(self) -> tuple[LiveSlot, ...]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

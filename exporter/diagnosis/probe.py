@@ -14,7 +14,8 @@ from exporter.config import Config
 from exporter.diagnosis import inventory
 from exporter.diagnosis.checks import NETWORK
 from exporter.diagnosis.facts import Facts, Inventory, LiveGrid
-from exporter.engine import Engine, Source
+from exporter.engine import Engine
+from exporter.model.interfaces import Source
 from exporter.model.join import join
 from exporter.model.observations import Observation
 from exporter.model.problems import Problem, UpstreamError
