@@ -225,6 +225,86 @@ def test_table_cells_per_token_and_per_request_are_empty_while_inactive(
     )
 
 
+# ---------------------------------------------------------------- token-weighted means
+
+WEIGHTED = ('accounting="marginal"', 'mix="observed"')  # per-token figures only while active
+
+
+def token_weighted_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Targets that weight a per-replica per-token figure by the replica's tokens."""
+    return [
+        (board, panel, target)
+        for board, dashboard in BOARDS.items()
+        for panel in queried_panels(dashboard)
+        for target in panel["targets"]
+        if any(w in target["expr"] for w in WEIGHTED)
+        and "llm_carbon_tokens_per_second" in target["expr"]
+    ]
+
+
+def test_token_weighted_means_leave_out_the_tokens_of_inactive_replicas(tmp_path: Path) -> None:
+    """Sidecars: one replica active (its marginal J/token and observed-mix envelope 0.3), one
+    below the activity threshold, still serving 4 tok/s but with no per-token figures. The
+    model's token-weighted mean is the active replica's 0.3; with the inactive replica's tokens
+    in the denominator it would read 0.3 x 100 / 104."""
+    targets = token_weighted_targets()
+    assert {(b, panel["id"], t["refId"]) for b, panel, t in targets} >= {
+        ("overview.json", 13, "E"),
+        ("overview.json", 14, "B"),
+        ("overview.json", 14, "F"),
+        ("model-detail.json", 11, "B"),
+        ("model-detail.json", 11, "F"),
+    }
+    replicas = {"vllm-0": (1, (90, 10)), "vllm-1": (0, (3, 1))}
+    inputs = []
+    for exporter, (serving_pod, (active, tokens)) in zip(EXPORTERS, replicas.items(), strict=True):
+        published: list[tuple[str, dict[str, str], float]] = [
+            ("llm_carbon_active", {}, active),
+            ("llm_carbon_tokens_per_second", {"phase": "prompt"}, tokens[0]),
+            ("llm_carbon_tokens_per_second", {"phase": "generation"}, tokens[1]),
+            ("llm_carbon_model_info", {"size_class": "mid"}, 1),
+            ("llm_carbon_commercial_joules_per_token", {"bound": "mid", "mix": "preset"}, 1.0),
+        ]
+        if active:
+            published += [
+                (
+                    "llm_carbon_energy_joules_per_token",
+                    {"scope": "facility", "accounting": "marginal"},
+                    0.3,
+                ),
+                (
+                    "llm_carbon_commercial_joules_per_token",
+                    {"bound": "mid", "mix": "observed"},
+                    0.3,
+                ),
+            ]
+        for metric, more, value in published:
+            if metric == "llm_carbon_commercial_joules_per_token":
+                more = {**more, "baseline": "mid"}
+            labels = {"namespace": NAMESPACE, "model": "m", "serving_pod": serving_pod, **more}
+            inputs.append(series(metric, labels, target_labels(exporter), f"{value}x20"))
+    checks = [
+        {
+            "expr": f"abs(sum({substitute(t['expr'], {'namespace': NAMESPACE, 'model': 'm'})})"
+            " - 0.3) <= bool 1e-9",
+            "eval_time": "10m",
+            "exp_samples": [{"labels": "{}", "value": 1}],
+        }
+        for _, _, t in targets
+    ]
+    run_promtool(
+        tmp_path,
+        [
+            {
+                "name": "token-weighted means over the active replicas only",
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": checks,
+            }
+        ],
+    )
+
+
 # ---------------------------------------------------------------- PromQL in the documentation
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy/k8s/README.md"]
