@@ -305,6 +305,49 @@ def test_token_weighted_means_leave_out_the_tokens_of_inactive_replicas(tmp_path
     )
 
 
+def test_energy_per_computed_token_waits_for_every_active_replica_to_count_by_source(
+    tmp_path: Path,
+) -> None:
+    """Two active sidecars of one model, 500 W facility each; one counts 200 computed tokens
+    per second, the other (an older vLLM) does not count prompt tokens by source. The panel
+    must draw nothing rather than 1000 W / 200 tok/s; once both count (the second 300 tok/s),
+    it reads 1000 / 500 = 2 J/token."""
+    panel = next(
+        p
+        for p in queried_panels(BOARDS["model-detail.json"])
+        if p["title"].startswith("Energy per token by denominator")
+    )
+    expr = next(t["expr"] for t in panel["targets"] if t["legendFormat"] == "computed tokens")
+    query = substitute(expr, {"namespace": NAMESPACE, "model": "m"})
+    cases = []
+    for name, computed, expected in (
+        ("a rollout: one replica does not count by source", {"vllm-0": 200}, []),
+        ("every replica counts", {"vllm-0": 200, "vllm-1": 300}, [2.0]),
+    ):
+        inputs = []
+        for exporter, serving_pod in zip(EXPORTERS, ("vllm-0", "vllm-1"), strict=True):
+            published = [
+                ("llm_carbon_active", {}, 1.0),
+                ("llm_carbon_power_watts", {"scope": "facility"}, 500.0),
+            ]
+            if serving_pod in computed:
+                joules = 500.0 / computed[serving_pod]
+                published.append(("llm_carbon_energy_joules_per_computed_token", {}, joules))
+            for metric, more, value in published:
+                labels = {"namespace": NAMESPACE, "model": "m", "serving_pod": serving_pod, **more}
+                inputs.append(series(metric, labels, target_labels(exporter), f"{value}x20"))
+        samples = [{"labels": "{}", "value": v} for v in expected]
+        cases.append(
+            {
+                "name": name,
+                "interval": "1m",
+                "input_series": inputs,
+                "promql_expr_test": [{"expr": query, "eval_time": "10m", "exp_samples": samples}],
+            }
+        )
+    run_promtool(tmp_path, cases)
+
+
 # ---------------------------------------------------------------- PromQL in the documentation
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy/k8s/README.md"]
