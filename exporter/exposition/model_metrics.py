@@ -90,8 +90,8 @@ MODEL_METRICS: tuple[MetricSpec, ...] = (
         lambda f, _: f.idle_power_w,
         "Idle floor of the model's GPUs: lowest window-mean power per GPU while inactive "
         "over the look-back, counting windows of at least min_power_watts_per_gpu on the "
-        "current GPU products (idle_source=observed), else the GPU table's loaded-idle power "
-        "x GPU count (idle_source=gpu_table).",
+        "current GPU products, x GPU count (idle_source=observed), else the GPU table's "
+        "loaded-idle power x GPU count (idle_source=gpu_table).",
     ),
     _model(
         "llm_carbon_idle_power_ratio",
@@ -102,7 +102,8 @@ MODEL_METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_utilization_ratio",
         lambda f, _: f.utilization,
         "Tokens per second / capacity; capacity is configured, else the model's peak "
-        "window-mean throughput over the look-back (capacity_source on model_info).",
+        "window-mean throughput over the look-back, never below the current one "
+        "(capacity_source on model_info).",
     ),
     _model(
         "llm_carbon_model_flops_utilization_ratio",
