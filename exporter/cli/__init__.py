@@ -10,7 +10,15 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from exporter import PROG
-from exporter.cli.arguments import UsageError, build_parser, overrides, parse_args
+from exporter.cli.arguments import (
+    UsageError,
+    build_parser,
+    check_pod_flags,
+    help_command,
+    overrides,
+    parse_args,
+    pod_environment,
+)
 from exporter.cli.commands import (
     EXIT_USAGE,
     cmd_check_config,
@@ -74,7 +82,10 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             return run_demo(args.listen)
         if args.command == "docs":
             return cmd_docs(args.topic)
-        config = load(args.config, overrides=overrides(args), environ=environ)
+        config = load(
+            args.config, overrides=overrides(args), environ=pod_environment(args, environ)
+        )
+        check_pod_flags(args, config.source)
         if args.command == "recording-rules":
             return cmd_recording_rules(config)
         if args.command == "diagnose":  # the checklist says what the log would
@@ -85,7 +96,7 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
             return cmd_serve(config)
         return cmd_report(config, args.format)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc} (see {PROG} --help)", file=sys.stderr)
+        print(f"{PROG}: error: {exc} (see {help_command(argv)})", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         for line in exc.lines:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from exporter import PROG, __version__
@@ -41,7 +41,7 @@ COMMANDS = {
 }
 
 
-def _common(sub: argparse.ArgumentParser) -> None:
+def _common(sub: argparse.ArgumentParser, log_default: str = "exporter.log_level: info") -> None:
     """The upstream flags every command that reads an upstream takes."""
     sub.add_argument("--config", metavar="FILE", help="YAML configuration file")
     sub.add_argument(
@@ -52,7 +52,7 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--log-level",
         choices=("debug", "info", "warning", "error"),
-        help="log lines at this level and above, on stderr (exporter.log_level: info)",
+        help=f"log lines at this level and above, on stderr ({log_default})",
     )
     direct = sub.add_argument_group(
         "direct-scrape (sidecar) mode", "read the pages directly, no Prometheus needed"
@@ -114,7 +114,7 @@ def build_parser() -> Parser:
     _format(report, "table", "the per-model table", "every per-model figure")
 
     diagnose = _command(commands, "diagnose")
-    _common(diagnose)
+    _common(diagnose, log_default="error: the checklist says what the log would")
     _format(diagnose, "text", "the checklist", "the checks and the served models")
     diagnose.epilog = (
         "Exit status: 0 when figures can be computed for every served model, 1 when something "
@@ -165,7 +165,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return build_parser().parse_args(args)
 
 
+def help_command(argv: Sequence[str] | None) -> str:
+    """Where a usage error sends the reader: the help of the command given, if any."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in args if arg in COMMANDS), None)
+    return f"{PROG} {command} --help" if command else f"{PROG} --help"
+
+
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The configuration keys the flags set. --pod and --namespace name the pod of
+    --vllm-url, or else the pods of a configuration file that leaves them unnamed (see
+    pod_environment); with neither they would quietly do nothing, and are refused."""
     overrides: dict[str, Any] = {
         "prometheus.url": getattr(args, "prometheus_url", None),
         "exporter.listen": getattr(args, "listen", None),
@@ -173,10 +183,14 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "exporter.log_level": getattr(args, "log_level", None),
     }
     vllm, dcgm = getattr(args, "vllm_url", None), getattr(args, "dcgm_url", None)
-    pod_flags = getattr(args, "pod", None) or getattr(args, "namespace", None)
-    if pod_flags and dcgm and not vllm:
-        # They name the pod of --vllm-url; without it they would quietly do nothing.
-        raise UsageError("--pod and --namespace name the pod of --vllm-url: give --vllm-url too")
+    if _pod_flags(args) and not vllm and not getattr(args, "config", None):
+        if dcgm:
+            raise UsageError(
+                "--pod and --namespace name the pod of --vllm-url: give --vllm-url too"
+            )
+        raise UsageError(
+            "--pod and --namespace belong to direct mode: add --vllm-url and --dcgm-url"
+        )
     if vllm or dcgm:
         overrides["source"] = "direct"
         if vllm:
@@ -184,8 +198,29 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
                 {"vllm_urls": vllm, "pod": args.pod, "namespace": args.namespace}
             ]
         overrides["direct.dcgm_urls"] = dcgm
-    elif getattr(args, "pod", None) or getattr(args, "namespace", None):
-        raise UsageError(
-            "--pod and --namespace belong to direct mode: add --vllm-url and --dcgm-url"
-        )
     return overrides
+
+
+def _pod_flags(args: argparse.Namespace) -> dict[str, str]:
+    """--pod and --namespace where given, under the variables they stand in for."""
+    flags = {
+        "POD_NAME": getattr(args, "pod", None),
+        "POD_NAMESPACE": getattr(args, "namespace", None),
+    }
+    return {name: value for name, value in flags.items() if value}
+
+
+def pod_environment(args: argparse.Namespace, environ: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment with --pod and --namespace as POD_NAME and POD_NAMESPACE: like them,
+    they name a direct pod the configuration file leaves unnamed."""
+    flags = _pod_flags(args)
+    return {**environ, **flags} if flags else environ
+
+
+def check_pod_flags(args: argparse.Namespace, source: str) -> None:
+    """--pod and --namespace with a configuration file that is not in direct mode."""
+    if _pod_flags(args) and source != "direct":
+        raise UsageError(
+            f"--pod and --namespace belong to direct mode: {args.config} reads {source} "
+            "(set source: direct there, or add --vllm-url and --dcgm-url)"
+        )

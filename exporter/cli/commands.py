@@ -98,8 +98,9 @@ def cmd_report(config: Config, fmt: str) -> int:
         engine.close()
     snapshot = engine.state.snapshot
     if not ok or snapshot is None:
+        why = "; ".join(f"{p.upstream}: {p.message}" for p in engine.state.failure)
         print(
-            f"{PROG}: no report: the upstream could not be read (see the log line above)",
+            f"{PROG}: no report: the upstream could not be read: {why or 'see the log'}",
             file=sys.stderr,
         )
         return EXIT_FAILURE

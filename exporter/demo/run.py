@@ -72,7 +72,8 @@ def run_demo(listen: str, out: TextIO = sys.stdout, stop: threading.Event | None
     except OSError as exc:
         stop_simulation()
         print(
-            f"{PROG}: cannot listen on {listen}: {exc.strerror} (try --listen :29878)",
+            f"{PROG}: cannot listen on {listen}: {exc.strerror} "
+            f"(try --listen {listen.rpartition(':')[0]}:0 for any free port)",
             file=sys.stderr,
         )
         return 1

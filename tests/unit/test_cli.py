@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.cli import build_parser, main
+from exporter.cli.arguments import COMMANDS, overrides, parse_args, pod_environment
+from exporter.config import load
 from exporter.exposition.guides import GUIDES
 
 
@@ -53,6 +55,9 @@ def test_bad_invocations_exit_2_with_one_line(capsys, argv: list[str], expected:
     assert code == 2
     assert expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
+    if "config error" not in err:  # a usage error points at the help of the command given
+        command = next((f" {a}" for a in argv if a in COMMANDS), "")
+        assert err.rstrip().endswith(f"(see llm-carbon-exporter{command} --help)")
 
 
 def test_every_command_and_flag_says_what_it_is_for() -> None:
@@ -65,6 +70,42 @@ def test_every_command_and_flag_says_what_it_is_for() -> None:
         assert sub.description and name in sub.description, f"{name} has no description"
         for action in sub._actions:
             assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+DIRECT_FILE = (
+    "source: direct\ndirect:\n  dcgm_urls: [http://127.0.0.1:9/metrics]\n"
+    "  pods: [{vllm_urls: [http://127.0.0.1:9/vllm]}]\n"
+)
+
+
+def test_pod_flags_name_the_pods_a_direct_configuration_file_leaves_unnamed(
+    capsys, tmp_path: Path
+) -> None:
+    path = tmp_path / "direct.yaml"
+    path.write_text(DIRECT_FILE)
+    args = parse_args(["report", "--config", str(path), "--pod", "vllm-0", "--namespace", "llm"])
+    config = load(str(path), overrides=overrides(args), environ=pod_environment(args, {}))
+    assert (config.direct.pods[0].pod, config.direct.pods[0].namespace) == ("vllm-0", "llm")
+    # The flags win over the variables they stand in for, the file over both.
+    environ = {"POD_NAME": "other", "POD_NAMESPACE": "elsewhere"}
+    config = load(str(path), environ=pod_environment(args, environ))
+    assert config.direct.pods[0].pod == "vllm-0"
+    # Accepted on the command line: the report fails on the unreachable page (1), not usage (2).
+    code, _, err = run(capsys, "report", "--config", str(path), "--pod", "vllm-0")
+    assert code == 1, err
+    path.write_text(DIRECT_FILE.replace("{vllm_urls", "{pod: named, vllm_urls"))
+    assert load(str(path), environ=pod_environment(args, {})).direct.pods[0].pod == "named"
+
+
+def test_pod_flags_with_a_configuration_file_not_in_direct_mode_are_refused(
+    capsys, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("prometheus:\n  url: http://prom:9090\n")
+    code, _, err = run(capsys, "report", "--config", str(path), "--pod", "p")
+    assert (
+        code == 2 and f"--pod and --namespace belong to direct mode: {path} reads prometheus" in err
+    )
 
 
 def test_check_config_ok(capsys, tmp_path: Path) -> None:
@@ -110,6 +151,27 @@ def test_docs_lists_the_packaged_guides_and_prints_each(capsys) -> None:
         assert body == (repository / f"{topic}.md").read_text(encoding="utf-8")
 
 
+def test_a_failed_report_says_why_even_with_the_log_quiet(capsys) -> None:
+    code, _, err = run(
+        capsys, "report", "--prometheus-url", "http://127.0.0.1:9", "--log-level", "error"
+    )
+    assert code == 1 and err.count("\n") == 1
+    assert "could not be read: prometheus: cannot connect to http://127.0.0.1:9" in err
+
+
+def test_diagnose_help_gives_its_own_log_level_default() -> None:
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    level = {
+        name: next(a.help for a in sub._actions if "--log-level" in a.option_strings)
+        for name, sub in commands.items()
+        if name in ("serve", "report", "diagnose")
+    }
+    assert "exporter.log_level: info" in level["serve"] and level["serve"] == level["report"]
+    assert "(error:" in level["diagnose"]
+
+
 def test_version_and_help() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, timeout=30
@@ -153,7 +215,12 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str], tmp_path:
     assert result.stderr == ""
 
 
-def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--prometheus-url", "http://127.0.0.1:9"], ["demo"]],
+    ids=["serve", "demo"],
+)
+def test_busy_port_is_a_clear_error(command: list[str]) -> None:
     import socket
 
     with socket.socket() as sock:
@@ -161,16 +228,7 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         sock.listen()
         port = sock.getsockname()[1]
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "serve",
-                "--prometheus-url",
-                "http://127.0.0.1:9",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
+            [sys.executable, "-m", "exporter", *command, "--listen", f"127.0.0.1:{port}"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -178,6 +236,8 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+    if command == ["demo"]:  # the host kept, any free port offered
+        assert "(try --listen 127.0.0.1:0 for any free port)" in result.stderr
 
 
 flag = st.sampled_from(
