@@ -22,8 +22,8 @@ ATTRIBUTIONS = {
     "shared_gpu": "GPUs shared with other pods",
 }
 GIVE_PODS_GPUS = (
-    "DCGM series must carry the serving pod's namespace and pod (see gpu pods), or in sidecar "
-    "mode the pod's GPUs be claimed by direct.pods[].gpu_uuids"
+    "DCGM series must carry the serving pod's namespace and pod (dcgm-exporter's Kubernetes "
+    "pod mapping), or in sidecar mode the pod's GPUs be claimed by direct.pods[].gpu_uuids"
 )
 NOT_IN_TABLES = "a-model-or-gpu-not-in-the-tables"
 NAMED = 3  # other pods a fix names
@@ -192,8 +192,11 @@ def joins(facts: Facts) -> list[Check]:
                 "joins",
                 FAIL,
                 f"{plural(len(without), 'pod')} "
-                + ("serves tokens but has" if len(without) == 1 else "serve tokens but have")
-                + " no GPU series: their models' power is withheld",
+                + (
+                    "serves tokens but has no GPU series: its model's power is withheld"
+                    if len(without) == 1
+                    else "serve tokens but have no GPU series: their models' power is withheld"
+                ),
                 without_gpus_fix(facts, pods),
                 WITHOUT_GPUS,
                 examples(sorted(without)),

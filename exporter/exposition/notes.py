@@ -26,7 +26,7 @@ def _underutilized(f: ModelFigures, settings: FigureSettings) -> str | None:
     limits = settings.underutilized
     words = {
         m.IDLE_RATIO_RULE: lambda: (
-            f"its idle floor is {f.idle_power_ratio or 0:.0%} of its power "
+            f"its idle floor is {_idle_share(f)} "
             f"(> idle_power_ratio_above {limits['idle_power_ratio_above'] or 0:.0%})"
         ),
         m.INACTIVE_RULE: lambda: (
@@ -43,12 +43,19 @@ def _underutilized(f: ModelFigures, settings: FigureSettings) -> str | None:
     return f"underutilized: {', '.join(said)}" if said else None
 
 
+def _idle_share(f: ModelFigures) -> str:
+    """The idle floor's share of the power, or "at or above" where the ratio is capped at 1
+    (the GPU table's floor can exceed a lightly loaded GPU's power)."""
+    ratio = f.idle_power_ratio or 0.0
+    return "at or above its power" if ratio >= 1 else f"{ratio:.0%} of its power"
+
+
 def _utilization(f: ModelFigures) -> str | None:
     if f.info_value("capacity_source") != "observed_peak" or (f.utilization or 0) < 0.995:
         return None
     return (
-        f"utilization {f.utilization:.2f}: capacity is its own observed peak, reached now "
-        "(utilization.capacity sets what the GPUs can do)"
+        f"utilization {f.utilization:.2f}: capacity is its own highest throughput seen so far, "
+        "reached now, not what its GPUs could do (MFU says that; utilization.capacity sets it)"
     )
 
 

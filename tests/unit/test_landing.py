@@ -20,11 +20,11 @@ ELSEWHERE = "gpu-7.example.org"
 H200 = "NVIDIA H200"
 
 
-def kimi(node: str = SDSC, problems: tuple[Problem, ...] = ()) -> Observation:
+def kimi(node: str = SDSC, problems: tuple[Problem, ...] = (), watts: float = 928.0) -> Observation:
     """Kimi-K2.5 as the NRP review saw it: 928 W on 8 x H200 for 158 tok/s."""
     return Observation(
         time.time(),
-        (PodGpus("nrp-llm", "kimi", node, H200, 8, 928.0, ENERGY_COUNTER),),
+        (PodGpus("nrp-llm", "kimi", node, H200, 8, watts, ENERGY_COUNTER),),
         (PodTokens("nrp-llm", "kimi", "moonshotai/Kimi-K2.5", 150.0, 8.0),),
         problems=problems,
     )
@@ -63,7 +63,12 @@ def test_each_model_shows_its_grid_region_and_why_its_figures_surprise() -> None
     assert "region" in text and "CAMX" in text
     # 8 x 127 W loaded idle from the GPU table is above the 928 W measured.
     assert "J/tok marg. 0: its idle floor, 1016 W (GPU table), is at or above its 928 W" in text
-    assert "underutilized: its idle floor is 100% of its power" in text
+    assert "underutilized: its idle floor is at or above its power" in text
+    # Drawing more, the floor is a share of the power; a second cycle at the same throughput
+    # reaches the observed peak, which says nothing of what the GPUs could do.
+    text = page(kimi(watts=1600.0), kimi(watts=1600.0))
+    assert "J/tok marg. 0" not in text and "its idle floor is 64% of its power" in text
+    assert "utilization 1.00: capacity is its own highest throughput seen so far" in text
 
 
 def test_the_nrp_defaults_outside_the_nrp_raise_a_banner() -> None:
