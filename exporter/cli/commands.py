@@ -24,6 +24,7 @@ from exporter.sources.direct import DirectSource
 from exporter.sources.grid_live import LiveGridFeed, live_grid
 from exporter.sources.prometheus import PrometheusSource
 from exporter.sources.queries import Queries
+from exporter.text import plural
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -131,6 +132,11 @@ def cmd_diagnose(config: Config, fmt: str) -> int:
 
 
 def cmd_recording_rules(config: Config) -> int:
+    if config.source == "direct":  # sidecars read pages, never a Prometheus
+        raise ConfigError(
+            "source: direct reads the pages themselves; recording rules serve only the "
+            "Prometheus source (source: prometheus)"
+        )
     rules = recording.rule_groups(Queries.build(config).per_cycle(), config.exporter.interval)
     print(RULES_HEADER + yaml.safe_dump(rules, sort_keys=False, width=1_000_000), end="")
     return EXIT_OK
@@ -150,8 +156,9 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
     window = config.direct.window if config.source == "direct" else config.prometheus.window
     print(
         f"{path}: OK (source {config.source}, window {window:g}s, "
-        f"{len(config.grid.nodes)} node rules, default region {config.grid.default_region}, "
-        f"{len(config.baselines)} baselines, preset {config.workload.default_preset})"
+        f"{plural(len(config.grid.nodes), 'node rule')}, default region "
+        f"{config.grid.default_region}, {plural(len(config.baselines), 'baseline')}, "
+        f"preset {config.workload.default_preset})"
     )
     return EXIT_OK
 

@@ -141,16 +141,38 @@ def load(
     if path:
         document = merge(document, read_document(path))
     env = environ or {}
-    if env.get("PROMETHEUS_URL"):
-        set_path(document, "prometheus.url", env["PROMETHEUS_URL"])
-    if env.get("PROMETHEUS_BEARER_TOKEN_FILE"):
-        set_path(document, "prometheus.bearer_token_file", env["PROMETHEUS_BEARER_TOKEN_FILE"])
+    origin: dict[str, str] = {}  # keys set from elsewhere than a file, and from where
+    for variable, dotted in ENVIRONMENT.items():
+        if env.get(variable):
+            set_path(document, dotted, env[variable])
+            origin[dotted] = variable
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_path(document, dotted, value)
+            origin[dotted] = "the command line"
     _pod_identity(document, env)
     _yaml_off(document)
-    return build(document)
+    try:
+        return build(document)
+    except ConfigError as exc:
+        raise ConfigError(*(_with_origin(line, origin) for line in exc.lines)) from None
+
+
+# Environment variables that set a key, as the deployment examples use them.
+ENVIRONMENT = {
+    "PROMETHEUS_URL": "prometheus.url",
+    "PROMETHEUS_BEARER_TOKEN_FILE": "prometheus.bearer_token_file",
+}
+
+
+def _with_origin(line: str, origin: Mapping[str, str]) -> str:
+    """An error line about a key no file set says where the value came from: nothing in
+    the file matches `prometheus.url: invalid URL 'prom:9090'` when PROMETHEUS_URL set it."""
+    for dotted, source in origin.items():
+        if line.startswith(dotted) and line[len(dotted) : len(dotted) + 1] in (":", "[", "."):
+            key, _, rest = line.partition(":")
+            return f"{key} (from {source}):{rest}"
+    return line
 
 
 def _yaml_off(document: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@ right shape. Each yields every problem it finds as (key path, message)."""
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 
 from exporter.config.schema import Config, LiveGrid
 from exporter.config.values import HEADER_NAME, regex_problem, selector_problem
@@ -44,7 +45,10 @@ def _timing(config: Config) -> Problems:
             "miss energy",
         )
     if config.utilization.lookback < window:
-        yield "utilization.lookback", f"shorter than {window_key}"
+        yield (
+            "utilization.lookback",
+            f"{config.utilization.lookback:g}s is shorter than {window_key} ({window:g}s)",
+        )
 
 
 def _prometheus(config: Config) -> Problems:
@@ -113,6 +117,15 @@ def _repeated(items: Sequence[str]) -> Iterator[int]:
     return (j for j, item in enumerate(items) if item in items[:j])
 
 
+def unknown_region(name: str, known: Set[str]) -> str:
+    """The error for a region code nobody defines, with the nearest known code if any
+    (codes are case-sensitive: eGRID's are upper case)."""
+    same = [code for code in known if code.casefold() == name.casefold()]
+    near = same or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    hint = f" (did you mean {near[0]!r}?)" if near else " (grid.regions defines new ones)"
+    return f"unknown region {name!r}{hint}"
+
+
 def _grid(config: Config) -> Problems:
     builtin = grid_region_codes()
     known = builtin | set(config.grid.regions)
@@ -120,10 +133,10 @@ def _grid(config: Config) -> Problems:
         if name not in builtin and region.location is None:
             yield f"grid.regions.{name}.location", "required for a region not built in"
     if config.grid.default_region not in known:
-        yield "grid.default_region", f"unknown region {config.grid.default_region!r}"
+        yield "grid.default_region", unknown_region(config.grid.default_region, known)
     for i, rule in enumerate(config.grid.nodes):
         if rule.region not in known:
-            yield f"grid.nodes[{i}].region", f"unknown region {rule.region!r}"
+            yield f"grid.nodes[{i}].region", unknown_region(rule.region, known)
     first: dict[str, str] = {}
     for path, live in config.grid.live_providers():
         if first.setdefault(live.provider, path) != path:
@@ -173,7 +186,7 @@ def _live(path: str, live: LiveGrid, known: frozenset[str] | set[str]) -> Proble
         )
     for region, zone in (live.zones or {}).items():
         if region not in known:
-            yield f"{path}.zones.{region}", f"unknown region {region!r}"
+            yield f"{path}.zones.{region}", unknown_region(region, known)
         if not zone.strip():
             yield f"{path}.zones.{region}", f"empty {live.provider} zone"
 

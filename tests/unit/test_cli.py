@@ -27,10 +27,16 @@ def run(capsys, *argv: str, environ: dict | None = None) -> tuple[int, str, str]
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["serve", "--listen", "nowhere"], "exporter.listen: invalid listen address"),
+        (
+            ["serve", "--listen", "nowhere"],
+            "exporter.listen (from the command line): invalid listen address",
+        ),
         (["serve", "--interval", "0"], "argument --interval: duration must be positive"),
         (["serve", "--interval", "fast"], "argument --interval: invalid duration 'fast'"),
-        (["serve", "--prometheus-url", "prom:9090"], "prometheus.url: invalid URL"),
+        (
+            ["serve", "--prometheus-url", "prom:9090"],
+            "prometheus.url (from the command line): invalid URL",
+        ),
         (["serve"], "prometheus.url: not set"),
         (["report", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
         (["serve", "--bogus"], "unrecognized arguments: --bogus"),
@@ -108,6 +114,13 @@ def test_pod_flags_with_a_configuration_file_not_in_direct_mode_are_refused(
     )
 
 
+def test_recording_rules_are_refused_for_a_direct_configuration(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "direct.yaml"
+    path.write_text(DIRECT_FILE.replace("{vllm_urls", "{pod: p, vllm_urls"))
+    code, out, err = run(capsys, "recording-rules", "--config", str(path))
+    assert code == 2 and out == "" and "recording rules serve only the Prometheus source" in err
+
+
 def test_check_config_ok(capsys, tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("prometheus:\n  url: http://prom:9090\n")
@@ -170,6 +183,16 @@ def test_diagnose_help_gives_its_own_log_level_default() -> None:
     }
     assert "exporter.log_level: info" in level["serve"] and level["serve"] == level["report"]
     assert "(error:" in level["diagnose"]
+
+
+def test_a_bad_value_from_the_environment_says_so(capsys, tmp_path: Path) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text("prometheus:\n  url: http://p:9090\n")
+    code, _, err = run(capsys, "check-config", str(path), environ={"PROMETHEUS_URL": "prom:9090"})
+    assert code == 2 and "prometheus.url (from PROMETHEUS_URL): invalid URL 'prom:9090'" in err
+    path.write_text("prometheus:\n  url: prom:9090\n")  # from the file: no origin to name
+    code, _, err = run(capsys, "check-config", str(path))
+    assert code == 2 and "config error: prometheus.url: invalid URL 'prom:9090'" in err
 
 
 def test_version_and_help() -> None:

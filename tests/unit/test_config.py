@@ -130,6 +130,14 @@ def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
         ),
         ({"grid": {"default_region": "MARS"}}, "grid.default_region: unknown region 'MARS'"),
         (
+            {"grid": {"default_region": "camx"}},
+            "grid.default_region: unknown region 'camx' (did you mean 'CAMX'?)",
+        ),
+        (
+            {"grid": {"nodes": [{"pattern": "x", "region": "CAMZ"}]}},
+            "grid.nodes[0].region: unknown region 'CAMZ' (did you mean 'CAMX'?)",
+        ),
+        (
             {"grid": {"regions": {"SITE": {"market": 10}}}},
             "grid.regions.SITE.location: required for a region not built in",
         ),
@@ -493,7 +501,10 @@ def test_generated_environments_never_crash(environ: dict) -> None:
             {"exporter": {"interval": "10m"}},
             "exporter.interval: 600s is longer than prometheus.window (300s)",
         ),
-        ({"utilization": {"lookback": "1m"}}, "utilization.lookback: shorter than"),
+        (
+            {"utilization": {"lookback": "1m"}},
+            "utilization.lookback: 60s is shorter than prometheus.window (300s)",
+        ),
         ({"facility": {"pue": float("inf")}}, "facility.pue: must be a finite number"),
         ({"facility": {"host_overhead": float("inf")}}, "facility.host_overhead:"),
     ],
@@ -563,8 +574,8 @@ def test_every_cross_section_problem_is_reported_at_once(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, data))
     assert caught.value.lines == (
-        "grid.default_region: unknown region 'NOWHERE'",
-        "grid.nodes[0].region: unknown region 'ELSEWHERE'",
+        "grid.default_region: unknown region 'NOWHERE' (grid.regions defines new ones)",
+        "grid.nodes[0].region: unknown region 'ELSEWHERE' (grid.regions defines new ones)",
         "workload.default_preset: unknown preset 'huge'",
         "comparison.always[0]: unknown baseline 'nope'",
     )
