@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 import yaml
 
 from exporter import PROG
-from exporter.config import Config, ConfigError, load
+from exporter.config import Config, ConfigError, load, rules
 from exporter.diagnosis import probe
 from exporter.diagnosis.verdict import diagnose
 from exporter.engine import Engine
@@ -160,6 +161,13 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
         f"{config.grid.default_region}, {plural(len(config.baselines), 'baseline')}, "
         f"preset {config.workload.default_preset})"
     )
+    for key, named in rules.named_files(config):
+        if not os.path.isfile(named):
+            print(
+                f"{PROG}: warning: {key}: {named!r} is not a file here; serve would fail every "
+                "request that needs it (fine if it is mounted only where serve runs)",
+                file=sys.stderr,
+            )
     return EXIT_OK
 
 

@@ -207,3 +207,27 @@ def _workload(config: Config) -> Problems:
                 f"comparison.size_classes[{i}].name",
                 f"no baseline named {size.name!r} for this size class",
             )
+
+
+def named_files(config: Config) -> Iterator[tuple[str, str]]:
+    """(key path, path) of every file the configuration names for serve to read: secrets
+    and the CA bundle, read at each request (so a missing one fails every request, not
+    the start)."""
+    prometheus = config.prometheus
+    if config.source == "prometheus":
+        yield from (
+            (f"prometheus.{key}", value)
+            for key, value in (
+                ("ca_file", prometheus.ca_file),
+                ("bearer_token_file", prometheus.bearer_token_file),
+                (
+                    "basic_auth.password_file",
+                    prometheus.basic_auth and prometheus.basic_auth.password_file,
+                ),
+            )
+            if value
+        )
+    for path, live in config.grid.live_providers():
+        for key in ("token_file", "password_file"):
+            if getattr(live, key):
+                yield f"{path}.{key}", getattr(live, key)

@@ -128,6 +128,20 @@ def test_check_config_ok(capsys, tmp_path: Path) -> None:
     assert code == 0 and "OK" in out and "default region CAMX" in out
 
 
+def test_check_config_warns_of_named_files_missing_here(capsys, tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("t\n")
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        f"prometheus:\n  url: http://prom:9090\n  ca_file: {tmp_path}/missing.crt\n"
+        f"  bearer_token_file: {secret}\n"
+    )
+    code, out, err = run(capsys, "check-config", str(path))
+    assert code == 0 and "OK" in out
+    assert err.count("\n") == 1
+    assert f"warning: prometheus.ca_file: '{tmp_path}/missing.crt' is not a file here" in err
+
+
 def test_check_config_shows_the_window_of_the_source_in_use(capsys, tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
