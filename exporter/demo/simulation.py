@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from exporter.sources.dcgm_units import BASE_UNIT_ENERGY
+
 Series = tuple[str, Mapping[str, str], float]
 
 GPU_PRODUCTS = {
@@ -62,6 +64,9 @@ class SimPod:
         )
 
 
+LEGACY_ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"  # mJ
+
+
 @dataclass(frozen=True)
 class SimNode:
     hostname: str
@@ -81,6 +86,9 @@ class SimNode:
     # dcgm-exporter's Kubernetes mapping (-k): off, no series names the pod a GPU is
     # allocated to, and a scrape leaves only dcgm-exporter's own pod label on them.
     pod_mapping: bool = True
+    # DCGM 4.7's base-unit energy field (joules, DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL) in place
+    # of the legacy one in millijoules, as dcgm-exporter 4.9 exports it.
+    base_units: bool = False
 
     def uuid(self, index: int) -> str:
         digest = zlib.crc32(f"{self.hostname}/{index}".encode()) % 10**12
@@ -208,11 +216,9 @@ class SimCluster:
                     power_rows.append(("DCGM_FI_DEV_POWER_USAGE", labels, round(power, 6)))
                 if node.energy_counter and with_power:
                     energy_rows.append(
-                        (
-                            "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
-                            labels,
-                            float(int(energy_j * 1000)),
-                        )
+                        (BASE_UNIT_ENERGY, labels, float(int(energy_j)))
+                        if node.base_units
+                        else (LEGACY_ENERGY, labels, float(int(energy_j * 1000)))
                     )
                 busy = 0.0 if pod is None else min(100.0, 8.0 + 60.0 * pod.load(t))
                 util_rows.append(("DCGM_FI_DEV_GPU_UTIL", labels, float(int(busy))))
@@ -232,10 +238,8 @@ HELP = {
     "vllm:request_success_total": ("counter", "Count of successfully processed requests."),
     "vllm:prompt_tokens_by_source_total": ("counter", "Number of prompt tokens by source."),
     "DCGM_FI_DEV_POWER_USAGE": ("gauge", "Power draw (in W)."),
-    "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": (
-        "counter",
-        "Total energy consumption since boot (in mJ).",
-    ),
+    LEGACY_ENERGY: ("counter", "Total energy consumption since boot (in mJ)."),
+    BASE_UNIT_ENERGY: ("counter", "Total energy consumption since boot (in J)."),
     "DCGM_FI_DEV_GPU_UTIL": ("gauge", "GPU utilization (in %)."),
     "DCGM_FI_PROF_GR_ENGINE_ACTIVE": ("gauge", "Ratio of time the graphics engine is active."),
 }

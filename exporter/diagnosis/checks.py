@@ -20,6 +20,7 @@ from exporter.model.problems import (
     TOO_LARGE,
     Problem,
 )
+from exporter.sources.dcgm_units import BASE_UNIT_ENERGY
 from exporter.sources.servers import server_title
 from exporter.text import plural
 
@@ -147,11 +148,12 @@ def _no_dcgm_fix(direct: bool) -> str:
         flag, page = DCGM_PAGE
         return (
             f"point {flag} at {page}, or set upstream.metrics.gpu_energy and gpu_power to the "
-            "names its series carry"
+            f"names its series carry (dcgm-exporter 4.9 and later: {BASE_UNIT_ENERGY})"
         )
     return (
         "scrape dcgm-exporter (a ServiceMonitor or PodMonitor for its DaemonSet), or set "
-        "upstream.metrics and prometheus.gpu_selector to match its series"
+        "upstream.metrics and prometheus.gpu_selector to match its series (dcgm-exporter 4.9 "
+        f"and later: upstream.metrics.gpu_energy: {BASE_UNIT_ENERGY})"
     )
 
 

@@ -26,6 +26,7 @@ from exporter.model.problems import (
     Problem,
     pod_ref,
 )
+from exporter.sources.dcgm_units import energy_per_joule, utilization_per_ratio
 from exporter.sources.page_parser import Row, base_name
 from exporter.sources.plausibility import Plausibility, Refusal
 from exporter.sources.series_store import SeriesStore, series_key
@@ -90,8 +91,9 @@ class DcgmReader:
         self.power = base_name(names.gpu_power)
         self.busy_scale = {
             base_name(names.gpu_engine_active): 1.0,
-            base_name(names.gpu_util): 100.0,
+            base_name(names.gpu_util): float(utilization_per_ratio(names.gpu_util)),
         }
+        self.energy_scale = float(energy_per_joule(names.gpu_energy))
         # Pods that claim a GPU by its id hold it, whatever the DCGM labels say.
         self.claimed: dict[str, set[Owner]] = defaultdict(set)
         for pod in config.direct.pods:
@@ -246,7 +248,7 @@ class DcgmReader:
         if refusal is None and name == self.energy:
             rate = self.store.windows[key].updated_counter_rate()
             if rate is not None:
-                refusal = self.plausible.gpu_power(rate / 1000, 1, gpu.product)
+                refusal = self.plausible.gpu_power(rate / self.energy_scale, 1, gpu.product)
             if refusal is None:
                 out.add(gpu, name, rate)
                 return
@@ -275,7 +277,7 @@ class DcgmReader:
         else the power gauge where every GPU has a mean."""
         gpus = readings.fields.values()
         if all(self.energy in f for f in gpus):
-            return [max(f[self.energy]) / 1000 for f in gpus], ENERGY_COUNTER  # mJ/s -> W
+            return [max(f[self.energy]) / self.energy_scale for f in gpus], ENERGY_COUNTER
         if all(self.power in f for f in gpus):
             return [max(f[self.power]) for f in gpus], POWER_GAUGE
         return None

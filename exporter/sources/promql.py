@@ -28,6 +28,7 @@ from exporter.config import Config, as_dict
 from exporter.durations import promql_duration
 from exporter.model.mig import PRESENCE_FIELDS
 from exporter.model.observations import ENERGY_COUNTER, POWER_GAUGE
+from exporter.sources.dcgm_units import divided, energy_per_joule
 
 POD = ("lce_namespace", "lce_pod")
 GPU_ROW = (*POD, "lce_node", "lce_gpu_model")
@@ -310,9 +311,12 @@ class Builder:
 
     def readings(self, one_gpu: Callable[[str, str], str]) -> dict[str, str]:
         """Reading -> each GPU's power in watts, `one_gpu(fn, metric)` giving one value per
-        GPU: the energy counter's increase per second (mJ to W), the power gauge's mean."""
+        GPU: the energy counter's increase per second (in W), the power gauge's mean."""
         return {
-            ENERGY_COUNTER: f"({one_gpu('increase', self.names.gpu_energy)}) / 1000",
+            ENERGY_COUNTER: divided(
+                f"({one_gpu('increase', self.names.gpu_energy)})",
+                energy_per_joule(self.names.gpu_energy),
+            ),
             POWER_GAUGE: one_gpu("avg_over_time", self.names.gpu_power),
         }
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from exporter.config import Config
 from exporter.sources import recording
+from exporter.sources.dcgm_units import divided, energy_per_joule, utilization_per_ratio
 from exporter.sources.promql import GPU_ROW, Builder
 
 
@@ -38,15 +39,21 @@ class Queries:
         peak_tokens = b.peak_tokens()
         per_cycle = {
             "power_energy": (
-                f"{b.per_gpu('sum', 'increase', names.gpu_energy)} / 1000 "
-                f"or {b.glitches('gpu', names.gpu_energy, GPU_ROW, gate=True)}"
+                divided(
+                    b.per_gpu("sum", "increase", names.gpu_energy),
+                    energy_per_joule(names.gpu_energy),
+                )
+                + f" or {b.glitches('gpu', names.gpu_energy, GPU_ROW, gate=True)}"
             ),
             "power_gauge": b.per_gpu("sum", "avg_over_time", names.gpu_power),
             "gpu_count": b.gpu_count(),
             "gpu_holders": b.gpu_holders(),
             "busy": (
-                f"{b.per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} "
-                f"or {b.per_gpu('avg', 'avg_over_time', names.gpu_util)} / 100"
+                f"{b.per_gpu('avg', 'avg_over_time', names.gpu_engine_active)} or "
+                + divided(
+                    b.per_gpu("avg", "avg_over_time", names.gpu_util),
+                    utilization_per_ratio(names.gpu_util),
+                )
             ),
             "tokens": b.tokens(),
             "mig": b.mig(),

@@ -24,6 +24,7 @@ from exporter.demo.run import demo_config
 from exporter.demo.simulation import EPOCH, targets
 from exporter.engine import Engine
 from exporter.exposition.collector import ExporterCollector
+from exporter.sources.dcgm_units import BASE_UNIT_ENERGY
 from exporter.sources.direct import DirectSource
 from tests.harness import (
     StaticPages,
@@ -266,10 +267,12 @@ def test_restart_and_driver_reload_reset_counters_without_harm(endpoints) -> Non
     assert before > 0 and total - before == pytest.approx(1320 * 30 * 4, rel=0.1)
 
 
-def _read(cluster) -> Engine:
+def _read(cluster, **metrics: str) -> Engine:
+    """Two cycles over `cluster`'s pages, with `metrics` as upstream.metrics names."""
     endpoints = SimulatedEndpoints(cluster).start()
     try:
-        config = build(demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0"))
+        document = demo_config(endpoints.cluster, endpoints.address, "127.0.0.1:0")
+        config = build(merge(document, {"upstream": {"metrics": metrics}}))
         with freeze_time(START) as frozen:
             engine = Engine(config, DirectSource(config))
             cycles(engine, frozen, 2)
@@ -302,6 +305,22 @@ def test_mig_instances_are_charged_their_share_of_the_gpu(on_gpu_row: bool) -> N
     for f in (a, b, c):
         assert f.gpus == 1 and f.info_value("attribution") == "mig_share"
         assert f.info_value("power_source") == "energy_counter"
+
+
+def test_a_base_unit_energy_counter_in_joules_reads_the_same_watts() -> None:
+    """dcgm-exporter 4.9 (DCGM 4.7) exports energy in joules under a name that says so:
+    configured, it reads the same watts as the legacy millijoule counter."""
+    cluster = shared_gpu_cluster()
+    joules = dataclasses.replace(
+        cluster, nodes=tuple(dataclasses.replace(n, base_units=True) for n in cluster.nodes)
+    )
+    engine = _read(joules, gpu_energy=BASE_UNIT_ENERGY)
+    c = figures(engine, "m/c")
+    assert c.power_w["gpu"] == pytest.approx(150)
+    assert c.info_value("power_source") == "energy_counter"
+    # The legacy name on a base-unit page finds no counter and falls back to the gauge.
+    legacy = figures(_read(joules), "m/c")
+    assert legacy.info_value("power_source") == "power_gauge"
 
 
 @pytest.mark.parametrize("mig", [0, 3])

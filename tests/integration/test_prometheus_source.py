@@ -4,6 +4,7 @@ must come out of the exporter's /metrics within 1%."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import requests
 
 from exporter.demo.endpoints import SimulatedEndpoints
 from exporter.demo.simulation import SimCluster
+from exporter.sources.dcgm_units import BASE_UNIT_ENERGY
 from tests.harness import one, pick, wait_until
 from tests.live import start_prometheus
 from tests.simulated import FACILITY, NODE_INTENSITY, embodied_grams_per_hour, shared_gpu_cluster
@@ -432,6 +434,29 @@ def test_mig_power_on_the_gpu_row_is_split_by_instance(tmp_path, exporter_factor
         assert pick(samples, "llm_carbon_model_info", **labels)[0][0]["attribution"] == (
             "mig_share"
         )
+
+
+def test_a_base_unit_energy_counter_in_joules_reads_the_same_watts(
+    tmp_path, exporter_factory
+) -> None:
+    """dcgm-exporter 4.9 (DCGM 4.7) exports energy in joules under a name that says so
+    (DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL): configured, the query reads it as joules."""
+    cluster = shared_gpu_cluster()
+    cluster = dataclasses.replace(
+        cluster, nodes=tuple(dataclasses.replace(n, base_units=True) for n in cluster.nodes)
+    )
+    endpoints = SimulatedEndpoints(cluster).start()
+    server = start_prometheus(tmp_path / "prometheus", endpoints, cluster)
+    try:
+        config = config_for(server.url)
+        config["upstream"] = {"metrics": {"gpu_energy": BASE_UNIT_ENERGY}}
+        samples = exporter_factory(config).samples()
+    finally:
+        server.stop()
+        endpoints.stop()
+    c = {"namespace": "ns", "model": "m/c"}
+    assert one(samples, "llm_carbon_power_watts", scope="gpu", **c) == pytest.approx(150, rel=0.01)
+    assert pick(samples, "llm_carbon_model_info", **c)[0][0]["power_source"] == "energy_counter"
 
 
 class EchoingUpstream(ThreadingHTTPServer):

@@ -13,6 +13,7 @@ import yaml
 from exporter.cli import main
 from exporter.config import build, default_document, merge
 from exporter.sources import recording
+from exporter.sources.dcgm_units import energy_per_joule, utilization_per_ratio
 from exporter.sources.prometheus_api import Sample
 from exporter.sources.promql import promql_string
 from exporter.sources.queries import MAX_PER_CYCLE, Queries
@@ -47,6 +48,34 @@ def test_selectors_with_braces_or_a_trailing_comma_give_the_same_queries() -> No
         assert q.follow_up(True, True, True, ["prompt"]) == plain.follow_up(
             True, True, True, ["prompt"]
         )
+
+
+def test_dcgm_fields_are_read_in_the_unit_their_name_states() -> None:
+    assert (
+        energy_per_joule("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"),
+        energy_per_joule("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL"),
+    ) == (1000, 1)
+    assert (
+        utilization_per_ratio("DCGM_FI_DEV_GPU_UTIL"),
+        utilization_per_ratio("DCGM_FI_DEV_GPU_UTIL_RATIO"),
+    ) == (100, 1)
+    legacy = queries().per_cycle()
+    base = merge(
+        default_document(),
+        {
+            "prometheus": {"url": "http://p:9090"},
+            "upstream": {
+                "metrics": {
+                    "gpu_energy": "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL",
+                    "gpu_util": "DCGM_FI_DEV_GPU_UTIL_RATIO",
+                }
+            },
+        },
+    )
+    ratio = Queries.build(build(base)).per_cycle()
+    assert ") / 1000 or " in legacy["power_energy"] and ") / 1000" not in ratio["power_energy"]
+    assert legacy["busy"].endswith(") / 100") and not ratio["busy"].endswith("/ 100")
+    assert "DCGM_FI_DEV_GPU_UTIL_RATIO" in ratio["busy"]
 
 
 def test_a_namespace_shard_narrows_every_selector_and_is_escaped() -> None:
