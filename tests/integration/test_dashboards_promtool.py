@@ -242,11 +242,14 @@ def token_weighted_targets() -> list[tuple[str, dict[str, Any], dict[str, Any]]]
     ]
 
 
-def test_token_weighted_means_leave_out_the_tokens_of_inactive_replicas(tmp_path: Path) -> None:
+def test_token_weighted_means_weigh_only_the_replicas_that_publish_the_figure(
+    tmp_path: Path,
+) -> None:
     """Sidecars: one replica active (its marginal J/token and observed-mix envelope 0.3), one
-    below the activity threshold, still serving 4 tok/s but with no per-token figures. The
-    model's token-weighted mean is the active replica's 0.3; with the inactive replica's tokens
-    in the denominator it would read 0.3 x 100 / 104."""
+    below the activity threshold, still serving 4 tok/s but with no per-token figures, and one
+    active whose figures are withheld (its dcgm-exporter page unread). The model's
+    token-weighted mean is the first replica's 0.3; with the others' tokens in the denominator
+    it would read 0.3 x 100 / 204."""
     targets = token_weighted_targets()
     assert {(b, panel["id"], t["refId"]) for b, panel, t in targets} >= {
         ("overview.json", 13, "E"),
@@ -255,9 +258,15 @@ def test_token_weighted_means_leave_out_the_tokens_of_inactive_replicas(tmp_path
         ("model-detail.json", 11, "B"),
         ("model-detail.json", 11, "F"),
     }
-    replicas = {"vllm-0": (1, (90, 10)), "vllm-1": (0, (3, 1))}
+    # serving pod: (active, (prompt, generation) tok/s, publishes the figures)
+    replicas = {
+        "vllm-0": (1, (90, 10), True),
+        "vllm-1": (0, (3, 1), False),
+        "vllm-2": (1, (90, 10), False),
+    }
     inputs = []
-    for exporter, (serving_pod, (active, tokens)) in zip(EXPORTERS, replicas.items(), strict=True):
+    for serving_pod, (active, tokens, publishes) in replicas.items():
+        exporter = f"exporter-{serving_pod}"
         published: list[tuple[str, dict[str, str], float]] = [
             ("llm_carbon_active", {}, active),
             ("llm_carbon_tokens_per_second", {"phase": "prompt"}, tokens[0]),
@@ -265,7 +274,7 @@ def test_token_weighted_means_leave_out_the_tokens_of_inactive_replicas(tmp_path
             ("llm_carbon_model_info", {"size_class": "mid"}, 1),
             ("llm_carbon_commercial_joules_per_token", {"bound": "mid", "mix": "preset"}, 1.0),
         ]
-        if active:
+        if publishes:
             published += [
                 (
                     "llm_carbon_energy_joules_per_token",
