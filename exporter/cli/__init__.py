@@ -5,9 +5,11 @@ traceback."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import TextIO
 
 from exporter import PROG
 from exporter.cli.arguments import (
@@ -20,6 +22,7 @@ from exporter.cli.arguments import (
     pod_environment,
 )
 from exporter.cli.commands import (
+    EXIT_FAILURE,
     EXIT_USAGE,
     cmd_check_config,
     cmd_diagnose,
@@ -39,33 +42,57 @@ EXIT_SIGPIPE = 141  # what a shell reports for a process SIGPIPE ended
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run a command. A reader that leaves early (`| head`) ends it quietly with status 141,
-    as a shell reports a process SIGPIPE ended: no traceback, no message at exit."""
+    as a shell reports a process SIGPIPE ended: no traceback, no message at exit. Output
+    that cannot be written (a full disk, a closed descriptor) is one line on stderr and
+    status 1."""
     try:
         status = _run(argv, environ)
     except SystemExit:  # --help, --version: argparse has printed, and exits
-        if not _flushed():
-            raise SystemExit(EXIT_SIGPIPE) from None
+        failed = _flush_failure()
+        if failed is not None:
+            raise SystemExit(failed) from None
         raise
     except BrokenPipeError:
-        _silence()
+        _silence(sys.stdout, sys.stderr)
         return EXIT_SIGPIPE
-    return status if _flushed() else EXIT_SIGPIPE
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        return _unwritable(exc)
+    failed = _flush_failure()
+    return status if failed is None else failed
 
 
-def _flushed() -> bool:
-    """Flush stdout now, while a closed pipe can still be handled; False if it was closed."""
+# What a write to stdout fails with when the output cannot go where it was sent.
+UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EBADF, errno.EIO, errno.EFBIG}
+
+
+def _flush_failure() -> int | None:
+    """Flush stdout now, while a failure can still be handled: None when it went out (or
+    there is no stdout to flush), else the exit status to end with."""
     try:
-        sys.stdout.flush()
-        return True
+        if sys.stdout is not None:
+            sys.stdout.flush()
+        return None
     except BrokenPipeError:
-        _silence()
-        return False
+        _silence(sys.stdout, sys.stderr)
+        return EXIT_SIGPIPE
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        return _unwritable(exc)
 
 
-def _silence() -> None:
-    """stdout and stderr to /dev/null: the interpreter's flush at exit finds no closed pipe."""
+def _unwritable(exc: OSError) -> int:
+    print(f"{PROG}: cannot write the output: {exc.strerror}", file=sys.stderr)
+    _silence(sys.stdout)  # what is still buffered would fail again at exit
+    return EXIT_FAILURE
+
+
+def _silence(*streams: TextIO | None) -> None:
+    """`streams` to /dev/null: the interpreter's flush at exit finds no closed pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (s for s in streams if s is not None):
         with contextlib.suppress(OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     os.close(devnull)

@@ -174,8 +174,9 @@ def help_command(argv: Sequence[str] | None) -> str:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The configuration keys the flags set. --pod and --namespace name the pod of
-    --vllm-url, or else the pods of a configuration file that leaves them unnamed (see
-    pod_environment); with neither they would quietly do nothing, and are refused."""
+    --vllm-url, or else the pods of a configuration file that leaves them unnamed, as
+    POD_NAME and POD_NAMESPACE would (see pod_environment); without --vllm-url or a
+    configuration file nothing could use them, and they are refused."""
     overrides: dict[str, Any] = {
         "prometheus.url": getattr(args, "prometheus_url", None),
         "exporter.listen": getattr(args, "listen", None),

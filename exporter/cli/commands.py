@@ -100,7 +100,10 @@ def cmd_report(config: Config, fmt: str) -> int:
         engine.close()
     snapshot = engine.state.snapshot
     if not ok or snapshot is None:
-        why = "; ".join(f"{p.upstream}: {p.message}" for p in engine.state.failure)
+        why = "; ".join(
+            p.message if p.message.startswith(p.upstream) else f"{p.upstream}: {p.message}"
+            for p in engine.state.failure
+        )
         print(
             f"{PROG}: no report: the upstream could not be read: {why or 'see the log'}",
             file=sys.stderr,
@@ -173,8 +176,5 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
 
 def cmd_docs(topic: str | None) -> int:
     """The packaged guide `topic`, or the list of them."""
-    if topic is None:
-        print(guides.listing())
-    else:
-        sys.stdout.write(guides.text(topic))
+    print(guides.listing() if topic is None else guides.text(topic), end="" if topic else "\n")
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -250,6 +251,27 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str], tmp_path:
         os.close(writer)
     assert result.returncode == 141, result.stderr
     assert result.stderr == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["docs", "methodology"], ["docs"]], ids=["long", "short"])
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(argv: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert (
+        result.stderr == "llm-carbon-exporter: cannot write the output: No space left on device\n"
+    )
+    # A closed stdout: nothing to write to, and no traceback either.
+    command = f"{shlex.quote(sys.executable)} -m exporter {' '.join(argv)} >&-"
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+    assert "Traceback" not in result.stderr and result.returncode == 0
 
 
 @pytest.mark.parametrize(
