@@ -115,7 +115,8 @@ MODEL_METRICS: tuple[MetricSpec, ...] = (
         "llm_carbon_gpu_busy_ratio",
         lambda f, _: f.gpu_busy,
         "DCGM busy ratio averaged over the model's GPUs: PROF_GR_ENGINE_ACTIVE where "
-        "present, else GPU_UTIL / 100.",
+        "present, else GPU_UTIL as a ratio (percent / 100, or as published for a _RATIO "
+        "field).",
     ),
     _model(
         "llm_carbon_grid_intensity_grams_per_kwh",

@@ -12,9 +12,10 @@ BASE_UNIT_ENERGY = "DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL"  # DCGM 4.7's energy fi
 
 
 def energy_per_joule(name: str) -> int:
-    """Units of the energy counter `name` per joule: 1 for a name in joules, else 1000
-    (DCGM's legacy millijoules)."""
-    return 1 if "JOULES" in name.upper() else 1000
+    """Units of the energy counter `name` per joule: 1 for a name whose unit is joules
+    (ending in _JOULES or _JOULES_TOTAL, as Prometheus names carry their unit), else 1000
+    (DCGM's legacy millijoules, and any name in millijoules)."""
+    return 1 if name.upper().removesuffix("_TOTAL").endswith("_JOULES") else 1000
 
 
 def utilization_per_ratio(name: str) -> int:

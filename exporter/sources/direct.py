@@ -21,6 +21,7 @@ from exporter.model.problems import (
     UpstreamError,
     pod_ref,
 )
+from exporter.sources.dcgm_units import utilization_per_ratio
 from exporter.sources.direct_gpus import DcgmReader, first_label
 from exporter.sources.direct_tokens import TokenReader
 from exporter.sources.http import HttpFetcher, HttpOptions
@@ -93,7 +94,7 @@ class DirectSource:
         # Gauges with a ceiling: a ratio, and a percentage.
         self._ceilings = {
             base_name(names.gpu_engine_active): 1.0,
-            base_name(names.gpu_util): 100.0,
+            base_name(names.gpu_util): float(utilization_per_ratio(names.gpu_util)),
         }
         self._counters = {base_name(n) for n in (names.gpu_energy, *self._token_names)}
         self._power = base_name(names.gpu_power)

@@ -55,6 +55,10 @@ def test_dcgm_fields_are_read_in_the_unit_their_name_states() -> None:
         energy_per_joule("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"),
         energy_per_joule("DCGM_FI_DEV_GPU_ENERGY_JOULES_TOTAL"),
     ) == (1000, 1)
+    # The unit is the name's suffix: millijoules stay millijoules, a word inside is no unit.
+    assert energy_per_joule("gpu_energy_millijoules_total") == 1000
+    assert energy_per_joule("recorded:gpu_energy_joules") == 1
+    assert energy_per_joule("JOULES_COUNTER_MJ") == 1000
     assert (
         utilization_per_ratio("DCGM_FI_DEV_GPU_UTIL"),
         utilization_per_ratio("DCGM_FI_DEV_GPU_UTIL_RATIO"),
