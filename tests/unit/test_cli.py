@@ -8,6 +8,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -224,6 +225,20 @@ def test_version_and_help() -> None:
     assert "--prometheus-url" in result.stdout and "--listen" in result.stdout
 
 
+def exporter_writing_to(
+    stdout: Any, argv: list[str], environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The exporter run with `argv`, its output to `stdout` (a descriptor or a file)."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *argv],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        env=environ,
+    )
+
+
 @pytest.mark.parametrize(
     "argv",
     [["recording-rules"], ["--version"], ["check-config", "CONFIG"], ["serve", "--help"]],
@@ -239,14 +254,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str], tmp_path:
     (tmp_path / "c.yaml").write_text("")
     argv = [str(tmp_path / "c.yaml") if arg == "CONFIG" else arg for arg in argv]
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", *argv],
-            stdout=writer,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=30,
-            env=environ,
-        )
+        result = exporter_writing_to(writer, argv, environ)
     finally:
         os.close(writer)
     assert result.returncode == 141, result.stderr
@@ -257,13 +265,7 @@ def test_a_reader_that_leaves_early_gets_no_traceback(argv: list[str], tmp_path:
 @pytest.mark.parametrize("argv", [["docs", "methodology"], ["docs"]], ids=["long", "short"])
 def test_output_that_cannot_be_written_is_one_line_not_a_traceback(argv: list[str]) -> None:
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [sys.executable, "-m", "exporter", *argv],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=30,
-        )
+        result = exporter_writing_to(full, argv)
     assert result.returncode == 1
     assert (
         result.stderr == "llm-carbon-exporter: cannot write the output: No space left on device\n"
