@@ -165,7 +165,9 @@ class InMemoryPages:
         pass
 
 
-def dcgm_page(power: float, energy: float, util: float) -> str:
+def dcgm_page(
+    power: float, energy: float, util: float, util_name: str = "DCGM_FI_DEV_GPU_UTIL"
+) -> str:
     labels = (
         f'gpu="0",UUID="GPU-1",modelName="{H100}",Hostname="n.sdsc.optiputer.net",'
         'pod="p",namespace="ns"'
@@ -175,8 +177,8 @@ def dcgm_page(power: float, energy: float, util: float) -> str:
         f"DCGM_FI_DEV_POWER_USAGE{{{labels}}} {power!r}\n"
         "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION counter\n"
         f"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{{{labels}}} {energy!r}\n"
-        "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
-        f"DCGM_FI_DEV_GPU_UTIL{{{labels}}} {util!r}\n"
+        f"# TYPE {util_name} gauge\n"
+        f"{util_name}{{{labels}}} {util!r}\n"
     )
 
 
@@ -212,3 +214,38 @@ def test_direct_pages_never_yield_an_impossible_figure(cycles: list[tuple[float,
         engine.run_cycle()
         assert_sound(engine)
         clock[0] += 30.0
+
+
+def test_a_ratio_utilization_field_is_read_and_bounded_as_a_ratio() -> None:
+    """A utilization field named ..._RATIO (DCGM 4.7's base units) is a ratio: 0.5 is half
+    busy, and 50 (a percent under a ratio's name) is refused, not read as 50 times busy."""
+    fetcher = InMemoryPages()
+    document = {
+        "source": "direct",
+        "upstream": {"metrics": {"gpu_util": "DCGM_FI_DEV_GPU_UTIL_RATIO"}},
+        "direct": {
+            "dcgm_urls": ["http://dcgm/metrics"],
+            "pods": [{"namespace": "ns", "pod": "p", "vllm_urls": ["http://vllm/metrics"]}],
+        },
+    }
+    config = build(merge(default_document(), document))
+
+    def busy(util: float) -> float | None:
+        clock = [1_000_000.0]
+        source = DirectSource(config, fetcher=fetcher, clock=lambda: clock[0])  # type: ignore[arg-type]  # a stand-in fetcher
+        engine = Engine(config, source, clock=lambda: clock[0])
+        for i in range(2):
+            fetcher.pages = {
+                "http://dcgm/metrics": dcgm_page(
+                    300.0, 1e9 + i * 9e6, util, util_name="DCGM_FI_DEV_GPU_UTIL_RATIO"
+                ),
+                "http://vllm/metrics": vllm_page(1000.0 + i * 3000, 100.0 + i * 300),
+            }
+            engine.run_cycle()
+            clock[0] += 30.0
+        snapshot = engine.state.snapshot
+        assert snapshot is not None
+        return snapshot.models[0].gpu_busy
+
+    assert busy(0.5) == 0.5
+    assert busy(50.0) is None
