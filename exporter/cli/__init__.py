@@ -52,13 +52,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if failed is not None:
             raise SystemExit(failed) from None
         raise
-    except BrokenPipeError:
-        _silence(sys.stdout, sys.stderr)
-        return EXIT_SIGPIPE
     except OSError as exc:
-        if exc.errno not in UNWRITABLE:
-            raise
-        return _unwritable(exc)
+        return _write_failure(exc)
     failed = _flush_failure()
     return status if failed is None else failed
 
@@ -74,16 +69,18 @@ def _flush_failure() -> int | None:
         if sys.stdout is not None:
             sys.stdout.flush()
         return None
-    except BrokenPipeError:
+    except OSError as exc:
+        return _write_failure(exc)
+
+
+def _write_failure(exc: OSError) -> int:
+    """The exit status for output that could not be written: a reader gone (141, quietly),
+    or nowhere to write (1, one line); any other OSError is not about the output."""
+    if isinstance(exc, BrokenPipeError):
         _silence(sys.stdout, sys.stderr)
         return EXIT_SIGPIPE
-    except OSError as exc:
-        if exc.errno not in UNWRITABLE:
-            raise
-        return _unwritable(exc)
-
-
-def _unwritable(exc: OSError) -> int:
+    if exc.errno not in UNWRITABLE:
+        raise exc
     print(f"{PROG}: cannot write the output: {exc.strerror}", file=sys.stderr)
     _silence(sys.stdout)  # what is still buffered would fail again at exit
     return EXIT_FAILURE
