@@ -194,10 +194,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         )
     if vllm or dcgm:
         overrides["source"] = "direct"
-        if vllm:
-            overrides["direct.pods"] = [
-                {"vllm_urls": vllm, "pod": args.pod, "namespace": args.namespace}
-            ]
+        if vllm:  # named by --pod and --namespace through pod_environment
+            overrides["direct.pods"] = [{"vllm_urls": vllm}]
         overrides["direct.dcgm_urls"] = dcgm
     return overrides
 

@@ -141,8 +141,8 @@ def cmd_recording_rules(config: Config) -> int:
             "source: direct reads the pages themselves; recording rules serve only the "
             "Prometheus source (source: prometheus)"
         )
-    rules = recording.rule_groups(Queries.build(config).per_cycle(), config.exporter.interval)
-    print(RULES_HEADER + yaml.safe_dump(rules, sort_keys=False, width=1_000_000), end="")
+    groups = recording.rule_groups(Queries.build(config).per_cycle(), config.exporter.interval)
+    print(RULES_HEADER + yaml.safe_dump(groups, sort_keys=False, width=1_000_000), end="")
     return EXIT_OK
 
 
@@ -176,5 +176,5 @@ def cmd_check_config(path: str, environ: Mapping[str, str]) -> int:
 
 def cmd_docs(topic: str | None) -> int:
     """The packaged guide `topic`, or the list of them."""
-    print(guides.listing() if topic is None else guides.text(topic), end="" if topic else "\n")
+    print(guides.text(topic) if topic else guides.listing() + "\n", end="")
     return EXIT_OK

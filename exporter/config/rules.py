@@ -209,25 +209,18 @@ def _workload(config: Config) -> Problems:
             )
 
 
-def named_files(config: Config) -> Iterator[tuple[str, str]]:
+def named_files(config: Config) -> list[tuple[str, str]]:
     """(key path, path) of every file the configuration names for serve to read: secrets
     and the CA bundle, read at each request (so a missing one fails every request, not
     the start)."""
+    files: dict[str, str | None] = {}
     prometheus = config.prometheus
     if config.source == "prometheus":
-        yield from (
-            (f"prometheus.{key}", value)
-            for key, value in (
-                ("ca_file", prometheus.ca_file),
-                ("bearer_token_file", prometheus.bearer_token_file),
-                (
-                    "basic_auth.password_file",
-                    prometheus.basic_auth and prometheus.basic_auth.password_file,
-                ),
-            )
-            if value
-        )
+        files["prometheus.ca_file"] = prometheus.ca_file
+        files["prometheus.bearer_token_file"] = prometheus.bearer_token_file
+        if prometheus.basic_auth:
+            files["prometheus.basic_auth.password_file"] = prometheus.basic_auth.password_file
     for path, live in config.grid.live_providers():
-        for key in ("token_file", "password_file"):
-            if getattr(live, key):
-                yield f"{path}.{key}", getattr(live, key)
+        files[f"{path}.token_file"] = live.token_file
+        files[f"{path}.password_file"] = live.password_file
+    return [(key, named) for key, named in files.items() if named]

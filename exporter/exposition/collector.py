@@ -39,9 +39,6 @@ class Families:
             for spec, rows in ((SPECS[name], rows) for name, rows in self._rows.items())
         )
 
-    def encode(self, openmetrics: bool) -> bytes:
-        return self.encoded().body(openmetrics)
-
     def __iter__(self) -> Iterator[Metric]:
         for name, rows in self._rows.items():
             spec = SPECS[name]

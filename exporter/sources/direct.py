@@ -21,7 +21,6 @@ from exporter.model.problems import (
     UpstreamError,
     pod_ref,
 )
-from exporter.sources.dcgm_units import utilization_per_ratio
 from exporter.sources.direct_gpus import DcgmReader, first_label
 from exporter.sources.direct_tokens import TokenReader
 from exporter.sources.http import HttpFetcher, HttpOptions
@@ -91,16 +90,13 @@ class DirectSource:
             names.prompt_tokens_by_source,
         )
         self._token_names = tuple(n for n in token_counters if n)
-        # Gauges with a ceiling: a ratio, and a percentage.
-        self._ceilings = {
-            base_name(names.gpu_engine_active): 1.0,
-            base_name(names.gpu_util): float(utilization_per_ratio(names.gpu_util)),
-        }
         self._counters = {base_name(n) for n in (names.gpu_energy, *self._token_names)}
         self._power = base_name(names.gpu_power)
         self.plausible = Plausibility(config)
         self.store = SeriesStore(self.window, self._judge)
         self.gpus = DcgmReader(config, self.store, self.plausible)
+        # Busy gauges have a ceiling: what reads as fully busy in their unit (1 or 100).
+        self._ceilings = dict(self.gpus.busy_scale)
         self.tokens = TokenReader(config, self.store, self.plausible, self.server)
         self._requests = dict.fromkeys(self.upstreams, 0)
 

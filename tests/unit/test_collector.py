@@ -392,7 +392,7 @@ def test_encoder_matches_on_every_kind_of_family(openmetrics: bool) -> None:
 
     registry.register(Fixed())
     library = openmetrics_latest if openmetrics else generate_latest
-    assert families.encode(openmetrics) == library(registry)
+    assert families.encoded().body(openmetrics) == library(registry)
 
 
 def test_dots_escaping_is_left_to_prometheus_client() -> None:
